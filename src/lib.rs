@@ -1,0 +1,6 @@
+//! impulse: a thread-per-core, shared-nothing mail transfer agent.
+//!
+//! Modules follow the data path: `inbound` drives `smtp::server` and writes
+//! through `spool`; `config` and `runtime` frame every shard.
+
+pub mod message;

@@ -1,0 +1,134 @@
+//! Types that travel between pipeline stages: message ids and envelopes.
+//!
+//! Owns nothing and does no I/O. `smtp::server` produces these, `inbound`
+//! hands them to `spool`, and `queue`/`bounce` read them back.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A message id, unique across shards and restarts.
+///
+/// `epoch_ms` is the shard's start time in milliseconds since the Unix
+/// epoch (raised above any id found in the spool at recovery), `shard` the
+/// receiving shard, `seq` a per-shard counter. Shown as
+/// `EEEEEEEEEEEE-SS-QQQQQQQQ` in hex (e.g. `0192F3A4B5C6-01-0000002A`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    /// Shard start time, milliseconds since the Unix epoch (48 bits used).
+    pub epoch_ms: u64,
+    /// Receiving shard.
+    pub shard: u16,
+    /// Sequence number within this shard and epoch.
+    pub seq: u32,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012X}-{:02X}-{:08X}", self.epoch_ms, self.shard, self.seq)
+    }
+}
+
+/// Error returned when a string is not a message id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a message id (expected EEEEEEEEEEEE-SS-QQQQQQQQ in hex): {0:?}")]
+pub struct BadMessageId(pub String);
+
+impl FromStr for MessageId {
+    type Err = BadMessageId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadMessageId(s.to_string());
+        let mut parts = s.split('-');
+        let (Some(e), Some(sh), Some(q), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        if e.len() != 12 || sh.len() < 2 || sh.len() > 4 || q.len() != 8 {
+            return Err(bad());
+        }
+        Ok(MessageId {
+            epoch_ms: u64::from_str_radix(e, 16).map_err(|_| bad())?,
+            shard: u16::from_str_radix(sh, 16).map_err(|_| bad())?,
+            seq: u32::from_str_radix(q, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// RFC 3461 RET parameter.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DsnRet {
+    /// Return the full message in a DSN.
+    Full,
+    /// Return headers only.
+    Hdrs,
+}
+
+/// RFC 6152 / RFC 3030 body type from `MAIL ... BODY=`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum BodyType {
+    /// No BODY parameter, or BODY=7BIT.
+    #[default]
+    SevenBit,
+    /// BODY=8BITMIME.
+    EightBitMime,
+    /// BODY=BINARYMIME (only with BDAT).
+    BinaryMime,
+}
+
+/// RFC 3461 NOTIFY flags of one recipient. `None` everywhere means the
+/// client sent no NOTIFY (the MTA's default: failures, maybe delays).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// NOTIFY=NEVER.
+    pub never: bool,
+    /// SUCCESS was listed.
+    pub success: bool,
+    /// FAILURE was listed.
+    pub failure: bool,
+    /// DELAY was listed.
+    pub delay: bool,
+}
+
+impl Notify {
+    /// True when the client did not send a NOTIFY parameter.
+    pub fn is_default(&self) -> bool {
+        *self == Notify::default()
+    }
+}
+
+/// One accepted recipient with its DSN parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The forward path, without angle brackets.
+    pub address: String,
+    /// NOTIFY parameter, if any.
+    pub notify: Option<Notify>,
+    /// ORCPT parameter as sent: `addr-type;xtext`.
+    pub orcpt: Option<String>,
+}
+
+/// Everything about a message except its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse path without brackets; empty for the null sender.
+    pub mail_from: String,
+    /// RET parameter.
+    pub ret: Option<DsnRet>,
+    /// ENVID parameter (xtext-decoded).
+    pub envid: Option<String>,
+    /// BODY parameter.
+    pub body_type: BodyType,
+    /// SMTPUTF8 parameter was given.
+    pub smtputf8: bool,
+    /// Recipients accepted with 250.
+    pub recipients: Vec<Recipient>,
+    /// Authenticated user, if the session used AUTH.
+    pub auth_user: Option<String>,
+    /// Client address.
+    pub peer: Option<IpAddr>,
+    /// HELO/EHLO argument.
+    pub helo: String,
+    /// Reception time, milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+}

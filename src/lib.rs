@@ -3,4 +3,5 @@
 //! Modules follow the data path: `inbound` drives `smtp::server` and writes
 //! through `spool`; `config` and `runtime` frame every shard.
 
+pub mod config;
 pub mod message;

@@ -1,0 +1,185 @@
+//! The defaults registry: every configuration option, the scopes it may
+//! appear in, its type, range and built-in default.
+//!
+//! Pure data. `parse` checks files against it; `resolve` falls back to the
+//! defaults here; `check-config` prints from it.
+
+/// Where an option may be written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `[global]`
+    Global,
+    /// `[listener.NAME]`
+    Listener,
+    /// `[listener.NAME.peer."CIDR"]`
+    Peer,
+    /// `[domain."name"]`
+    Domain,
+    /// `[shard.N]`
+    Shard,
+}
+
+impl Scope {
+    /// The scope's name as written in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Listener => "listener",
+            Scope::Peer => "peer",
+            Scope::Domain => "domain",
+            Scope::Shard => "shard",
+        }
+    }
+}
+
+/// The type of an option's value, with its allowed range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// true/false.
+    Bool,
+    /// A whole number in `min..=max`.
+    Int { min: u64, max: u64 },
+    /// A byte count: an integer or a string with K, M or G suffix.
+    Size { min: u64, max: u64 },
+    /// Free text.
+    Text,
+    /// A filesystem path.
+    Path,
+    /// A list of strings.
+    TextList,
+    /// A list of IP networks (`10.0.0.0/8`, `::1/128`, or a bare address).
+    CidrList,
+    /// A list of `ip:port` socket addresses.
+    AddrList,
+    /// `"auto"` or a number of shards.
+    Shards,
+    /// A list of CPU numbers.
+    CpuList,
+}
+
+impl Kind {
+    /// How the value is written, for hints.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Bool => "true or false".into(),
+            Kind::Int { min, max } => format!("an integer from {min} to {max}"),
+            Kind::Size { min, max } => {
+                format!(
+                    "a size in bytes from {min} to {max} (an integer, or a string like \"10M\")"
+                )
+            }
+            Kind::Text => "a string".into(),
+            Kind::Path => "a path (string)".into(),
+            Kind::TextList => "a list of strings".into(),
+            Kind::CidrList => "a list of networks, e.g. [\"127.0.0.0/8\", \"::1/128\"]".into(),
+            Kind::AddrList => "a list of addresses, e.g. [\"127.0.0.1:25\", \"[::1]:25\"]".into(),
+            Kind::Shards => "\"auto\" or a number of shards from 1 to 1024".into(),
+            Kind::CpuList => "a list of CPU numbers, e.g. [0, 1]".into(),
+        }
+    }
+}
+
+/// One option of the registry.
+#[derive(Debug)]
+pub struct OptionDef {
+    /// Name as written in the file (Momentum's where Momentum has one).
+    pub name: &'static str,
+    /// Scopes it may be written in; lookups fall back through them.
+    pub scopes: &'static [Scope],
+    /// Type and range.
+    pub kind: Kind,
+    /// Built-in default as a TOML literal; `None` = unset.
+    pub default: Option<&'static str>,
+    /// One line for `check-config` and the README.
+    pub help: &'static str,
+}
+
+use Scope::{Domain as D, Global as G, Listener as L, Peer as P, Shard as S};
+
+const SECS: Kind = Kind::Int {
+    min: 1,
+    max: 86_400 * 30,
+};
+const COUNT: Kind = Kind::Int {
+    min: 0,
+    max: u32::MAX as u64,
+};
+
+/// Every option impulse knows.
+pub const OPTIONS: &[OptionDef] = &[
+    // --- process and shards (global) ---
+    OptionDef { name: "hostname", scopes: &[G], kind: Kind::Text, default: None, help: "name in the banner, EHLO and Received: (default: the system host name)" },
+    OptionDef { name: "shards", scopes: &[G], kind: Kind::Shards, default: Some("\"auto\""), help: "executors (one per CPU core with \"auto\")" },
+    OptionDef { name: "cpus", scopes: &[G], kind: Kind::CpuList, default: None, help: "CPUs to pin shards to, in shard order (default: all available)" },
+    OptionDef { name: "spoolbase", scopes: &[G], kind: Kind::Path, default: Some("\"spool\""), help: "spool root; shard N uses spoolbase/shard-N unless [shard.N] spool_dir is set" },
+    OptionDef { name: "spool_dir", scopes: &[S], kind: Kind::Path, default: None, help: "this shard's spool directory (put shards on different disks)" },
+    OptionDef { name: "shutdown_timeout", scopes: &[G], kind: SECS, default: Some("30"), help: "seconds sessions may finish after SIGTERM before they get 421" },
+    OptionDef { name: "spool_segment_size", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"64M\""), help: "spool segment file size" },
+    OptionDef { name: "spool_batch_max_bytes", scopes: &[G], kind: Kind::Size { min: 4096, max: 1 << 30 }, default: Some("\"1M\""), help: "group commit: bytes per write+sync" },
+    OptionDef { name: "spool_batch_max_delay_us", scopes: &[G], kind: Kind::Int { min: 0, max: 1_000_000 }, default: Some("200"), help: "group commit: longest wait for more appends before a sync (microseconds)" },
+    OptionDef { name: "relay_domains", scopes: &[G], kind: Kind::TextList, default: Some("[]"), help: "domains accepted from anyone (\"*.example.com\" = subdomains only)" },
+    // --- inbound: peer -> listener -> global ---
+    OptionDef { name: "relay_hosts", scopes: &[G, L], kind: Kind::CidrList, default: Some("[\"127.0.0.0/8\", \"::1/128\"]"), help: "client networks that may relay to any domain (global and listener lists are merged)" },
+    OptionDef { name: "can_relay", scopes: &[P], kind: Kind::Bool, default: None, help: "clients in this network may (true) or may not (false) relay, overriding relay_hosts" },
+    OptionDef { name: "listen", scopes: &[L, S], kind: Kind::AddrList, default: None, help: "addresses this listener binds on every shard (SO_REUSEPORT)" },
+    OptionDef { name: "listener_sessions", scopes: &[G, L, S], kind: COUNT, default: Some("10000"), help: "concurrent sessions per listener per shard; beyond it 421 4.7.0" },
+    OptionDef { name: "max_connections_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("500"), help: "concurrent sessions from one client address per shard (0 = no limit); beyond it 421 4.7.0" },
+    OptionDef { name: "idle_time", scopes: &[G, L, P], kind: SECS, default: Some("300"), help: "seconds to wait for a command before 421 4.4.2" },
+    OptionDef { name: "data_timeout", scopes: &[G, L, P], kind: SECS, default: Some("600"), help: "seconds to wait for more DATA/BDAT content before 421 4.4.2" },
+    OptionDef { name: "message_size", scopes: &[G, L, P], kind: Kind::Size { min: 0, max: 1 << 34 }, default: Some("\"10M\""), help: "largest message accepted (0 = no limit); 552 5.3.4 beyond it" },
+    OptionDef { name: "max_recipients_per_message", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("1000"), help: "RCPTs per message; 452 4.5.3 beyond it" },
+    OptionDef { name: "max_receptions_per_connection", scopes: &[G, L, P], kind: COUNT, default: Some("0"), help: "messages per session, then 421 (0 = no limit)" },
+    OptionDef { name: "max_errors_per_session", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("20"), help: "error replies before 421 4.7.0 and disconnect" },
+    OptionDef { name: "max_command_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 512, max: 65_536 }, default: Some("2048"), help: "longest command line incl. CRLF; 500 5.5.2 beyond it" },
+    OptionDef { name: "max_data_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 1000, max: 1 << 24 }, default: Some("1000"), help: "longest message line incl. CRLF (RFC 5322: 1000); 550 5.6.0 beyond it" },
+    OptionDef { name: "require_ehlo", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), help: "MAIL needs HELO/EHLO first" },
+    OptionDef { name: "allow_null_envelope_sender", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), help: "accept MAIL FROM:<>" },
+    OptionDef { name: "reject_8bit_without_8bitmime", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), help: "reject 8-bit bodies sent without BODY=8BITMIME (554 5.6.1)" },
+    OptionDef { name: "tls_certificate", scopes: &[G, L], kind: Kind::Path, default: None, help: "PEM certificate chain for STARTTLS" },
+    OptionDef { name: "tls_key", scopes: &[G, L], kind: Kind::Path, default: None, help: "PEM private key for STARTTLS" },
+    OptionDef { name: "auth_password_file", scopes: &[G, L], kind: Kind::Path, default: None, help: "user:{SHA512-CRYPT}$6$... lines for AUTH PLAIN/LOGIN" },
+    OptionDef { name: "auth_requires_tls", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), help: "offer AUTH only after STARTTLS" },
+    // --- delivery (domain -> global); read by the queue and outbound stages ---
+    OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), help: "base retry delay in seconds, doubling per attempt" },
+    OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the retry delay in seconds" },
+    OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), help: "seconds before an undelivered message fails (4.4.7)" },
+    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: COUNT, default: Some("32"), help: "outbound connections per domain" },
+];
+
+/// Looks an option up by name.
+pub fn find(name: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// The closest known option name, for "did you mean" hints.
+pub fn closest(name: &str, scope: Scope) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .filter(|o| o.scopes.contains(&scope))
+        .map(|o| (strsim::jaro_winkler(name, o.name), o.name))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in OPTIONS.iter().enumerate() {
+            assert!(
+                OPTIONS[i + 1..].iter().all(|b| b.name != a.name),
+                "{}",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn hints_find_typos() {
+        assert_eq!(closest("idle_tme", Scope::Listener), Some("idle_time"));
+        assert_eq!(closest("zzzz", Scope::Listener), None);
+    }
+}

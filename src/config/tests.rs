@@ -1,0 +1,126 @@
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn load(src: &str) -> Result<Config, ConfigErrors> {
+    Config::from_str("t.toml", src, Path::new("."))
+}
+
+#[test]
+fn embedded_default_is_valid_and_safe() {
+    let c = Config::load(None).expect("embedded default");
+    let l = &c.listeners[0];
+    assert_eq!(l.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+    let (_, relay) = l.for_peer("127.0.0.1".parse().unwrap());
+    assert!(relay, "loopback may relay");
+    let (_, relay) = l.for_peer("192.0.2.7".parse().unwrap());
+    assert!(!relay, "the default must never be an open relay");
+    assert!(c.relay_domains.is_empty());
+}
+
+#[test]
+fn peer_listener_global_fallback() {
+    let c = load(
+        "[global]\nidle_time = 100\nmessage_size = 5000\n\
+         [listener.a]\nlisten = [\"127.0.0.1:2525\"]\nidle_time = 50\n\
+         [listener.a.peer.\"10.0.0.0/8\"]\nmessage_size = 7000\ncan_relay = true\n\
+         [listener.a.peer.\"10.1.0.0/16\"]\nidle_time = 9\ncan_relay = false\n",
+    )
+    .expect("valid");
+    let l = &c.listeners[0];
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let (i, relay) = l.for_peer(ip("192.0.2.1"));
+    assert_eq!(
+        (i.idle_time, i.message_size, relay),
+        (Duration::from_secs(50), 5000, false)
+    );
+    let (i, relay) = l.for_peer(ip("10.9.9.9"));
+    assert_eq!(
+        (i.idle_time, i.message_size, relay),
+        (Duration::from_secs(50), 7000, true)
+    );
+    // Most specific block wins; it does not inherit from the wider peer block.
+    let (i, relay) = l.for_peer(ip("10.1.2.3"));
+    assert_eq!(
+        (i.idle_time, i.message_size, relay),
+        (Duration::from_secs(9), 5000, false)
+    );
+    // Untouched options come from the registry defaults.
+    assert_eq!(i.max_recipients_per_message, 1000);
+}
+
+#[test]
+fn relay_hosts_merge_global_and_listener() {
+    let c = load("[global]\nrelay_hosts = [\"192.0.2.0/24\"]\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\nrelay_hosts = [\"198.51.100.1\"]\n").unwrap();
+    let l = &c.listeners[0];
+    assert!(l.for_peer("192.0.2.9".parse().unwrap()).1);
+    assert!(l.for_peer("198.51.100.1".parse().unwrap()).1);
+    assert!(
+        !l.for_peer("127.0.0.1".parse().unwrap()).1,
+        "setting relay_hosts replaces the loopback default"
+    );
+}
+
+#[test]
+fn shard_overrides() {
+    let c = load(
+        "[global]\nspoolbase = \"/s\"\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\n\
+         [shard.1]\nspool_dir = \"/disk1/s\"\nlistener_sessions = 7\n\
+         [shard.1.listener.a]\nlisten = [\"127.0.0.2:1\"]\n",
+    )
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(c.spool_dir(0), Path::new("/s/shard-0"));
+    assert_eq!(c.spool_dir(1), Path::new("/disk1/s"));
+    assert_eq!(c.listen_addrs(0, l), vec!["127.0.0.1:1".parse().unwrap()]);
+    assert_eq!(c.listen_addrs(1, l), vec!["127.0.0.2:1".parse().unwrap()]);
+    assert_eq!(c.listener_sessions(1, l), 7);
+    assert_eq!(c.listener_sessions(0, l), 10000);
+}
+
+#[test]
+fn semantic_errors() {
+    let e = load("[listener.a]\n").unwrap_err();
+    assert!(e.0[0].message.contains("no `listen`"), "{e}");
+    let e = load("[global]\nshards = 4\ncpus = [0]\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\n")
+        .unwrap_err();
+    assert_eq!((e.0[0].line, e.0[0].key_path.as_str()), (3, "global.cpus"));
+    let e = load("[listener.a]\nlisten = [\"127.0.0.1:1\"]\n[shard.0.listener.b]\nlisten = [\"127.0.0.1:2\"]\n").unwrap_err();
+    assert!(e.0[0].message.contains("no [listener.b]"), "{e}");
+    let e =
+        load("[listener.a]\nlisten = [\"127.0.0.1:1\"]\ntls_certificate = \"/nonexistent.pem\"\n")
+            .unwrap_err();
+    assert!(e.0[0].message.contains("go together"), "{e}");
+    let e = load("[listener.a]\nlisten = [\"127.0.0.1:1\"]\ntls_certificate = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n").unwrap_err();
+    assert!(e.0[0].message.contains("cannot read certificate"), "{e}");
+    assert!(load("").is_err(), "no listener");
+}
+
+#[test]
+fn errors_are_all_reported_with_positions() {
+    let e = load("[global]\nbogus = 1\nidle_time = -1\n[listener.a]\nlisten = \"127.0.0.1:25\"\n")
+        .unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.0.len(), 3, "{text}");
+    assert!(
+        text.contains("t.toml:2:1: global.bogus: unknown option"),
+        "{text}"
+    );
+    assert!(text.contains("t.toml:3:13: global.idle_time"), "{text}");
+    assert!(
+        text.contains("t.toml:5:10: listener.a.listen: wrong type"),
+        "{text}"
+    );
+}
+
+#[test]
+fn report_shows_sources() {
+    let c = load("[global]\nshards = 2\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\nidle_time = 5\n")
+        .unwrap();
+    let r = c.effective_report(2);
+    assert!(r.contains("idle_time = 5  # listener"), "{r}");
+    assert!(r.contains("data_timeout = 600  # default"), "{r}");
+    assert!(r.contains("[shard.1]"), "{r}");
+}

@@ -402,7 +402,7 @@ impl Config {
                 })
                 .collect();
             // Most specific network first, so the first match is the best.
-            peers.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+            peers.sort_by_key(|p| std::cmp::Reverse(p.0.prefix_len()));
             let tls = match (
                 path_of("tls_certificate", &chain),
                 path_of("tls_key", &chain),

@@ -4,4 +4,8 @@
 //! through `spool`; `config` and `runtime` frame every shard.
 
 pub mod config;
+pub mod inbound;
 pub mod message;
+pub mod runtime;
+pub mod smtp;
+pub mod spool;

@@ -1,1 +1,80 @@
-fn main() {}
+//! The `impulse` command: parses the CLI and dispatches. Nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use impulse::config::{report, Config};
+
+/// impulse: a thread-per-core mail transfer agent for bulk-sending hosts.
+#[derive(Parser)]
+#[command(name = "impulse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SIGTERM/SIGINT: graceful shutdown; SIGHUP: reload the config).
+    Serve {
+        /// Configuration file (TOML); without it the embedded default runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and print the effective settings per scope.
+    CheckConfig {
+        /// Configuration file; without it the embedded default is checked.
+        file: Option<PathBuf>,
+        /// List every option with its scopes, default and meaning instead.
+        #[arg(long)]
+        options: bool,
+    },
+    /// Offline spool tools (read-only; safe while the server is stopped).
+    Spool {
+        #[command(subcommand)]
+        command: impulse::spool::tools::SpoolCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            impulse::runtime::logger::init();
+            match impulse::runtime::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("impulse: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::CheckConfig { file, options } => {
+            if options {
+                print!("{}", report::options_help());
+                return ExitCode::SUCCESS;
+            }
+            match Config::load(file.as_deref()) {
+                Ok(c) => {
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    print!("{}", c.effective_report(cpus));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("impulse: configuration is invalid ({} error(s))", e.0.len());
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Spool { command } => impulse::spool::tools::run(command),
+        Command::Version => {
+            println!("impulse {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Inbound: each shard's listening sockets (SO_REUSEPORT), connection
+//! limits, and the sessions that drive `smtp::server` over glommio TCP and
+//! rustls, writing accepted messages through the shard's spool.
+//!
+//! May call: config (snapshot), smtp::server, spool. Never blocks the
+//! shard: all socket and disk I/O is glommio's.
+
+mod conn;
+mod session;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::net::TcpListener;
+
+use crate::config::Config;
+use crate::runtime::shutdown::Signal;
+use crate::runtime::Control;
+use crate::spool::Spool;
+
+/// One shard's inbound side.
+pub struct ShardInbound {
+    shard: usize,
+    control: Arc<Control>,
+    spool: Rc<Spool>,
+    /// Fired to stop the accept loops.
+    stop_accepting: Signal,
+    /// Fired at shutdown: idle sessions end with 421 at their next pause.
+    closing: Signal,
+    /// Fired at the shutdown deadline: every session ends with 421 now.
+    force: Signal,
+    active: Cell<u32>,
+    per_listener: RefCell<HashMap<String, u32>>,
+    per_ip: RefCell<HashMap<IpAddr, u32>>,
+}
+
+/// Releases a session's slots when it ends, however it ends.
+struct SessionSlot {
+    state: Rc<ShardInbound>,
+    listener: String,
+    ip: IpAddr,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.state.active.set(self.state.active.get() - 1);
+        decrement(&mut self.state.per_listener.borrow_mut(), &self.listener);
+        decrement(&mut self.state.per_ip.borrow_mut(), &self.ip);
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl ShardInbound {
+    /// Binds every listener's addresses for this shard and starts accepting.
+    /// Returns the bound addresses (with real ports when 0 was configured).
+    pub fn start(shard: usize, config: &Config, control: Arc<Control>, spool: Rc<Spool>) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
+        let state = Rc::new(ShardInbound {
+            shard,
+            control,
+            spool,
+            stop_accepting: Signal::default(),
+            closing: Signal::default(),
+            force: Signal::default(),
+            active: Cell::new(0),
+            per_listener: RefCell::new(HashMap::new()),
+            per_ip: RefCell::new(HashMap::new()),
+        });
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            for addr in config.listen_addrs(shard, l) {
+                let sock = TcpListener::bind(addr).map_err(|e| format!("listener {}: cannot bind {addr}: {e}", l.name))?;
+                bound.push(sock.local_addr().unwrap_or(addr));
+                let (st, name) = (state.clone(), l.name.clone());
+                glommio::spawn_local(accept_loop(st, sock, name)).detach();
+            }
+        }
+        Ok((state, bound))
+    }
+
+    /// Sessions currently open on this shard.
+    pub fn active_sessions(&self) -> u32 {
+        self.active.get()
+    }
+
+    /// Stops accepting and asks idle sessions to end.
+    pub fn begin_shutdown(&self) {
+        self.stop_accepting.fire();
+        self.closing.fire();
+    }
+
+    /// Ends every remaining session with 421.
+    pub fn force_close(&self) {
+        self.force.fire();
+    }
+
+    /// Counts a new session against the limits; `None` = over a limit.
+    fn admit(self: &Rc<Self>, listener: &str, ip: IpAddr, max_listener: u32, max_ip: u32) -> Option<SessionSlot> {
+        let on_listener = self.per_listener.borrow().get(listener).copied().unwrap_or(0);
+        let from_ip = self.per_ip.borrow().get(&ip).copied().unwrap_or(0);
+        if (max_listener > 0 && on_listener >= max_listener) || (max_ip > 0 && from_ip >= max_ip) {
+            return None;
+        }
+        self.active.set(self.active.get() + 1);
+        *self.per_listener.borrow_mut().entry(listener.to_string()).or_insert(0) += 1;
+        *self.per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
+        Some(SessionSlot { state: self.clone(), listener: listener.to_string(), ip })
+    }
+}
+
+async fn accept_loop(state: Rc<ShardInbound>, sock: TcpListener, listener: String) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(sock.accept().await) }, async {
+            state.stop_accepting.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(session::run(state.clone(), stream, listener.clone())).detach();
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::warn!("shard {}: accept on {listener}: {e}", state.shard);
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! One client session: reads bytes, feeds `smtp::server`, acts on its
+//! steps (AUTH check, STARTTLS, spooling), writes its replies, and enforces
+//! per-stage timeouts and shutdown.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_lite::future;
+use glommio::net::TcpStream;
+
+use super::conn::Conn;
+use super::ShardInbound;
+use crate::config::{Config, Inbound, Listener};
+use crate::message::Envelope;
+use crate::smtp::reply::Reply;
+use crate::smtp::server::{received_header, ServerSession, ServerSettings, Step};
+use crate::spool::SpoolError;
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER_OCTETS: usize = 16 * 1024;
+
+enum Wake {
+    Data(std::io::Result<usize>),
+    Timeout,
+    Shutdown,
+}
+
+fn settings(config: &Config, listener: &Listener, inbound: &Inbound, can_relay: bool) -> ServerSettings {
+    ServerSettings {
+        hostname: config.hostname.clone(),
+        max_command_line_octets: inbound.max_command_line_octets,
+        max_data_line_octets: inbound.max_data_line_octets,
+        message_size: inbound.message_size,
+        max_recipients_per_message: inbound.max_recipients_per_message,
+        max_errors_per_session: inbound.max_errors_per_session,
+        max_receptions_per_connection: inbound.max_receptions_per_connection,
+        require_ehlo: inbound.require_ehlo,
+        allow_null_envelope_sender: inbound.allow_null_envelope_sender,
+        starttls_available: listener.tls.is_some(),
+        auth_available: listener.credentials.is_some(),
+        auth_requires_tls: inbound.auth_requires_tls,
+        can_relay,
+        relay_domains: config.relay_domains.clone(),
+        reject_8bit_without_8bitmime: inbound.reject_8bit_without_8bitmime,
+    }
+}
+
+/// Runs a session to its end; never panics on client input.
+pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: String) {
+    let config = state.control.config.load_full();
+    let peer = stream.peer_addr().ok();
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    let mut conn = Conn::Plain(stream);
+    let Some(listener) = config.listeners.iter().find(|l| l.name == listener_name) else {
+        // The listener was removed by a reload; its socket lives until restart.
+        let _ = conn.write_all(format!("421 4.3.2 {} service not available\r\n", config.hostname).as_bytes()).await;
+        conn.close().await;
+        return;
+    };
+    let (inbound, can_relay) = listener.for_peer(ip);
+    let max_sessions = config.listener_sessions(state.shard, listener);
+    let Some(_slot) = state.admit(&listener.name, ip, max_sessions, inbound.max_connections_per_ip) else {
+        let msg = format!("421 4.7.0 {} too many connections, try again later\r\n", config.hostname);
+        let _ = conn.write_all(msg.as_bytes()).await;
+        conn.close().await;
+        return;
+    };
+    let _ = match &conn {
+        Conn::Plain(s) => s.set_nodelay(true),
+        _ => Ok(()),
+    };
+    let mut sess = ServerSession::new(Rc::new(settings(&config, listener, inbound, can_relay)), Some(ip), false);
+    let mut buf = vec![0u8; READ_BUFFER_OCTETS];
+    loop {
+        match sess.process() {
+            Step::NeedInput => {
+                if !flush(&mut conn, &mut sess, inbound.idle_time).await {
+                    break;
+                }
+                if state.force.is_fired() || (state.closing.is_fired() && !sess.in_transaction()) {
+                    sess.shutdown();
+                    continue;
+                }
+                let limit = if sess.in_data() { inbound.data_timeout } else { inbound.idle_time };
+                match read(&state, &mut conn, &mut buf, limit, sess.in_transaction()).await {
+                    Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
+                    Wake::Data(Ok(n)) => sess.feed(&buf[..n]),
+                    Wake::Timeout => sess.timeout(),
+                    Wake::Shutdown => sess.shutdown(),
+                }
+            }
+            Step::Authenticate { user, password, .. } => {
+                let ok = listener.credentials.as_ref().is_some_and(|c| c.verify(&user, &password));
+                if !ok {
+                    log::info!("shard {}: AUTH failed for {user:?} from {ip}", state.shard);
+                }
+                sess.auth_result(ok);
+            }
+            Step::StartTls => {
+                if !flush(&mut conn, &mut sess, inbound.idle_time).await {
+                    break;
+                }
+                let Some(tls) = &listener.tls else { break };
+                let handshake = conn.start_tls(tls.server.clone());
+                match with_timeout(inbound.idle_time, handshake).await {
+                    Some(Ok(())) => sess.tls_started(),
+                    Some(Err(e)) => {
+                        log::info!("shard {}: TLS handshake with {ip} failed: {e}", state.shard);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            Step::Message(msg) => {
+                let (envelope, body) = *msg;
+                let result = store(&state, &config, sess.is_tls(), envelope, body).await;
+                sess.message_stored(result);
+            }
+            Step::Close => {
+                flush(&mut conn, &mut sess, inbound.idle_time).await;
+                break;
+            }
+        }
+    }
+    conn.close().await;
+}
+
+/// Spools one message; Ok(id) only once it is durable.
+async fn store(state: &ShardInbound, config: &Config, tls: bool, mut env: Envelope, body: Vec<u8>) -> Result<String, Reply> {
+    let now = SystemTime::now();
+    env.received_at_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let id = state.spool.allocate_id();
+    let id_text = id.to_string();
+    let date = time::OffsetDateTime::from(now)
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    let header = received_header(&env, &config.hostname, tls, &id_text, &date);
+    let mut content = Vec::with_capacity(header.len() + body.len());
+    content.extend_from_slice(header.as_bytes());
+    content.extend_from_slice(&body);
+    match state.spool.append_message(id, &env, &content).await {
+        Ok(()) => Ok(id_text),
+        Err(e) => Err(spool_failure(&e)),
+    }
+}
+
+fn spool_failure(e: &SpoolError) -> Reply {
+    let (code, enhanced) = e.smtp_reply_code();
+    log::error!("paniclog: spool append failed: {e}");
+    Reply::new(code, enhanced, "Requested action aborted: message not stored, try again later")
+}
+
+/// Writes pending replies; false when the client is gone or stalled.
+async fn flush(conn: &mut Conn, sess: &mut ServerSession, limit: Duration) -> bool {
+    if !sess.has_output() {
+        return true;
+    }
+    let out = sess.take_output();
+    matches!(with_timeout(limit, conn.write_all(&out)).await, Some(Ok(())))
+}
+
+async fn read(state: &ShardInbound, conn: &mut Conn, buf: &mut [u8], limit: Duration, in_transaction: bool) -> Wake {
+    let stop = async {
+        if in_transaction {
+            state.force.wait().await
+        } else {
+            future::or(state.force.wait(), state.closing.wait()).await
+        }
+        Wake::Shutdown
+    };
+    let timer = async {
+        glommio::timer::sleep(limit).await;
+        Wake::Timeout
+    };
+    future::or(async { Wake::Data(conn.read(buf).await) }, future::or(stop, timer)).await
+}
+
+async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}

@@ -1,0 +1,210 @@
+//! Process runtime: shard start-up and CPU pinning, signals, graceful
+//! shutdown and reload.
+//!
+//! The main thread loads the config, starts one glommio executor per shard
+//! and then only handles signals. Shards share nothing mutable with each
+//! other; the only shared state is [`Control`]: the current config snapshot
+//! (read at each new session) and the shutdown flag.
+
+pub mod logger;
+mod shard;
+pub mod shutdown;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+
+/// What the shards read from the main thread.
+pub struct Control {
+    /// The config new sessions use; replaced on a successful reload.
+    pub config: ArcSwap<Config>,
+    /// Set on SIGTERM/SIGINT.
+    pub shutdown: AtomicBool,
+}
+
+/// A shard's start-up report to the main thread.
+pub enum Startup {
+    /// Spool recovered and listeners bound.
+    Ready {
+        /// Shard number.
+        shard: usize,
+        /// Human-readable summary (addresses, recovered counts).
+        summary: String,
+    },
+    /// The shard could not start.
+    Failed {
+        /// Shard number.
+        shard: usize,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why `serve` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    /// A shard failed to start.
+    #[error("{0}")]
+    Startup(String),
+}
+
+const MEMLOCK_HINT: &str = "io_uring needs locked memory: raise the limit with `ulimit -l unlimited` (shell), \
+LimitMEMLOCK=infinity (systemd unit), or a memlock line in /etc/security/limits.conf";
+
+/// Raises soft limits to the hard limits for locked memory and open files.
+fn raise_limits() {
+    for res in [libc::RLIMIT_MEMLOCK, libc::RLIMIT_NOFILE] {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: lim is a valid rlimit for the duration of the calls.
+        unsafe {
+            if libc::getrlimit(res, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(res, &lim);
+            }
+        }
+    }
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: set is a plain bitmask struct, valid to zero-initialise and pass by pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+fn explain_glommio(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.to_ascii_lowercase().contains("memlock") || text.contains("Cannot allocate memory") {
+        format!("cannot start the io_uring executor: {text}\n{MEMLOCK_HINT}")
+    } else {
+        format!("cannot start the executor: {text}")
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
+    let config = Config::load(config_path.as_deref())?;
+    raise_limits();
+    let allowed = allowed_cpus();
+    let count = config.shard_count(allowed.len());
+    let cpus = config.cpus.clone().unwrap_or_else(|| allowed.clone());
+    for n in config.unused_shard_overrides(count) {
+        log::warn!("[shard.{n}] is ignored: only {count} shard(s) run");
+    }
+    let control = Arc::new(Control { config: ArcSwap::from_pointee(config), shutdown: AtomicBool::new(false) });
+    let signals = signal_thread(control.clone(), config_path);
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for shard in 0..count {
+        // More shards than CPUs run unpinned rather than doubling up on one core.
+        let placement = match cpus.get(shard) {
+            Some(cpu) if count <= cpus.len() => Placement::Fixed(*cpu),
+            _ => Placement::Unbound,
+        };
+        let (control, tx) = (control.clone(), tx.clone());
+        let builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{shard}")).io_memory(SHARD_IO_MEMORY);
+        match builder.spawn(move || shard::run(shard, control, tx)) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                control.shutdown.store(true, Ordering::SeqCst);
+                return Err(ServeError::Startup(explain_glommio(e)));
+            }
+        }
+    }
+    drop(tx);
+    let mut failure = None;
+    for _ in 0..count {
+        match rx.recv() {
+            Ok(Startup::Ready { shard, summary }) => log::info!("shard {shard} ready: {summary}"),
+            Ok(Startup::Failed { shard, error }) => {
+                failure.get_or_insert(format!("shard {shard}: {error}"));
+                control.shutdown.store(true, Ordering::SeqCst);
+            }
+            Err(_) => break,
+        }
+    }
+    if failure.is_none() {
+        log::info!("impulse {} serving with {count} shard(s)", env!("CARGO_PKG_VERSION"));
+    }
+    for (shard, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            failure.get_or_insert(format!("shard {shard}: {}", explain_glommio(e)));
+        }
+    }
+    signals.close();
+    match failure {
+        Some(f) => Err(ServeError::Startup(f)),
+        None => {
+            log::info!("impulse stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Locked memory each shard's ring registers.
+const SHARD_IO_MEMORY: usize = 1 << 20;
+
+/// SIGTERM/SIGINT start a graceful shutdown; SIGHUP reloads the config.
+fn signal_thread(control: Arc<Control>, path: Option<PathBuf>) -> signal_hook::iterator::Handle {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot install signal handlers: {e}"),
+    };
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => reload(&control, path.as_deref()),
+                    _ => {
+                        log::info!("signal {sig}: shutting down gracefully");
+                        control.shutdown.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| log::error!("cannot start the signal thread: {e}"));
+    handle
+}
+
+fn reload(control: &Control, path: Option<&std::path::Path>) {
+    match Config::load(path) {
+        Ok(new) => {
+            let old = control.config.load();
+            for l in &new.listeners {
+                let before = old.listeners.iter().find(|o| o.name == l.name).map(|o| &o.listen);
+                if before != Some(&l.listen) {
+                    log::warn!("reload: listener {} addresses changed; bound sockets change only on restart", l.name);
+                }
+            }
+            control.config.store(Arc::new(new));
+            log::info!("reload: configuration {} applied to new sessions", path.map_or("(embedded)".into(), |p| p.display().to_string()));
+        }
+        Err(errors) => {
+            log::error!("reload: configuration rejected, keeping the running one:\n{errors}");
+        }
+    }
+}
+
+/// How often shards look at the shutdown flag.
+pub const CONTROL_POLL: Duration = Duration::from_millis(50);

@@ -1,0 +1,80 @@
+//! One shard's life: recover its spool, bind its listeners, serve, and
+//! shut down gracefully when the main thread says so.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Control, Startup, CONTROL_POLL};
+use crate::inbound::ShardInbound;
+use crate::spool::{Spool, SpoolOptions};
+
+/// How long sessions get to write their 421 and close after the deadline.
+const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The shard's main task.
+pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
+    let config = control.config.load_full();
+    let dir = config.spool_dir(shard);
+    let opts = SpoolOptions {
+        segment_size: config.spool.segment_size,
+        batch_max_bytes: config.spool.batch_max_bytes,
+        batch_max_delay: config.spool.batch_max_delay,
+    };
+    let (spool, recovered) = match Spool::open(&dir, shard as u16, opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Startup::Failed { shard, error: format!("spool {}: {e}", dir.display()) });
+            return;
+        }
+    };
+    let (inbound, bound) = match ShardInbound::start(shard, &config, control.clone(), spool.clone()) {
+        Ok(x) => x,
+        Err(error) => {
+            let _ = spool.close().await;
+            let _ = tx.send(Startup::Failed { shard, error });
+            return;
+        }
+    };
+    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+    let s = &recovered.stats;
+    let summary = format!(
+        "listening on {}; spool {} recovered {} message(s), {} recipient(s) pending, {} torn byte(s) truncated, {} corrupt record(s) skipped",
+        addrs.join(" "),
+        dir.display(),
+        s.messages,
+        s.recipients_pending,
+        s.torn_bytes,
+        s.corrupt_records
+    );
+    let _ = tx.send(Startup::Ready { shard, summary });
+    drop(recovered);
+    while !control.shutdown.load(Ordering::SeqCst) {
+        glommio::timer::sleep(CONTROL_POLL).await;
+    }
+    drain(&inbound, control.config.load().shutdown_timeout).await;
+    if let Err(e) = spool.close().await {
+        log::error!("paniclog: shard {shard}: closing the spool: {e}");
+    }
+    drop(spool);
+    drop(Rc::try_unwrap(inbound).ok());
+}
+
+/// Stops accepting, lets sessions finish until `timeout`, then ends the rest with 421.
+async fn drain(inbound: &ShardInbound, timeout: Duration) {
+    inbound.begin_shutdown();
+    let deadline = Instant::now() + timeout;
+    while inbound.active_sessions() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(CONTROL_POLL).await;
+    }
+    if inbound.active_sessions() > 0 {
+        log::info!("{} session(s) still open at the shutdown deadline: closing them with 421", inbound.active_sessions());
+        inbound.force_close();
+        let grace = Instant::now() + FORCE_CLOSE_GRACE;
+        while inbound.active_sessions() > 0 && Instant::now() < grace {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

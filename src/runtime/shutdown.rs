@@ -1,0 +1,69 @@
+//! A shard-local, one-shot broadcast: "stop now". Sessions wait on it
+//! beside their reads so a stalled peer cannot hold shutdown up.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// One per shard; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Signal {
+    inner: Rc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    fired: Cell<bool>,
+    next_id: Cell<u64>,
+    // Keyed so a dropped waiter takes its waker with it: no growth over time.
+    wakers: RefCell<HashMap<u64, Waker>>,
+}
+
+impl Signal {
+    /// Fires the signal and wakes every waiter.
+    pub fn fire(&self) {
+        self.inner.fired.set(true);
+        let wakers: Vec<Waker> = self.inner.wakers.borrow_mut().drain().map(|(_, w)| w).collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// True once fired.
+    pub fn is_fired(&self) -> bool {
+        self.inner.fired.get()
+    }
+
+    /// Resolves when the signal fires.
+    pub fn wait(&self) -> Wait {
+        let id = self.inner.next_id.get();
+        self.inner.next_id.set(id + 1);
+        Wait { inner: self.inner.clone(), id }
+    }
+}
+
+/// Future returned by [`Signal::wait`].
+pub struct Wait {
+    inner: Rc<Inner>,
+    id: u64,
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        self.inner.wakers.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Future for Wait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.fired.get() {
+            return Poll::Ready(());
+        }
+        self.inner.wakers.borrow_mut().insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,1 @@
+//! Offline spool tools (verify, inspect, show). Read-only; no glommio.

@@ -1,0 +1,566 @@
+//! The group-commit writer: one per shard, on the shard's glommio executor.
+//!
+//! Owns the active segment file. Appends from every session of the shard
+//! are framed into one staging buffer; a single commit task writes each
+//! batch with one `write_at` and makes it durable with one `fdatasync`, then
+//! wakes every waiter of that batch. Must never: wake a waiter before the
+//! sync covering its record completed, acknowledge anything from a batch
+//! whose write or sync failed, or touch `std::fs` (recovery at open aside).
+
+use super::record::{
+    encode_message_frame, encode_record, reframe, Outcome, Record, SegmentHeader, FORMAT_VERSION,
+    MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
+};
+use super::recovery::{recover_dir, Book, Recovered};
+use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
+use crate::message::{Envelope, MessageId};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+/// A failure to inject into the next commit (tests of the error paths).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `write_at` fails with this errno.
+    Write(i32),
+    /// The next `fdatasync` fails with this errno.
+    Sync(i32),
+}
+
+/// Counters of one spool since open.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Records made durable.
+    pub records: u64,
+    /// Batches committed (one write + one fdatasync each, more on a roll).
+    pub batches: u64,
+    /// Batches that failed (none of their records acknowledged).
+    pub failed_batches: u64,
+    /// Bytes made durable.
+    pub bytes: u64,
+    /// Segments created.
+    pub segments_created: u64,
+}
+
+/// Completion shared by every waiter of one batch.
+#[derive(Default)]
+struct Batch {
+    result: RefCell<Option<Result<(), SpoolError>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Batch {
+    fn complete(&self, r: Result<(), SpoolError>) {
+        *self.result.borrow_mut() = Some(r);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// What the bookkeeping must learn once a frame is durable.
+#[derive(Copy, Clone)]
+enum BookOp {
+    Message(MessageId),
+    Ref(MessageId),
+    Done(MessageId),
+}
+
+/// Frames waiting for the next commit.
+#[derive(Default)]
+struct Staging {
+    buf: Vec<u8>,
+    frames: Vec<(usize, usize, BookOp)>,
+    batch: Rc<Batch>,
+}
+
+/// State shared by the `Spool` handle and its commit task.
+struct Shared {
+    opts: SpoolOptions,
+    staging: RefCell<Staging>,
+    committer: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+    fault: Cell<Option<Fault>>,
+    book: RefCell<Book>,
+    active_segment: Cell<u32>,
+    stats: Cell<SpoolStats>,
+}
+
+impl Shared {
+    fn kick(&self) {
+        if let Some(w) = self.committer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// One shard's spool. Used through `Rc<Spool>`; not `Send`.
+pub struct Spool {
+    dir: PathBuf,
+    shard: u16,
+    next_id: Cell<MessageId>,
+    shared: Rc<Shared>,
+    task: RefCell<Option<glommio::Task<()>>>,
+}
+
+impl Spool {
+    /// Opens (creates) the shard's spool dir, runs recovery, and starts the
+    /// group-commit task on the current glommio executor.
+    pub async fn open(
+        dir: &Path,
+        shard: u16,
+        opts: SpoolOptions,
+    ) -> Result<(Rc<Spool>, Recovered), SpoolError> {
+        if opts.segment_size > MAX_SEGMENT_SIZE_BYTES
+            || opts.segment_size <= SEGMENT_HEADER_LEN as u64
+        {
+            return Err(SpoolError::Unusable(format!(
+                "segment_size {} outside {}..={MAX_SEGMENT_SIZE_BYTES}",
+                opts.segment_size, SEGMENT_HEADER_LEN
+            )));
+        }
+        // Recovery runs before the shard serves anything: blocking std::fs
+        // and memmap2 are fine here.
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError::from_io("creating spool", &e))?;
+        let (recovered, state) = recover_dir(dir, true)?;
+        let epoch_ms = now_ms().max(state.max_epoch_ms.saturating_add(1));
+        let dir_handle = Directory::open(dir)
+            .await
+            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
+        let seg_no = state.next_segment.max(1);
+        let shared = Rc::new(Shared {
+            opts,
+            staging: RefCell::default(),
+            committer: RefCell::new(None),
+            closed: Cell::new(false),
+            fault: Cell::new(None),
+            book: RefCell::new(state.book),
+            active_segment: Cell::new(seg_no),
+            stats: Cell::new(SpoolStats::default()),
+        });
+        let mut committer = Committer {
+            shared: shared.clone(),
+            dir: dir.to_path_buf(),
+            dir_handle,
+            shard,
+            file: None,
+            seg_no,
+            tail: 0,
+            durable: 0,
+        };
+        committer.roll(seg_no).await?;
+        let task = glommio::spawn_local(committer.run());
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            shard,
+            next_id: Cell::new(MessageId {
+                epoch_ms,
+                shard,
+                seq: 0,
+            }),
+            shared,
+            task: RefCell::new(Some(task)),
+        };
+        Ok((Rc::new(spool), recovered))
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The owning shard.
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// Next unique message id for this shard (no I/O).
+    pub fn allocate_id(&self) -> MessageId {
+        let id = self.next_id.get();
+        let next = match id.seq.checked_add(1) {
+            Some(seq) => MessageId { seq, ..id },
+            None => MessageId {
+                epoch_ms: id.epoch_ms + 1,
+                shard: self.shard,
+                seq: 0,
+            },
+        };
+        self.next_id.set(next);
+        id
+    }
+
+    /// Appends a MESSAGE record; resolves only after the fdatasync covering
+    /// it completed.
+    pub async fn append_message(
+        &self,
+        id: MessageId,
+        env: &Envelope,
+        body: &[u8],
+    ) -> Result<(), SpoolError> {
+        if body.len() > MAX_PAYLOAD_BYTES / 2 {
+            return Err(SpoolError::TooLarge(body.len()));
+        }
+        self.stage(BookOp::Message(id), |buf| {
+            encode_message_frame(&id, env, body, 0, buf)
+        })
+        .await
+    }
+
+    /// Appends a RECIPIENT_OUTCOME record (same durability).
+    pub async fn append_outcome(
+        &self,
+        id: MessageId,
+        rcpt: u32,
+        outcome: Outcome,
+        reply: &str,
+    ) -> Result<(), SpoolError> {
+        let rec = Record::Outcome {
+            id,
+            rcpt,
+            outcome,
+            reply: reply.to_string(),
+        };
+        self.stage(BookOp::Ref(id), |buf| encode_record(&rec, 0, buf))
+            .await
+    }
+
+    /// Appends a RETRY record (same durability).
+    pub async fn append_retry(
+        &self,
+        id: MessageId,
+        next_attempt_ms: u64,
+        attempts: u32,
+    ) -> Result<(), SpoolError> {
+        let rec = Record::Retry {
+            id,
+            next_attempt_ms,
+            attempts,
+        };
+        self.stage(BookOp::Ref(id), |buf| encode_record(&rec, 0, buf))
+            .await
+    }
+
+    /// Appends a DONE record (same durability).
+    pub async fn append_done(&self, id: MessageId) -> Result<(), SpoolError> {
+        let rec = Record::Done { id };
+        self.stage(BookOp::Done(id), |buf| encode_record(&rec, 0, buf))
+            .await
+    }
+
+    /// Makes the next commit fail with `fault` (error-path tests).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.fault.set(Some(fault));
+    }
+
+    /// Is `id` live (MESSAGE durable, no DONE yet)?
+    pub fn is_live(&self, id: &MessageId) -> bool {
+        self.shared.book.borrow().is_live(id)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> SpoolStats {
+        self.shared.stats.get()
+    }
+
+    /// The segment currently appended to.
+    pub fn active_segment(&self) -> u32 {
+        self.shared.active_segment.get()
+    }
+
+    /// Deletes every old segment none of whose records still matters
+    /// (oldest first, syncing the directory after each removal). Returns
+    /// the segments deleted.
+    pub async fn compact(&self) -> Result<Vec<u32>, SpoolError> {
+        let candidates = self
+            .shared
+            .book
+            .borrow()
+            .deletable(self.shared.active_segment.get());
+        let dir = Directory::open(&self.dir)
+            .await
+            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
+        let mut deleted = Vec::new();
+        for seg in candidates {
+            let path = self.dir.join(segment_file_name(seg));
+            glommio::io::remove(&path)
+                .await
+                .map_err(|e| SpoolError::from_glommio("removing segment", e))?;
+            // Sync before the next removal: a later segment must never
+            // disappear while an older one it cancels survives.
+            dir.sync()
+                .await
+                .map_err(|e| SpoolError::from_glommio("syncing spool dir", e))?;
+            self.shared.book.borrow_mut().remove_segment(seg);
+            deleted.push(seg);
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes what is staged and stops the commit task.
+    pub async fn close(&self) -> Result<(), SpoolError> {
+        self.shared.closed.set(true);
+        self.shared.kick();
+        let task = self.task.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        op: BookOp,
+        encode: impl FnOnce(&mut Vec<u8>) -> usize,
+    ) -> Result<(), SpoolError> {
+        if self.shared.closed.get() {
+            return Err(SpoolError::Closed);
+        }
+        let batch = {
+            let mut st = self.shared.staging.borrow_mut();
+            let start = st.buf.len();
+            let len = encode(&mut st.buf);
+            st.frames.push((start, len, op));
+            st.batch.clone()
+        };
+        self.shared.kick();
+        poll_fn(|cx| {
+            if let Some(r) = batch.result.borrow().as_ref() {
+                return Poll::Ready(r.clone());
+            }
+            batch.wakers.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.shared.closed.set(true);
+        self.shared.kick();
+    }
+}
+
+/// The commit task's own state: the active file and its offsets.
+struct Committer {
+    shared: Rc<Shared>,
+    dir: PathBuf,
+    dir_handle: Directory,
+    shard: u16,
+    file: Option<BufferedFile>,
+    seg_no: u32,
+    /// Where the next frame goes.
+    tail: u64,
+    /// Everything before this offset is synced.
+    durable: u64,
+}
+
+impl Committer {
+    async fn run(mut self) {
+        loop {
+            let shared = self.shared.clone();
+            poll_fn(|cx| {
+                if !shared.staging.borrow().frames.is_empty() || shared.closed.get() {
+                    return Poll::Ready(());
+                }
+                *shared.committer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            self.linger().await;
+            let staged = std::mem::take(&mut *self.shared.staging.borrow_mut());
+            if staged.frames.is_empty() {
+                break; // closed and drained
+            }
+            let (n, bytes) = (staged.frames.len() as u64, staged.buf.len() as u64);
+            let result = self.commit(staged.buf, &staged.frames).await;
+            let mut stats = self.shared.stats.get();
+            if result.is_ok() {
+                stats.records += n;
+                stats.batches += 1;
+                stats.bytes += bytes;
+            } else {
+                stats.failed_batches += 1;
+            }
+            self.shared.stats.set(stats);
+            staged.batch.complete(result);
+        }
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+    }
+
+    /// Waits up to `batch_max_delay` for more appends, unless the batch is
+    /// already big enough.
+    async fn linger(&self) {
+        let delay = self.shared.opts.batch_max_delay;
+        if delay.is_zero() || self.shared.closed.get() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < deadline
+            && self.shared.staging.borrow().buf.len() < self.shared.opts.batch_max_bytes
+        {
+            glommio::timer::sleep(delay / 8).await;
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        mut buf: Vec<u8>,
+        frames: &[(usize, usize, BookOp)],
+    ) -> Result<(), SpoolError> {
+        if self.file.is_none() {
+            // A previous failure left no usable segment.
+            self.roll(self.seg_no + 1).await?;
+        }
+        let seg_size = self.shared.opts.segment_size;
+        let mut run_start = 0;
+        let mut landed: Vec<(u32, BookOp)> = Vec::with_capacity(frames.len());
+        for &(start, len, op) in frames {
+            if self.tail + len as u64 > seg_size && self.tail > SEGMENT_HEADER_LEN as u64 {
+                let run = buf[run_start..start].to_vec();
+                self.write_sync(run).await?;
+                self.roll(self.seg_no + 1).await?;
+                run_start = start;
+            }
+            reframe(&mut buf[start..start + len], self.tail);
+            self.tail += len as u64;
+            landed.push((self.seg_no, op));
+        }
+        if run_start > 0 {
+            buf.drain(..run_start);
+        }
+        self.write_sync(buf).await?;
+        let mut book = self.shared.book.borrow_mut();
+        for (seg, op) in landed {
+            match op {
+                BookOp::Message(id) => book.on_message(seg, id),
+                BookOp::Ref(id) => book.on_ref(seg, id, false),
+                BookOp::Done(id) => book.on_ref(seg, id, true),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at the durable offset and syncs it. On failure, undoes
+    /// the partial write (or gives up the segment) before returning.
+    async fn write_sync(&mut self, buf: Vec<u8>) -> Result<(), SpoolError> {
+        let result = self.try_write_sync(buf).await;
+        if let Err(e) = &result {
+            log::error!(
+                "paniclog: spool commit failed in {} at offset {}: {e}; batch not acknowledged",
+                segment_file_name(self.seg_no),
+                self.durable
+            );
+            self.undo().await;
+        }
+        result
+    }
+
+    async fn try_write_sync(&mut self, buf: Vec<u8>) -> Result<(), SpoolError> {
+        let file = self.file.as_ref().ok_or(SpoolError::Closed)?;
+        let end = self.durable + buf.len() as u64;
+        if let Some(Fault::Write(errno)) = self.shared.fault.get() {
+            self.shared.fault.set(None);
+            let e = std::io::Error::from_raw_os_error(errno);
+            return Err(SpoolError::from_io("writing segment (injected)", &e));
+        }
+        let len = buf.len();
+        // The buffer moves into the ring; a short count on a regular file
+        // means the file system ran out of space (write(2)), so it is
+        // reported as disk full rather than retried with a copy.
+        let n = file
+            .write_at(buf, self.durable)
+            .await
+            .map_err(|e| SpoolError::from_glommio("writing segment", e))?;
+        if n < len {
+            return Err(SpoolError::DiskFull(format!(
+                "writing segment: short write ({n} of {len} bytes)"
+            )));
+        }
+        if let Some(Fault::Sync(errno)) = self.shared.fault.get() {
+            self.shared.fault.set(None);
+            let e = std::io::Error::from_raw_os_error(errno);
+            return Err(SpoolError::from_io("syncing segment (injected)", &e));
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| SpoolError::from_glommio("syncing segment", e))?;
+        self.durable = end;
+        self.tail = end;
+        Ok(())
+    }
+
+    /// After a failed write or sync: cut the file back to the last durable
+    /// offset so no unacknowledged bytes stay behind. If even that fails,
+    /// abandon the segment; the next commit starts a new one.
+    async fn undo(&mut self) {
+        self.tail = self.durable;
+        let Some(file) = self.file.as_ref() else {
+            return;
+        };
+        let cut = file.truncate(self.durable).await;
+        let synced = match cut {
+            Ok(()) => file.fdatasync().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            log::error!(
+                "paniclog: spool cannot truncate {} back to {}: {e}; abandoning segment",
+                segment_file_name(self.seg_no),
+                self.durable
+            );
+            if let Some(f) = self.file.take() {
+                let _ = f.close().await;
+            }
+        }
+    }
+
+    /// Creates segment `n`, writes and syncs its header, syncs the dir.
+    async fn roll(&mut self, n: u32) -> Result<(), SpoolError> {
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+        let path = self.dir.join(segment_file_name(n));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| SpoolError::from_glommio("creating segment", e))?;
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            shard: self.shard,
+            segment: n,
+            created_ms: now_ms(),
+        };
+        self.seg_no = n;
+        self.file = Some(file);
+        self.durable = 0;
+        self.tail = 0;
+        self.shared.active_segment.set(n);
+        self.shared.book.borrow_mut().add_segment(n);
+        let r = self.try_write_sync(header.encode().to_vec()).await;
+        if let Err(e) = r {
+            log::error!("paniclog: spool cannot start segment {n}: {e}");
+            if let Some(f) = self.file.take() {
+                let _ = f.close().await;
+            }
+            self.seg_no = n - 1;
+            return Err(e);
+        }
+        let mut stats = self.shared.stats.get();
+        stats.segments_created += 1;
+        self.shared.stats.set(stats);
+        self.dir_handle
+            .sync()
+            .await
+            .map_err(|e| SpoolError::from_glommio("syncing spool dir", e))
+    }
+}

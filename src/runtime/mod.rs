@@ -118,9 +118,9 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             Some(cpu) if count <= cpus.len() => Placement::Fixed(*cpu),
             _ => Placement::Unbound,
         };
-        let (control, tx) = (control.clone(), tx.clone());
+        let (ctl, tx) = (control.clone(), tx.clone());
         let builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{shard}")).io_memory(SHARD_IO_MEMORY);
-        match builder.spawn(move || shard::run(shard, control, tx)) {
+        match builder.spawn(move || shard::run(shard, ctl, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 control.shutdown.store(true, Ordering::SeqCst);

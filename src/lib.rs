@@ -4,3 +4,4 @@
 //! through `spool`; `config` and `runtime` frame every shard.
 
 pub mod message;
+pub mod smtp;

@@ -25,7 +25,11 @@ pub struct MessageId {
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012X}-{:02X}-{:08X}", self.epoch_ms, self.shard, self.seq)
+        write!(
+            f,
+            "{:012X}-{:02X}-{:08X}",
+            self.epoch_ms, self.shard, self.seq
+        )
     }
 }
 

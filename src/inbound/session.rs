@@ -14,7 +14,7 @@ use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::message::Envelope;
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{received_header, ServerSession, ServerSettings, Step};
+use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
 
 /// Bytes read from the socket at a time.

@@ -1,0 +1,249 @@
+//! Message content decoding: the DATA decoder (RFC 5321 §4.1.1.4, §4.5.2)
+//! and the BDAT chunk accumulator (RFC 3030).
+//!
+//! Owns end-of-data detection, dot-unstuffing, and the content checks (size,
+//! line length, bare CR/LF, NUL, 8-bit). Only `CRLF . CRLF` ends DATA: a
+//! bare CR or LF never starts a line, so `\n.\n` and friends cannot smuggle
+//! a second message. No I/O here: bytes in, counts and flags out.
+
+/// What was wrong with a message's content, found while reading it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentFlags {
+    /// Unstuffed size went over the limit (storing stopped).
+    pub oversize: bool,
+    /// A CR not followed by LF, or an LF not preceded by CR (DATA only).
+    pub bare_cr_lf: bool,
+    /// A NUL octet (DATA only).
+    pub nul: bool,
+    /// A line longer than the data line limit (DATA only).
+    pub line_too_long: bool,
+    /// An octet above 127.
+    pub eight_bit: bool,
+}
+
+impl ContentFlags {
+    /// True when the message must be refused whatever the rest says.
+    pub fn rejects(&self) -> bool {
+        self.oversize || self.bare_cr_lf || self.nul || self.line_too_long
+    }
+}
+
+/// Collects a body under a size limit: stops storing (but keeps counting)
+/// once the limit is passed or the content is already doomed.
+#[derive(Debug, Default)]
+pub struct Body {
+    /// The content so far.
+    pub bytes: Vec<u8>,
+    /// Octets counted, stored or not.
+    pub len: u64,
+    /// Limit in octets, 0 = none.
+    pub max_octets: u64,
+    /// Problems found.
+    pub flags: ContentFlags,
+}
+
+impl Body {
+    /// An empty body with a size limit (0 = unlimited).
+    pub fn new(max_octets: u64) -> Self {
+        Body {
+            max_octets,
+            ..Body::default()
+        }
+    }
+
+    /// Appends content octets.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if chunk.iter().any(|&b| b >= 0x80) {
+            self.flags.eight_bit = true;
+        }
+        self.len = self.len.saturating_add(chunk.len() as u64);
+        if self.max_octets != 0 && self.len > self.max_octets {
+            self.flags.oversize = true;
+        }
+        if self.flags.rejects() {
+            // Doomed: free what we hold and store nothing more.
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(chunk);
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (after CRLF).
+    LineStart,
+    /// Inside a line.
+    Mid,
+    /// Inside a line, just after a CR.
+    Cr,
+    /// A `.` at the start of a line.
+    Dot,
+    /// `.` CR at the start of a line.
+    DotCr,
+}
+
+/// Streaming DATA decoder. Feed it input; it reports how much it consumed
+/// and whether the terminating `CRLF.CRLF` was seen (the input after that
+/// belongs to the next command).
+#[derive(Debug)]
+pub struct DataDecoder {
+    state: State,
+    line_octets: usize,
+    max_line_octets: usize,
+    body: Body,
+}
+
+impl DataDecoder {
+    /// A decoder for content following the DATA command's CRLF.
+    pub fn new(max_octets: u64, max_line_octets: usize) -> Self {
+        DataDecoder {
+            state: State::LineStart,
+            line_octets: 0,
+            max_line_octets,
+            body: Body::new(max_octets),
+        }
+    }
+
+    /// Consumes input; returns `(octets consumed, finished)`.
+    pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut run = Vec::with_capacity(input.len().min(64 * 1024));
+        for (i, &b) in input.iter().enumerate() {
+            self.line_octets += 1;
+            if self.line_octets > self.max_line_octets {
+                self.body.flags.line_too_long = true;
+            }
+            if b == 0 {
+                self.body.flags.nul = true;
+            }
+            if self.step(b, &mut run) {
+                self.body.push(&run);
+                return (i + 1, true);
+            }
+        }
+        self.body.push(&run);
+        (input.len(), false)
+    }
+
+    /// One octet through the state machine; true at end of data.
+    fn step(&mut self, b: u8, out: &mut Vec<u8>) -> bool {
+        match (self.state, b) {
+            (State::LineStart, b'.') => self.state = State::Dot,
+            (State::Dot, b'\r') => self.state = State::DotCr,
+            (State::DotCr, b'\n') => return true,
+            (State::DotCr, _) => {
+                // ".\r" then not LF: the dot was stuffing, the CR is bare.
+                self.body.flags.bare_cr_lf = true;
+                out.push(b'\r');
+                self.state = State::Mid;
+                self.mid(b, out);
+            }
+            // A stuffed dot (or a dot before something odd) is dropped.
+            (State::Dot, _) | (State::LineStart | State::Mid, _) => {
+                self.state = State::Mid;
+                self.mid(b, out);
+            }
+            (State::Cr, b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                self.state = State::LineStart;
+                self.line_octets = 0;
+            }
+            (State::Cr, _) => {
+                self.body.flags.bare_cr_lf = true;
+                out.push(b'\r');
+                self.state = State::Mid;
+                self.mid(b, out);
+            }
+        }
+        false
+    }
+
+    fn mid(&mut self, b: u8, out: &mut Vec<u8>) {
+        match b {
+            b'\r' => self.state = State::Cr,
+            b'\n' => {
+                // Bare LF: kept, flagged, and it does not start a line.
+                self.body.flags.bare_cr_lf = true;
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+
+    /// The decoded body and its flags (call after `feed` reported the end).
+    pub fn finish(self) -> Body {
+        self.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> (usize, bool, Body) {
+        let mut d = DataDecoder::new(0, 1000);
+        let (n, done) = d.feed(input);
+        (n, done, d.finish())
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf_and_unstuffs() {
+        let (n, done, body) = decode(b"..a\r\n.\r\n...\r\nb\r\n.\r\nNEXT");
+        assert!(done);
+        assert_eq!(n, 8);
+        assert_eq!(body.bytes, b".a\r\n");
+        let (_, done, body) = decode(b"x\r\n...\r\n.b\r\n.\r\n");
+        assert!(done);
+        assert_eq!(body.bytes, b"x\r\n..\r\nb\r\n");
+        assert_eq!(body.flags, ContentFlags::default());
+    }
+
+    #[test]
+    fn bare_line_endings_never_end_data() {
+        for smuggle in [
+            &b"a\n.\nb"[..],
+            b"a\r.\nb",
+            b"a\n.\r\nb",
+            b"a\r\n.\nb",
+            b"a\r\n.\rb",
+        ] {
+            let mut input = smuggle.to_vec();
+            input.extend_from_slice(b"\r\n.\r\n");
+            let (n, done, body) = decode(&input);
+            assert!(done, "{smuggle:?}");
+            assert_eq!(n, input.len(), "{smuggle:?}");
+            assert!(body.flags.bare_cr_lf, "{smuggle:?}");
+        }
+    }
+
+    #[test]
+    fn flags_nul_long_lines_eight_bit_and_size() {
+        let (_, _, b) = decode(b"a\0b\r\n.\r\n");
+        assert!(b.flags.nul && b.flags.rejects());
+        let mut d = DataDecoder::new(0, 5);
+        d.feed(b"abc\r\nabcd\r\n.\r\n");
+        assert!(d.finish().flags.line_too_long);
+        let mut d = DataDecoder::new(0, 5);
+        d.feed(b"abc\r\n.\r\n");
+        assert!(!d.finish().flags.line_too_long);
+        let (_, _, b) = decode(b"caf\xc3\xa9\r\n.\r\n");
+        assert!(b.flags.eight_bit && !b.flags.rejects());
+        let mut d = DataDecoder::new(4, 1000);
+        assert_eq!(d.feed(b"abc\r\n.\r\n"), (8, true));
+        let b = d.finish();
+        assert!(b.flags.oversize);
+        assert!(b.bytes.is_empty());
+        assert_eq!(b.len, 5);
+    }
+
+    #[test]
+    fn empty_body_and_split_terminator() {
+        let (n, done, b) = decode(b".\r\n");
+        assert!(done && n == 3 && b.bytes.is_empty());
+        let mut d = DataDecoder::new(0, 1000);
+        assert_eq!(d.feed(b"x\r\n."), (4, false));
+        assert_eq!(d.feed(b"\r"), (1, false));
+        assert_eq!(d.feed(b"\nQUIT"), (1, true));
+        assert_eq!(d.finish().bytes, b"x\r\n");
+    }
+}

@@ -1,0 +1,768 @@
+//! The ESMTP server session state machine: bytes from the client go in
+//! (`feed`), replies come out (`take_output`), and the driver is asked to
+//! act through `Step` (authenticate, start TLS, store a message, close).
+//!
+//! Owns session and transaction state, command sequencing and the limits.
+//! Calls only the pure parsers beside it. No sockets, no clock, no disk, no
+//! async: the driver (`inbound`) does all of that.
+//!
+//! Pausing: after `process()` returns `Authenticate`, `StartTls` or
+//! `Message`, the session waits for `auth_result`, `tls_started` or
+//! `message_stored`; until then `process()` returns `NeedInput` and consumes
+//! nothing (input fed meanwhile stays buffered, in order). After answering,
+//! the driver calls `process()` again to run any pipelined input.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use super::address::{self, parse_mailbox};
+use super::command::{
+    address_reply, mail_params, parse_command, rcpt_params, Command, MailParams, Param,
+};
+use super::data::{Body, DataDecoder};
+use super::reply::Reply;
+use crate::message::{BodyType, Envelope, Recipient};
+
+mod auth;
+
+/// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
+pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
+
+/// Per-listener (and per-peer) settings the session obeys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Name in the banner, EHLO reply and 421s.
+    pub hostname: String,
+    /// Longest command line, CRLF included.
+    pub max_command_line_octets: usize,
+    /// Longest DATA line, CRLF included; longer lines fail the message.
+    pub max_data_line_octets: usize,
+    /// Largest message in octets, 0 = unlimited.
+    pub message_size: u64,
+    /// Most recipients per transaction (more get 452 4.5.3).
+    pub max_recipients_per_message: usize,
+    /// Client-caused error replies tolerated before 421 and close.
+    pub max_errors_per_session: u32,
+    /// Messages per connection, 0 = unlimited.
+    pub max_receptions_per_connection: u32,
+    /// MAIL before HELO/EHLO is refused.
+    pub require_ehlo: bool,
+    /// `MAIL FROM:<>` is accepted.
+    pub allow_null_envelope_sender: bool,
+    /// TLS is configured on this listener.
+    pub starttls_available: bool,
+    /// AUTH credentials are configured.
+    pub auth_available: bool,
+    /// AUTH only after STARTTLS.
+    pub auth_requires_tls: bool,
+    /// This peer may relay anywhere.
+    pub can_relay: bool,
+    /// Lower-case domains accepted from anyone (`*.d` = subdomains of d).
+    pub relay_domains: Vec<String>,
+    /// Refuse 8-bit content unless BODY=8BITMIME (or SMTPUTF8) was given.
+    pub reject_8bit_without_8bitmime: bool,
+}
+
+impl Default for ServerSettings {
+    /// Conservative defaults: RFC 5321 line limits, never an open relay.
+    fn default() -> Self {
+        ServerSettings {
+            hostname: "localhost".to_string(),
+            max_command_line_octets: 2048,
+            max_data_line_octets: 1000,
+            message_size: 50 * 1024 * 1024,
+            max_recipients_per_message: 1000,
+            max_errors_per_session: 20,
+            max_receptions_per_connection: 0,
+            require_ehlo: true,
+            allow_null_envelope_sender: true,
+            starttls_available: false,
+            auth_available: false,
+            auth_requires_tls: true,
+            can_relay: false,
+            relay_domains: Vec::new(),
+            reject_8bit_without_8bitmime: false,
+        }
+    }
+}
+
+/// What the session needs from the driver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// All buffered input consumed (or the session is paused): flush output, read.
+    NeedInput,
+    /// Check these credentials, then call `auth_result`.
+    Authenticate {
+        authzid: String,
+        user: String,
+        password: String,
+    },
+    /// The 220 is in the output: flush it, handshake, call `tls_started`.
+    StartTls,
+    /// Store this message, then call `message_stored`.
+    Message(Box<(Envelope, Vec<u8>)>),
+    /// Flush the output and close the connection.
+    Close,
+}
+
+enum Phase {
+    Command,
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPass(String),
+    Data(DataDecoder),
+    Bdat(BdatChunk),
+    WaitAuth(String),
+    WaitTls,
+    WaitStore,
+    Closed,
+}
+
+struct BdatChunk {
+    size: u64,
+    remaining: u64,
+    last: bool,
+    /// The command was refused: swallow the chunk, then send this.
+    refuse: Option<Reply>,
+}
+
+struct Transaction {
+    mail_from: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    /// Some RCPT was refused (DATA then says "no valid recipients").
+    rcpt_refused: bool,
+    /// Content received by BDAT so far.
+    bdat: Option<Body>,
+}
+
+enum Flow {
+    Continue,
+    NeedInput,
+    Yield(Step),
+}
+
+enum Line {
+    Complete(Vec<u8>),
+    Partial,
+    TooLong,
+}
+
+/// One SMTP server session (one connection).
+pub struct ServerSession {
+    settings: Rc<ServerSettings>,
+    peer: Option<IpAddr>,
+    tls: bool,
+    helo: String,
+    esmtp: bool,
+    greeted: bool,
+    auth_user: Option<String>,
+    txn: Option<Transaction>,
+    phase: Phase,
+    errors: u32,
+    receptions: u32,
+    input: Vec<u8>,
+    pos: usize,
+    /// Dropping an over-long line up to its CRLF; `discard_cr` = last octet was CR.
+    discarding: bool,
+    discard_cr: bool,
+    output: Vec<u8>,
+}
+
+impl ServerSession {
+    /// Queues the 220 greeting in the output.
+    pub fn new(settings: Rc<ServerSettings>, peer: Option<IpAddr>, tls: bool) -> Self {
+        let greeting = Reply::plain(220, format!("{} ESMTP impulse", settings.hostname));
+        let mut s = ServerSession {
+            settings,
+            peer,
+            tls,
+            helo: String::new(),
+            esmtp: false,
+            greeted: false,
+            auth_user: None,
+            txn: None,
+            phase: Phase::Command,
+            errors: 0,
+            receptions: 0,
+            input: Vec::new(),
+            pos: 0,
+            discarding: false,
+            discard_cr: false,
+            output: Vec::new(),
+        };
+        s.send(greeting);
+        s
+    }
+
+    /// Appends received bytes (dropped once the session is closed).
+    pub fn feed(&mut self, input: &[u8]) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        if self.pos > 0 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(input);
+    }
+
+    /// Octets fed but not yet consumed.
+    pub fn buffered_input(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
+    /// Processes buffered input until something needs the driver.
+    pub fn process(&mut self) -> Step {
+        loop {
+            let flow = match self.phase {
+                Phase::Closed => return Step::Close,
+                Phase::WaitAuth(_) | Phase::WaitTls | Phase::WaitStore => return Step::NeedInput,
+                Phase::Command => self.command_phase(),
+                Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
+                    self.auth_phase()
+                }
+                Phase::Data(_) => self.data_phase(),
+                Phase::Bdat(_) => self.bdat_phase(),
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::NeedInput => return Step::NeedInput,
+                Flow::Yield(step) => return step,
+            }
+        }
+    }
+
+    /// Takes the bytes to send to the client.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// The bytes to send, without taking them.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// True when there are bytes to send.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Answer to `Step::Authenticate`: 235 2.7.0 or 535 5.7.8.
+    pub fn auth_result(&mut self, ok: bool) {
+        let Phase::WaitAuth(user) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        if ok {
+            self.auth_user = Some(user);
+            self.send(Reply::new(235, "2.7.0", "authentication successful"));
+        } else {
+            self.error(Reply::new(
+                535,
+                "5.7.8",
+                "authentication credentials invalid",
+            ));
+        }
+    }
+
+    /// After `Step::StartTls`: the handshake succeeded; forget everything
+    /// learnt before it (RFC 3207 §4.2), EHLO is needed again.
+    pub fn tls_started(&mut self) {
+        if !matches!(self.phase, Phase::WaitTls) {
+            return;
+        }
+        self.tls = true;
+        self.helo.clear();
+        self.esmtp = false;
+        self.greeted = false;
+        self.auth_user = None;
+        self.txn = None;
+        self.input.clear();
+        self.pos = 0;
+        self.phase = Phase::Command;
+    }
+
+    /// Answer to `Step::Message`: `Ok(id)` sends 250, `Err(reply)` sends that reply.
+    pub fn message_stored(&mut self, result: Result<String, Reply>) {
+        if !matches!(self.phase, Phase::WaitStore) {
+            return;
+        }
+        self.phase = Phase::Command;
+        match result {
+            Ok(id) => {
+                self.receptions = self.receptions.saturating_add(1);
+                self.send(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
+            }
+            Err(reply) if reply.code == 421 => self.close_with(reply),
+            Err(reply) => self.send(reply),
+        }
+    }
+
+    /// The driver's stage timer fired: 421 4.4.2, then `Step::Close`.
+    pub fn timeout(&mut self) {
+        let text = format!("{} timeout, closing", self.settings.hostname);
+        self.close_with(Reply::new(421, "4.4.2", text));
+    }
+
+    /// The server is shutting down: 421 4.3.2, then `Step::Close`.
+    pub fn shutdown(&mut self) {
+        let text = format!("{} shutting down", self.settings.hostname);
+        self.close_with(Reply::new(421, "4.3.2", text));
+    }
+
+    /// True while reading DATA or BDAT content.
+    pub fn in_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(_) | Phase::Bdat(_))
+    }
+
+    /// True between MAIL and the end of the transaction (or while AUTH,
+    /// STARTTLS or spooling is pending): the session must not be cut here
+    /// by a graceful shutdown.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some() || !matches!(self.phase, Phase::Command | Phase::Closed)
+    }
+
+    /// True once TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The HELO/EHLO argument ("" before one).
+    pub fn helo(&self) -> &str {
+        &self.helo
+    }
+
+    /// The authenticated user, if any.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
+    // ----- output and error accounting -----
+
+    fn send(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    /// A client-caused failure: counts towards `max_errors_per_session`.
+    fn error(&mut self, reply: Reply) {
+        self.send(reply);
+        self.errors = self.errors.saturating_add(1);
+        if self.errors > self.settings.max_errors_per_session {
+            self.close_with(Reply::new(421, "4.7.0", "too many errors"));
+        }
+    }
+
+    /// Sends a command's reply: 421 closes; 4xx/5xx count as errors, except
+    /// 452 4.5.3 (a client sending too many recipients is not misbehaving).
+    fn respond(&mut self, reply: Reply) {
+        if reply.code == 421 {
+            self.close_with(reply);
+        } else if reply.is_error() && reply.enhanced.as_deref() != Some("4.5.3") {
+            self.error(reply);
+        } else {
+            self.send(reply);
+        }
+    }
+
+    fn close_with(&mut self, reply: Reply) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.send(reply);
+        self.phase = Phase::Closed;
+        self.input = Vec::new();
+        self.pos = 0;
+    }
+
+    // ----- input framing -----
+
+    /// The next CRLF-terminated line (CRLF stripped), at most `limit`
+    /// octets with its CRLF. An over-long line is discarded up to its CRLF
+    /// without being buffered, then reported as `TooLong`.
+    fn next_line(&mut self, limit: usize) -> Line {
+        if !self.discarding {
+            let buf = &self.input[self.pos..];
+            let window = &buf[..buf.len().min(limit)];
+            if let Some(i) = window.windows(2).position(|w| w == b"\r\n") {
+                let line = buf[..i].to_vec();
+                self.pos += i + 2;
+                return Line::Complete(line);
+            }
+            if buf.len() < limit {
+                return Line::Partial;
+            }
+            self.discarding = true;
+            self.discard_cr = false;
+        }
+        for (i, &b) in self.input[self.pos..].iter().enumerate() {
+            if self.discard_cr && b == b'\n' {
+                self.pos += i + 1;
+                self.discarding = false;
+                return Line::TooLong;
+            }
+            self.discard_cr = b == b'\r';
+        }
+        self.pos = self.input.len();
+        Line::Partial
+    }
+
+    fn command_phase(&mut self) -> Flow {
+        let raw = match self.next_line(self.settings.max_command_line_octets) {
+            Line::Partial => return Flow::NeedInput,
+            Line::TooLong => {
+                self.error(Reply::new(500, "5.5.2", "line too long"));
+                return Flow::Continue;
+            }
+            Line::Complete(raw) => raw,
+        };
+        let line = match command_text(raw) {
+            Ok(line) => line,
+            Err(reply) => {
+                self.error(reply);
+                return Flow::Continue;
+            }
+        };
+        match parse_command(&line) {
+            Ok(cmd) => self.dispatch(cmd),
+            Err(e) => {
+                self.error(e.reply());
+                Flow::Continue
+            }
+        }
+    }
+
+    fn dispatch(&mut self, cmd: Command<'_>) -> Flow {
+        let reply = match cmd {
+            Command::Helo(name) => self.hello(name, false),
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Mail { path, params } => self.mail(path, &params),
+            Command::Rcpt { path, params } => {
+                let reply = self.rcpt(path, &params);
+                if let (true, Some(txn)) = (reply.is_error(), self.txn.as_mut()) {
+                    txn.rcpt_refused = true;
+                }
+                reply
+            }
+            Command::Data => return self.data(),
+            Command::Bdat { size, last } => return self.bdat(size, last),
+            Command::Rset => {
+                self.txn = None;
+                Reply::new(250, "2.0.0", "Ok")
+            }
+            Command::Noop => Reply::new(250, "2.0.0", "Ok"),
+            Command::Vrfy => Reply::new(252, "2.1.5", "cannot VRFY user, but will accept message"),
+            Command::Help => Reply::new(214, "2.0.0", "see https://www.rfc-editor.org/rfc/rfc5321"),
+            Command::Quit => Reply::new(221, "2.0.0", "Bye"),
+            Command::StartTls => return self.starttls(),
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial),
+        };
+        if reply.code == 221 {
+            self.close_with(reply);
+        } else {
+            self.respond(reply);
+        }
+        Flow::Continue
+    }
+
+    // ----- commands -----
+
+    fn hello(&mut self, name: &str, esmtp: bool) -> Reply {
+        self.txn = None;
+        self.helo = name.to_string();
+        self.greeted = true;
+        self.esmtp = esmtp;
+        let host = self.settings.hostname.clone();
+        if !esmtp {
+            return Reply::plain(250, host);
+        }
+        let s = &self.settings;
+        let mut lines = vec![host, "PIPELINING".to_string()];
+        lines.push(match s.message_size {
+            0 => "SIZE".to_string(),
+            n => format!("SIZE {n}"),
+        });
+        lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES"].map(String::from));
+        if s.starttls_available && !self.tls {
+            lines.push("STARTTLS".to_string());
+        }
+        if self.auth_offered() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        lines.extend(["CHUNKING", "SMTPUTF8", "DSN"].map(String::from));
+        Reply::multi(250, lines)
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.settings.auth_available && (self.tls || !self.settings.auth_requires_tls)
+    }
+
+    fn mail(&mut self, path: &str, params: &[Param<'_>]) -> Reply {
+        let s = Rc::clone(&self.settings);
+        if !self.greeted && s.require_ehlo {
+            return Reply::new(503, "5.5.1", "send HELO/EHLO first");
+        }
+        if self.txn.is_some() {
+            return Reply::new(503, "5.5.1", "nested MAIL command");
+        }
+        let max = s.max_receptions_per_connection;
+        if max != 0 && self.receptions >= max {
+            return Reply::new(421, "4.7.0", "too many messages in this session");
+        }
+        if !self.esmtp && !params.is_empty() {
+            return Reply::new(555, "5.5.4", "parameters require EHLO");
+        }
+        let mp = match mail_params(params) {
+            Ok(mp) => mp,
+            Err(e) => return e.reply(),
+        };
+        if matches!(mp.size, Some(n) if s.message_size != 0 && n > s.message_size) {
+            return Reply::new(552, "5.3.4", "message size exceeds fixed limit");
+        }
+        let mail_from = if path.is_empty() {
+            if !s.allow_null_envelope_sender {
+                return Reply::new(550, "5.7.1", "null sender not allowed");
+            }
+            String::new()
+        } else {
+            match parse_mailbox(path, mp.smtputf8) {
+                Ok(m) => m.to_string(),
+                Err(e) => return address_reply(e, true),
+            }
+        };
+        self.txn = Some(Transaction {
+            mail_from,
+            params: mp,
+            recipients: Vec::new(),
+            rcpt_refused: false,
+            bdat: None,
+        });
+        Reply::new(250, "2.1.0", "Ok")
+    }
+
+    fn rcpt(&mut self, path: &str, params: &[Param<'_>]) -> Reply {
+        let Some(txn) = self.txn.as_ref() else {
+            return Reply::new(503, "5.5.1", "need MAIL command");
+        };
+        if txn.bdat.is_some() {
+            return Reply::new(503, "5.5.1", "RCPT not allowed after BDAT");
+        }
+        if !self.esmtp && !params.is_empty() {
+            return Reply::new(555, "5.5.4", "parameters require EHLO");
+        }
+        let rp = match rcpt_params(params) {
+            Ok(rp) => rp,
+            Err(e) => return e.reply(),
+        };
+        // RFC 5321 §4.5.1: "<Postmaster>" without a domain must be accepted;
+        // it means this host, and then faces the same relay check.
+        let address = if path.eq_ignore_ascii_case("postmaster") {
+            format!("postmaster@{}", self.settings.hostname)
+        } else {
+            match parse_mailbox(path, txn.params.smtputf8) {
+                Ok(m) => m.to_string(),
+                Err(e) => return address_reply(e, false),
+            }
+        };
+        if txn.recipients.len() >= self.settings.max_recipients_per_message {
+            return Reply::new(452, "4.5.3", "too many recipients");
+        }
+        if !self.may_relay_to(&address) {
+            return Reply::new(550, "5.7.1", "relaying denied");
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.recipients.push(Recipient {
+                address,
+                notify: rp.notify,
+                orcpt: rp.orcpt,
+            });
+        }
+        Reply::new(250, "2.1.5", "Ok")
+    }
+
+    fn may_relay_to(&self, mailbox: &str) -> bool {
+        let s = &self.settings;
+        s.can_relay
+            || self.auth_user.is_some()
+            || address::domain_matches(&address::domain_of(mailbox), &s.relay_domains)
+    }
+
+    /// Why DATA/BDAT cannot start now, if it cannot.
+    fn content_refusal(&self) -> Option<Reply> {
+        match &self.txn {
+            None => Some(Reply::new(503, "5.5.1", "need MAIL command")),
+            Some(t) if t.recipients.is_empty() && t.rcpt_refused => {
+                Some(Reply::new(554, "5.5.1", "no valid recipients"))
+            }
+            Some(t) if t.recipients.is_empty() => {
+                Some(Reply::new(503, "5.5.1", "need RCPT command"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn data(&mut self) -> Flow {
+        let refusal = match &self.txn {
+            Some(t) if t.bdat.is_some() => {
+                Some(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
+            }
+            _ => self.content_refusal(),
+        };
+        if let Some(reply) = refusal {
+            self.respond(reply);
+            return Flow::Continue;
+        }
+        self.send(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        let s = &self.settings;
+        self.phase = Phase::Data(DataDecoder::new(s.message_size, s.max_data_line_octets));
+        Flow::Continue
+    }
+
+    fn data_phase(&mut self) -> Flow {
+        let Phase::Data(decoder) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let (used, done) = decoder.feed(&self.input[self.pos..]);
+        self.pos += used;
+        if !done {
+            return Flow::NeedInput;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(decoder) => self.finish_message(decoder.finish()),
+            _ => Flow::Continue,
+        }
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        let refuse = self.content_refusal();
+        if let (None, Some(txn)) = (&refuse, self.txn.as_mut()) {
+            if txn.bdat.is_none() {
+                txn.bdat = Some(Body::new(self.settings.message_size));
+            }
+        }
+        self.phase = Phase::Bdat(BdatChunk {
+            size,
+            remaining: size,
+            last,
+            refuse,
+        });
+        Flow::Continue
+    }
+
+    fn bdat_phase(&mut self) -> Flow {
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let avail = self.input.len() - self.pos;
+        let take = usize::try_from(chunk.remaining).map_or(avail, |r| r.min(avail));
+        if chunk.refuse.is_none() {
+            if let Some(body) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) {
+                body.push(&self.input[self.pos..self.pos + take]);
+            }
+        }
+        self.pos += take;
+        chunk.remaining -= take as u64;
+        if chunk.remaining > 0 {
+            return Flow::NeedInput;
+        }
+        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return Flow::Continue;
+        };
+        if let Some(reply) = chunk.refuse {
+            self.respond(reply);
+            return Flow::Continue;
+        }
+        let oversize = self
+            .txn
+            .as_ref()
+            .and_then(|t| t.bdat.as_ref())
+            .is_some_and(|b| b.flags.oversize);
+        if oversize {
+            self.txn = None;
+            self.error(Reply::new(552, "5.3.4", "message size exceeds fixed limit"));
+            return Flow::Continue;
+        }
+        if !chunk.last {
+            let text = format!("{} octets received", chunk.size);
+            self.send(Reply::new(250, "2.0.0", text));
+            return Flow::Continue;
+        }
+        let body = self
+            .txn
+            .as_mut()
+            .and_then(|t| t.bdat.take())
+            .unwrap_or_default();
+        self.finish_message(body)
+    }
+
+    /// Checks finished content and hands the message to the driver.
+    fn finish_message(&mut self, body: Body) -> Flow {
+        let Some(txn) = self.txn.take() else {
+            return Flow::Continue;
+        };
+        let f = body.flags;
+        let eight_bit_ok = txn.params.body != BodyType::SevenBit || txn.params.smtputf8;
+        let refusal = if f.oversize {
+            Some(Reply::new(552, "5.3.4", "message size exceeds fixed limit"))
+        } else if f.bare_cr_lf {
+            let text = "message contains bare CR or LF (RFC 5321 2.3.8)";
+            Some(Reply::new(550, "5.6.0", text))
+        } else if f.nul {
+            Some(Reply::new(550, "5.6.0", "message contains NUL"))
+        } else if f.line_too_long {
+            Some(Reply::new(550, "5.6.0", "message line too long"))
+        } else if f.eight_bit && !eight_bit_ok && self.settings.reject_8bit_without_8bitmime {
+            Some(Reply::new(
+                554,
+                "5.6.1",
+                "8-bit content requires BODY=8BITMIME",
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            self.error(reply);
+            return Flow::Continue;
+        }
+        let envelope = Envelope {
+            mail_from: txn.mail_from,
+            ret: txn.params.ret,
+            envid: txn.params.envid,
+            body_type: txn.params.body,
+            smtputf8: txn.params.smtputf8,
+            recipients: txn.recipients,
+            auth_user: self.auth_user.clone(),
+            peer: self.peer,
+            helo: self.helo.clone(),
+            received_at_ms: 0,
+        };
+        self.phase = Phase::WaitStore;
+        Flow::Yield(Step::Message(Box::new((envelope, body.bytes))))
+    }
+
+    fn starttls(&mut self) -> Flow {
+        if !self.settings.starttls_available || self.tls {
+            self.respond(Reply::new(454, "4.7.0", "TLS not available"));
+            return Flow::Continue;
+        }
+        if self.pos < self.input.len() {
+            // CVE-2011-0411: plaintext after STARTTLS must not run as if sent over TLS.
+            let text = "pipelining after STARTTLS not allowed";
+            self.close_with(Reply::new(554, "5.5.1", text));
+            return Flow::Continue;
+        }
+        self.send(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.phase = Phase::WaitTls;
+        Flow::Yield(Step::StartTls)
+    }
+}
+
+/// Refuses command lines with NUL, bare CR/LF or invalid UTF-8.
+fn command_text(raw: Vec<u8>) -> Result<String, Reply> {
+    if raw.contains(&0) {
+        return Err(Reply::new(500, "5.5.2", "NUL not allowed"));
+    }
+    if raw.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(Reply::new(500, "5.5.2", "bare CR or LF not allowed"));
+    }
+    String::from_utf8(raw).map_err(|_| Reply::new(500, "5.5.2", "invalid UTF-8"))
+}

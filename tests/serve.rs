@@ -255,3 +255,32 @@ fn per_shard_listen_overrides() {
     let log = s.log_text();
     assert!(log.contains(&format!("shard 1 ready: listening on 127.0.0.1:{other}")), "{log}");
 }
+
+#[test]
+fn embedded_default_runs_with_a_relative_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut log = String::new();
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("serving with") || line.contains("impulse:") {
+            break;
+        }
+    }
+    assert!(log.contains("serving with"), "{log}");
+    let mut c = Client::connect("127.0.0.1:2525".parse().unwrap());
+    assert!(c.reply().starts_with("220"));
+    assert!(send_one(&mut c, "a@example.org", "b@example.net").starts_with("250 2.0.0"));
+    assert!(dir.path().join("spool/shard-0").is_dir());
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(common::wait_exit(&mut child, Duration::from_secs(10)).code(), Some(0));
+}

@@ -17,8 +17,10 @@ use crate::smtp::reply::Reply;
 use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER_OCTETS: usize = 16 * 1024;
+/// Read size while waiting for commands: small, since idle sessions hold it.
+const COMMAND_READ_OCTETS: usize = 1024;
+/// Read size while receiving message content.
+const DATA_READ_OCTETS: usize = 64 * 1024;
 
 enum Wake {
     Data(std::io::Result<usize>),
@@ -71,7 +73,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         _ => Ok(()),
     };
     let mut sess = ServerSession::new(Rc::new(settings(&config, listener, inbound, can_relay)), Some(ip), false);
-    let mut buf = vec![0u8; READ_BUFFER_OCTETS];
+    let mut buf = Vec::new();
     loop {
         match sess.process() {
             Step::NeedInput => {
@@ -82,7 +84,14 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     sess.shutdown();
                     continue;
                 }
-                let limit = if sess.in_data() { inbound.data_timeout } else { inbound.idle_time };
+                let (limit, size) = if sess.in_data() {
+                    (inbound.data_timeout, DATA_READ_OCTETS)
+                } else {
+                    (inbound.idle_time, COMMAND_READ_OCTETS)
+                };
+                if buf.len() != size {
+                    buf = vec![0u8; size];
+                }
                 match read(&state, &mut conn, &mut buf, limit, sess.in_transaction()).await {
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
                     Wake::Data(Ok(n)) => sess.feed(&buf[..n]),

@@ -60,13 +60,27 @@ pub enum ServeError {
 const MEMLOCK_HINT: &str = "io_uring needs locked memory: raise the limit with `ulimit -l unlimited` (shell), \
 LimitMEMLOCK=infinity (systemd unit), or a memlock line in /etc/security/limits.conf";
 
-/// Raises soft limits to the hard limits for locked memory and open files.
+/// Open files wanted when the process may raise its own hard limit (root).
+const WANTED_NOFILE: u64 = 1 << 20;
+
+/// Raises soft limits to the hard limits for locked memory and open files
+/// (and, where permitted, the open-files hard limit itself: every session
+/// is a descriptor).
 fn raise_limits() {
     for res in [libc::RLIMIT_MEMLOCK, libc::RLIMIT_NOFILE] {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: lim is a valid rlimit for the duration of the calls.
         unsafe {
-            if libc::getrlimit(res, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            if libc::getrlimit(res, &mut lim) != 0 {
+                continue;
+            }
+            if res == libc::RLIMIT_NOFILE && lim.rlim_max < WANTED_NOFILE {
+                let more = libc::rlimit { rlim_cur: WANTED_NOFILE, rlim_max: WANTED_NOFILE };
+                if libc::setrlimit(res, &more) == 0 {
+                    continue;
+                }
+            }
+            if lim.rlim_cur < lim.rlim_max {
                 lim.rlim_cur = lim.rlim_max;
                 libc::setrlimit(res, &lim);
             }

@@ -297,6 +297,7 @@ impl Spool {
             self.shared.book.borrow_mut().remove_segment(seg);
             deleted.push(seg);
         }
+        let _ = dir.close().await;
         Ok(deleted)
     }
 
@@ -392,6 +393,9 @@ impl Committer {
         if let Some(f) = self.file.take() {
             let _ = f.close().await;
         }
+        // Close explicitly: a dropped glommio handle closes its fd lazily,
+        // which can keep the file system busy after shutdown.
+        let _ = self.dir_handle.close().await;
     }
 
     /// Waits up to `batch_max_delay` for more appends, unless the batch is

@@ -10,6 +10,7 @@
 //! on a shard at runtime (only during `Spool::open` recovery and in offline
 //! `tools`), or abort start-up because of one bad record.
 
+mod maintain;
 pub mod record;
 pub mod recovery;
 pub mod scan;

@@ -78,14 +78,14 @@ struct Staging {
 }
 
 /// State shared by the `Spool` handle and its commit task.
-struct Shared {
+pub(super) struct Shared {
     opts: SpoolOptions,
     staging: RefCell<Staging>,
     committer: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     fault: Cell<Option<Fault>>,
-    book: RefCell<Book>,
-    active_segment: Cell<u32>,
+    pub(super) book: RefCell<Book>,
+    pub(super) active_segment: Cell<u32>,
     stats: Cell<SpoolStats>,
 }
 
@@ -99,10 +99,10 @@ impl Shared {
 
 /// One shard's spool. Used through `Rc<Spool>`; not `Send`.
 pub struct Spool {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     shard: u16,
     next_id: Cell<MessageId>,
-    shared: Rc<Shared>,
+    pub(super) shared: Rc<Shared>,
     task: RefCell<Option<glommio::Task<()>>>,
 }
 
@@ -269,36 +269,6 @@ impl Spool {
     /// The segment currently appended to.
     pub fn active_segment(&self) -> u32 {
         self.shared.active_segment.get()
-    }
-
-    /// Deletes every old segment none of whose records still matters
-    /// (oldest first, syncing the directory after each removal). Returns
-    /// the segments deleted.
-    pub async fn compact(&self) -> Result<Vec<u32>, SpoolError> {
-        let candidates = self
-            .shared
-            .book
-            .borrow()
-            .deletable(self.shared.active_segment.get());
-        let dir = Directory::open(&self.dir)
-            .await
-            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
-        let mut deleted = Vec::new();
-        for seg in candidates {
-            let path = self.dir.join(segment_file_name(seg));
-            glommio::io::remove(&path)
-                .await
-                .map_err(|e| SpoolError::from_glommio("removing segment", e))?;
-            // Sync before the next removal: a later segment must never
-            // disappear while an older one it cancels survives.
-            dir.sync()
-                .await
-                .map_err(|e| SpoolError::from_glommio("syncing spool dir", e))?;
-            self.shared.book.borrow_mut().remove_segment(seg);
-            deleted.push(seg);
-        }
-        let _ = dir.close().await;
-        Ok(deleted)
     }
 
     /// Flushes what is staged and stops the commit task.

@@ -56,6 +56,9 @@ fn crash_child() {
                     s.append_message(id, &env(), &body).await.expect("append");
                     println!("ACK {id}");
                     if n % 5 == 0 {
+                        // Once DONE is issued the message may be gone even
+                        // if the DONE is never acknowledged.
+                        println!("DONE-ISSUED {id}");
                         s.append_done(id).await.expect("done");
                         println!("DONE {id}");
                     }
@@ -75,6 +78,7 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().unwrap();
     let mut acked: HashSet<MessageId> = HashSet::new();
     let mut done: HashSet<MessageId> = HashSet::new();
+    let mut done_issued: HashSet<MessageId> = HashSet::new();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args(["--ignored", "--exact", "crash_child", "--nocapture"])
@@ -99,6 +103,8 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
         for line in reader.join().unwrap() {
             if let Some(id) = line.strip_prefix("ACK ") {
                 acked.insert(id.parse().unwrap());
+            } else if let Some(id) = line.strip_prefix("DONE-ISSUED ") {
+                done_issued.insert(id.parse().unwrap());
             } else if let Some(id) = line.strip_prefix("DONE ") {
                 done.insert(id.parse().unwrap());
             }
@@ -112,7 +118,7 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
         });
         let live: HashSet<MessageId> = rec.messages.iter().map(|m| m.id).collect();
         let lost: Vec<_> = acked
-            .difference(&done)
+            .difference(&done_issued)
             .filter(|id| !live.contains(id))
             .collect();
         assert!(

@@ -143,6 +143,18 @@ proptest! {
     }
 
     #[test]
+    fn block_padding_is_not_a_torn_tail(recs in proptest::collection::vec(record(), 0..6)) {
+        let (mut buf, spans) = build(&recs);
+        let data_end = buf.len();
+        buf.resize(data_end.next_multiple_of(4096), 0);
+        let scan = scan_segment(&buf);
+        prop_assert_eq!(scan.frames.len(), spans.len());
+        prop_assert_eq!(scan.torn_bytes, 0);
+        prop_assert_eq!(scan.padding_bytes as usize, buf.len() - data_end);
+        prop_assert_eq!(scan.valid_end as usize, data_end);
+    }
+
+    #[test]
     fn every_cut_yields_exact_prefix(recs in proptest::collection::vec(record(), 1..6)) {
         let (buf, spans) = build(&recs);
         for cut in 0..=buf.len() {

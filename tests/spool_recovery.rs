@@ -57,6 +57,17 @@ fn reopen(dir: &Path) -> impulse::spool::Recovered {
     })
 }
 
+/// (start, end) of every frame in a segment file.
+fn frame_spans(path: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    let scan = impulse::spool::scan::scan_segment(&bytes);
+    assert_eq!(scan.torn_bytes, 0);
+    scan.frames
+        .iter()
+        .map(|f| (f.offset, f.offset + f.frame.len as u64))
+        .collect()
+}
+
 fn seg(dir: &Path, n: u32) -> PathBuf {
     dir.join(impulse::spool::segment_file_name(n))
 }
@@ -66,8 +77,10 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = fill(tmp.path(), 3, 100);
     let path = seg(tmp.path(), 1);
-    let full = std::fs::metadata(&path).unwrap().len();
-    // Tear the last record: drop its final 10 bytes, add stale garbage.
+    let frames = frame_spans(&path);
+    let full = frames[2].1;
+    // Tear the last record: drop its final 10 bytes (and the block
+    // padding), then add stale garbage.
     let f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -81,8 +94,7 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
     assert_eq!(live, ids[..2].to_vec());
     assert!(rec.stats.torn_bytes > 0);
     assert_eq!(rec.stats.corrupt_records, 0);
-    let frame_len = (full - 32) / 3;
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 32 + 2 * frame_len);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), frames[1].1);
     assert_eq!(verify(tmp.path()), Ok(0), "repaired spool verifies clean");
 }
 
@@ -92,8 +104,8 @@ fn corrupt_middle_record_is_skipped_and_segment_kept() {
     let ids = fill(tmp.path(), 3, 100);
     let path = seg(tmp.path(), 1);
     let mut bytes = std::fs::read(&path).unwrap();
-    let frame_len = (bytes.len() - 32) / 3;
-    bytes[32 + frame_len + 40] ^= 0x01; // inside the second record
+    let second = frame_spans(&path)[1];
+    bytes[second.0 as usize + 40] ^= 0x01; // inside the second record
     std::fs::write(&path, &bytes).unwrap();
     let rec = reopen(tmp.path());
     let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();

@@ -81,6 +81,18 @@ fn main() {
             let elapsed = start.elapsed().as_secs_f64();
             let stats = spool.stats();
             spool.close().await.expect("close");
+            drop(spool);
+            let t = Instant::now();
+            let (spool, rec) = Spool::open(dir.as_ref(), 0, SpoolOptions::default())
+                .await
+                .expect("reopen");
+            println!(
+                "recovery: {} live messages, {} segments in {:?}",
+                rec.stats.messages,
+                rec.stats.segments,
+                t.elapsed()
+            );
+            spool.close().await.expect("close");
             let mut l = lat.borrow_mut();
             l.sort_unstable();
             let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0);

@@ -187,14 +187,7 @@ impl Spool {
     /// Next unique message id for this shard (no I/O).
     pub fn allocate_id(&self) -> MessageId {
         let id = self.next_id.get();
-        let next = match id.seq.checked_add(1) {
-            Some(seq) => MessageId { seq, ..id },
-            None => MessageId {
-                epoch_ms: id.epoch_ms + 1,
-                shard: self.shard,
-                seq: 0,
-            },
-        };
+        let next = super::next_message_id(id);
         self.next_id.set(next);
         id
     }

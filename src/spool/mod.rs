@@ -10,6 +10,7 @@
 //! on a shard at runtime (only during `Spool::open` recovery and in offline
 //! `tools`), or abort start-up because of one bad record.
 
+mod maintain;
 pub mod record;
 pub mod recovery;
 pub mod scan;
@@ -126,4 +127,64 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The id after `id`: `seq + 1`, or on wrap `epoch_ms + 1` with `seq` 0.
+pub fn next_message_id(id: crate::message::MessageId) -> crate::message::MessageId {
+    match id.seq.checked_add(1) {
+        Some(seq) => crate::message::MessageId { seq, ..id },
+        None => crate::message::MessageId {
+            epoch_ms: id.epoch_ms + 1,
+            seq: 0,
+            ..id
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageId;
+
+    #[test]
+    fn seq_wrap_bumps_epoch_and_stays_increasing() {
+        let id = MessageId {
+            epoch_ms: 7,
+            shard: 2,
+            seq: u32::MAX,
+        };
+        let next = next_message_id(id);
+        assert_eq!(
+            next,
+            MessageId {
+                epoch_ms: 8,
+                shard: 2,
+                seq: 0
+            }
+        );
+        assert!(next > id);
+        assert_eq!(next_message_id(next).seq, 1);
+    }
+
+    #[test]
+    fn segment_names_roundtrip() {
+        assert_eq!(segment_file_name(1), "seg-00000001.log");
+        assert_eq!(parse_segment_file_name("seg-00000042.log"), Some(42));
+        assert_eq!(parse_segment_file_name("seg-42.log"), None);
+        assert_eq!(parse_segment_file_name("seg-0000004x.log"), None);
+    }
+
+    #[test]
+    fn reply_codes_distinguish_disk_full() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            SpoolError::from_io("w", &full).smtp_reply_code(),
+            (452, "4.3.1")
+        );
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(
+            SpoolError::from_io("w", &eio).smtp_reply_code(),
+            (451, "4.3.0")
+        );
+    }
 }

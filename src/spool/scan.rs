@@ -27,9 +27,15 @@ pub struct SegmentScan {
     pub corrupt: Vec<(u64, u64)>,
     /// End of the last valid frame: everything after it is a torn tail.
     pub valid_end: u64,
-    /// Bytes after `valid_end`.
+    /// Bytes after `valid_end` that are not padding.
     pub torn_bytes: u64,
+    /// Zero bytes after `valid_end` up to the next block boundary, left by
+    /// block-aligned (O_DIRECT) writes. Not an error.
+    pub padding_bytes: u64,
 }
+
+/// Writers pad the last block of a write with zeros up to this alignment.
+pub const PADDING_ALIGN_BYTES: usize = 4096;
 
 /// Scans a whole segment image.
 pub fn scan_segment(buf: &[u8]) -> SegmentScan {
@@ -57,8 +63,17 @@ pub fn scan_segment(buf: &[u8]) -> SegmentScan {
             None => break,
         }
     }
-    out.valid_end = off.min(buf.len()) as u64;
-    out.torn_bytes = buf.len() as u64 - out.valid_end;
+    let off = off.min(buf.len());
+    out.valid_end = off as u64;
+    let rest = &buf[off..];
+    let is_padding = buf.len() % PADDING_ALIGN_BYTES == 0
+        && rest.len() < PADDING_ALIGN_BYTES
+        && rest.iter().all(|&b| b == 0);
+    if is_padding {
+        out.padding_bytes = rest.len() as u64;
+    } else {
+        out.torn_bytes = rest.len() as u64;
+    }
     out
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Owns the active segment file. Appends from every session of the shard
 //! are framed into one staging buffer; a single commit task writes each
-//! batch with one `write_at` and makes it durable with one `fdatasync`, then
-//! wakes every waiter of that batch. Must never: wake a waiter before the
+//! batch with one block-aligned O_DIRECT `write_at` (glommio `DmaFile`;
+//! measured 4x faster than `BufferedFile` for 800 KiB batches here, see
+//! `examples/spool_io_compare.rs`) and makes it durable with one
+//! `fdatasync`, then wakes every waiter of that batch. Must never: wake a waiter before the
 //! sync covering its record completed, acknowledge anything from a batch
 //! whose write or sync failed, or touch `std::fs` (recovery at open aside).
 
@@ -14,12 +16,16 @@ use super::record::{
 use super::recovery::{recover_dir, Book, Recovered};
 use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Envelope, MessageId};
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::{Directory, DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+
+/// Block size every O_DIRECT write is aligned to (covers 512 B and 4 KiB
+/// logical blocks).
+pub(crate) const DIRECT_IO_ALIGN_BYTES: usize = 4096;
 
 /// A failure to inject into the next commit (tests of the error paths).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -78,14 +84,14 @@ struct Staging {
 }
 
 /// State shared by the `Spool` handle and its commit task.
-struct Shared {
+pub(super) struct Shared {
     opts: SpoolOptions,
     staging: RefCell<Staging>,
     committer: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     fault: Cell<Option<Fault>>,
-    book: RefCell<Book>,
-    active_segment: Cell<u32>,
+    pub(super) book: RefCell<Book>,
+    pub(super) active_segment: Cell<u32>,
     stats: Cell<SpoolStats>,
 }
 
@@ -99,10 +105,10 @@ impl Shared {
 
 /// One shard's spool. Used through `Rc<Spool>`; not `Send`.
 pub struct Spool {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     shard: u16,
     next_id: Cell<MessageId>,
-    shared: Rc<Shared>,
+    pub(super) shared: Rc<Shared>,
     task: RefCell<Option<glommio::Task<()>>>,
 }
 
@@ -147,6 +153,7 @@ impl Spool {
             dir_handle,
             shard,
             file: None,
+            tail_block: Vec::new(),
             seg_no,
             tail: 0,
             durable: 0,
@@ -180,14 +187,7 @@ impl Spool {
     /// Next unique message id for this shard (no I/O).
     pub fn allocate_id(&self) -> MessageId {
         let id = self.next_id.get();
-        let next = match id.seq.checked_add(1) {
-            Some(seq) => MessageId { seq, ..id },
-            None => MessageId {
-                epoch_ms: id.epoch_ms + 1,
-                shard: self.shard,
-                seq: 0,
-            },
-        };
+        let next = super::next_message_id(id);
         self.next_id.set(next);
         id
     }
@@ -271,35 +271,6 @@ impl Spool {
         self.shared.active_segment.get()
     }
 
-    /// Deletes every old segment none of whose records still matters
-    /// (oldest first, syncing the directory after each removal). Returns
-    /// the segments deleted.
-    pub async fn compact(&self) -> Result<Vec<u32>, SpoolError> {
-        let candidates = self
-            .shared
-            .book
-            .borrow()
-            .deletable(self.shared.active_segment.get());
-        let dir = Directory::open(&self.dir)
-            .await
-            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
-        let mut deleted = Vec::new();
-        for seg in candidates {
-            let path = self.dir.join(segment_file_name(seg));
-            glommio::io::remove(&path)
-                .await
-                .map_err(|e| SpoolError::from_glommio("removing segment", e))?;
-            // Sync before the next removal: a later segment must never
-            // disappear while an older one it cancels survives.
-            dir.sync()
-                .await
-                .map_err(|e| SpoolError::from_glommio("syncing spool dir", e))?;
-            self.shared.book.borrow_mut().remove_segment(seg);
-            deleted.push(seg);
-        }
-        Ok(deleted)
-    }
-
     /// Flushes what is staged and stops the commit task.
     pub async fn close(&self) -> Result<(), SpoolError> {
         self.shared.closed.set(true);
@@ -351,7 +322,10 @@ struct Committer {
     dir: PathBuf,
     dir_handle: Directory,
     shard: u16,
-    file: Option<BufferedFile>,
+    file: Option<DmaFile>,
+    /// Bytes of the last, partly filled block: O_DIRECT writes whole
+    /// blocks, so the next batch rewrites this block with them prepended.
+    tail_block: Vec<u8>,
     seg_no: u32,
     /// Where the next frame goes.
     tail: u64,
@@ -392,6 +366,9 @@ impl Committer {
         if let Some(f) = self.file.take() {
             let _ = f.close().await;
         }
+        // Close explicitly: a dropped glommio handle closes its fd lazily,
+        // which can keep the file system busy after shutdown.
+        let _ = self.dir_handle.close().await;
     }
 
     /// Waits up to `batch_max_delay` for more appends, unless the batch is
@@ -470,17 +447,26 @@ impl Committer {
             let e = std::io::Error::from_raw_os_error(errno);
             return Err(SpoolError::from_io("writing segment (injected)", &e));
         }
-        let len = buf.len();
-        // The buffer moves into the ring; a short count on a regular file
-        // means the file system ran out of space (write(2)), so it is
-        // reported as disk full rather than retried with a copy.
+        // O_DIRECT: write whole aligned blocks starting at the block that
+        // holds the durable end. Its durable bytes are rewritten unchanged;
+        // the rest of the last block is zero padding (SPEC.md 1.4).
+        let base = self.durable - self.tail_block.len() as u64;
+        let data_len = self.tail_block.len() + buf.len();
+        let total = data_len.next_multiple_of(DIRECT_IO_ALIGN_BYTES);
+        let mut dma = file.alloc_dma_buffer(total);
+        let bytes = dma.as_bytes_mut();
+        bytes[..self.tail_block.len()].copy_from_slice(&self.tail_block);
+        bytes[self.tail_block.len()..data_len].copy_from_slice(&buf);
+        bytes[data_len..].fill(0);
+        // A short count on a regular file means the file system ran out of
+        // space (write(2)): reported as disk full.
         let n = file
-            .write_at(buf, self.durable)
+            .write_at(dma, base)
             .await
             .map_err(|e| SpoolError::from_glommio("writing segment", e))?;
-        if n < len {
+        if n < total {
             return Err(SpoolError::DiskFull(format!(
-                "writing segment: short write ({n} of {len} bytes)"
+                "writing segment: short write ({n} of {total} bytes)"
             )));
         }
         if let Some(Fault::Sync(errno)) = self.shared.fault.get() {
@@ -491,6 +477,13 @@ impl Committer {
         file.fdatasync()
             .await
             .map_err(|e| SpoolError::from_glommio("syncing segment", e))?;
+        let keep = data_len % DIRECT_IO_ALIGN_BYTES;
+        if keep <= buf.len() {
+            self.tail_block.clear();
+            self.tail_block.extend_from_slice(&buf[buf.len() - keep..]);
+        } else {
+            self.tail_block.extend_from_slice(&buf);
+        }
         self.durable = end;
         self.tail = end;
         Ok(())
@@ -531,7 +524,7 @@ impl Committer {
             .write(true)
             .create(true)
             .truncate(true)
-            .buffered_open(&path)
+            .dma_open(&path)
             .await
             .map_err(|e| SpoolError::from_glommio("creating segment", e))?;
         let header = SegmentHeader {
@@ -544,6 +537,7 @@ impl Committer {
         self.file = Some(file);
         self.durable = 0;
         self.tail = 0;
+        self.tail_block.clear();
         self.shared.active_segment.set(n);
         self.shared.book.borrow_mut().add_segment(n);
         let r = self.try_write_sync(header.encode().to_vec()).await;

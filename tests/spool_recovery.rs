@@ -1,0 +1,226 @@
+//! Recovery, disk-full and offline-tool tests against real files.
+
+use impulse::message::{Envelope, MessageId, Recipient};
+use impulse::spool::tools::{inspect, show, verify};
+use impulse::spool::{Spool, SpoolError, SpoolOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn env(rcpt: &str) -> Envelope {
+    Envelope {
+        mail_from: "s@example.org".into(),
+        ret: None,
+        envid: None,
+        body_type: Default::default(),
+        smtputf8: false,
+        recipients: vec![Recipient {
+            address: rcpt.into(),
+            notify: None,
+            orcpt: None,
+        }],
+        auth_user: None,
+        peer: None,
+        helo: "h".into(),
+        received_at_ms: 1,
+    }
+}
+
+fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+    glommio::LocalExecutor::default().run(f)
+}
+
+/// Appends `n` messages in one run and closes; returns their ids.
+fn fill(dir: &Path, n: usize, body_len: usize) -> Vec<MessageId> {
+    let dir = dir.to_path_buf();
+    run(async move {
+        let (s, _) = Spool::open(&dir, 1, SpoolOptions::default()).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = s.allocate_id();
+            let rcpt = format!("u{i}@d{}.example", i % 2);
+            s.append_message(id, &env(&rcpt), &vec![b'b'; body_len])
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        s.close().await.unwrap();
+        ids
+    })
+}
+
+fn reopen(dir: &Path) -> impulse::spool::Recovered {
+    let dir = dir.to_path_buf();
+    run(async move {
+        let (s, rec) = Spool::open(&dir, 1, SpoolOptions::default()).await.unwrap();
+        s.close().await.unwrap();
+        rec
+    })
+}
+
+/// (start, end) of every frame in a segment file.
+fn frame_spans(path: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    let scan = impulse::spool::scan::scan_segment(&bytes);
+    assert_eq!(scan.torn_bytes, 0);
+    scan.frames
+        .iter()
+        .map(|f| (f.offset, f.offset + f.frame.len as u64))
+        .collect()
+}
+
+fn seg(dir: &Path, n: u32) -> PathBuf {
+    dir.join(impulse::spool::segment_file_name(n))
+}
+
+#[test]
+fn torn_tail_is_truncated_and_earlier_records_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 3, 100);
+    let path = seg(tmp.path(), 1);
+    let frames = frame_spans(&path);
+    let full = frames[2].1;
+    // Tear the last record: drop its final 10 bytes (and the block
+    // padding), then add stale garbage.
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.set_len(full - 10).unwrap();
+    (&f).write_all(&[0xAB; 5]).unwrap();
+    drop(f);
+    assert_eq!(verify(tmp.path()), Ok(1));
+    let rec = reopen(tmp.path());
+    let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();
+    assert_eq!(live, ids[..2].to_vec());
+    assert!(rec.stats.torn_bytes > 0);
+    assert_eq!(rec.stats.corrupt_records, 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), frames[1].1);
+    assert_eq!(verify(tmp.path()), Ok(0), "repaired spool verifies clean");
+}
+
+#[test]
+fn corrupt_middle_record_is_skipped_and_segment_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 3, 100);
+    let path = seg(tmp.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let second = frame_spans(&path)[1];
+    bytes[second.0 as usize + 40] ^= 0x01; // inside the second record
+    std::fs::write(&path, &bytes).unwrap();
+    let rec = reopen(tmp.path());
+    let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();
+    assert_eq!(live, vec![ids[0], ids[2]]);
+    assert_eq!(rec.stats.corrupt_records, 1);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "segment left as is");
+}
+
+#[test]
+fn half_created_segment_is_removed_and_garbage_never_aborts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 2, 10);
+    // A crash right after creating segment 9: empty file. Also a torn header.
+    std::fs::write(seg(tmp.path(), 9), b"").unwrap();
+    std::fs::write(seg(tmp.path(), 10), b"IMPSPO").unwrap();
+    let rec = reopen(tmp.path());
+    assert_eq!(rec.messages.len(), ids.len());
+    assert!(!seg(tmp.path(), 9).exists() && !seg(tmp.path(), 10).exists());
+    assert!(
+        seg(tmp.path(), 11).exists(),
+        "writer continues after the highest number"
+    );
+}
+
+#[test]
+fn tools_report_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 4, 50);
+    assert_eq!(verify(tmp.path()), Ok(0));
+    assert_eq!(inspect(tmp.path()), Ok(0));
+    assert_eq!(show(tmp.path(), &ids[1].to_string()), Ok(0));
+    let missing = MessageId { seq: 999, ..ids[0] };
+    assert_eq!(show(tmp.path(), &missing.to_string()), Ok(1));
+    assert!(show(tmp.path(), "not-an-id").is_err());
+    assert!(
+        verify(&tmp.path().join("nope")).is_err(),
+        "unreadable: exit 2"
+    );
+}
+
+/// Mounts a 1 MiB tmpfs, fills it, and checks: the failing append gets
+/// DiskFull (452), nothing of it is acknowledged, and appends succeed again
+/// once space returns.
+#[test]
+fn disk_full_on_tiny_tmpfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().to_path_buf();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root)");
+        return;
+    }
+    let spool_dir = mnt.join("spool");
+    let result = std::panic::catch_unwind(|| disk_full_scenario(&mnt, &spool_dir));
+    let umounted = std::process::Command::new("umount").arg(&mnt).status();
+    if !matches!(umounted, Ok(s) if s.success()) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mnt)
+            .status();
+        panic!("tmpfs still busy after close: a file handle leaked");
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn disk_full_scenario(mnt: &Path, spool_dir: &Path) {
+    // Leave about 200 KiB free for the spool.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 800 * 1024]).unwrap();
+    let dir = spool_dir.to_path_buf();
+    let (acked, failed_seen) = run(async move {
+        let (s, _) = Spool::open(&dir, 1, SpoolOptions::default()).await.unwrap();
+        let mut acked = Vec::new();
+        let mut err = None;
+        for _ in 0..100 {
+            let id = s.allocate_id();
+            match s.append_message(id, &env("a@b"), &[b'z'; 8192]).await {
+                Ok(()) => acked.push(id),
+                Err(e) => {
+                    err = Some((id, e));
+                    break;
+                }
+            }
+        }
+        let (bad, e) = err.expect("disk fills up");
+        assert!(matches!(e, SpoolError::DiskFull(_)), "{e:?}");
+        assert_eq!(e.smtp_reply_code(), (452, "4.3.1"));
+        assert!(!s.is_live(&bad));
+        // Still full: fails again, nothing acknowledged.
+        let id = s.allocate_id();
+        assert!(s
+            .append_message(id, &env("a@b"), &[b'z'; 8192])
+            .await
+            .is_err());
+        std::fs::remove_file(mnt_filler(&dir)).unwrap();
+        let id = s.allocate_id();
+        s.append_message(id, &env("a@b"), &[b'z'; 8192])
+            .await
+            .unwrap();
+        acked.push(id);
+        s.close().await.unwrap();
+        (acked, bad)
+    });
+    let rec = reopen(spool_dir);
+    let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();
+    assert_eq!(live, acked, "every acknowledged message, nothing else");
+    assert!(!live.contains(&failed_seen));
+    assert_eq!(rec.stats.corrupt_records, 0);
+}
+
+fn mnt_filler(spool_dir: &Path) -> PathBuf {
+    spool_dir.parent().unwrap().join("filler")
+}

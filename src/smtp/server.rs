@@ -167,6 +167,8 @@ pub struct ServerSession {
     /// Dropping an over-long line up to its CRLF; `discard_cr` = last octet was CR.
     discarding: bool,
     discard_cr: bool,
+    /// Octets after `pos` already searched for CRLF without success.
+    line_scanned: usize,
     output: Vec<u8>,
 }
 
@@ -190,6 +192,7 @@ impl ServerSession {
             pos: 0,
             discarding: false,
             discard_cr: false,
+            line_scanned: 0,
             output: Vec::new(),
         };
         s.send(greeting);
@@ -244,6 +247,11 @@ impl ServerSession {
         &self.output
     }
 
+    /// Drops the output (after the driver wrote `output()`).
+    pub fn clear_output(&mut self) {
+        self.output.clear();
+    }
+
     /// True when there are bytes to send.
     pub fn has_output(&self) -> bool {
         !self.output.is_empty()
@@ -280,6 +288,7 @@ impl ServerSession {
         self.txn = None;
         self.input.clear();
         self.pos = 0;
+        self.line_scanned = 0;
         self.phase = Phase::Command;
     }
 
@@ -366,6 +375,7 @@ impl ServerSession {
         self.phase = Phase::Closed;
         self.input = Vec::new();
         self.pos = 0;
+        self.line_scanned = 0;
     }
 
     // ----- input framing -----
@@ -377,16 +387,22 @@ impl ServerSession {
         if !self.discarding {
             let buf = &self.input[self.pos..];
             let window = &buf[..buf.len().min(limit)];
-            if let Some(i) = window.windows(2).position(|w| w == b"\r\n") {
-                let line = buf[..i].to_vec();
-                self.pos += i + 2;
+            // Resume where the last search stopped (one back, for a CR).
+            let from = self.line_scanned.saturating_sub(1).min(window.len());
+            if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
+                let end = from + i;
+                let line = buf[..end].to_vec();
+                self.pos += end + 2;
+                self.line_scanned = 0;
                 return Line::Complete(line);
             }
             if buf.len() < limit {
+                self.line_scanned = buf.len();
                 return Line::Partial;
             }
             self.discarding = true;
             self.discard_cr = false;
+            self.line_scanned = 0;
         }
         for (i, &b) in self.input[self.pos..].iter().enumerate() {
             if self.discard_cr && b == b'\n' {

@@ -286,7 +286,7 @@ pub fn mail_params(params: &[Param<'_>]) -> Result<MailParams, ParamError> {
             ("RET", _) => return Err(ParamError::Invalid("RET must be FULL or HDRS")),
             ("ENVID", Some(v)) => {
                 let id = xtext_decode(v).ok_or(ParamError::Invalid("bad ENVID xtext"))?;
-                if id.len() > ENVID_MAX_OCTETS || id.chars().any(|c| !c.is_ascii_graphic()) {
+                if id.len() > ENVID_MAX_OCTETS || id.chars().any(|c| !(' '..='~').contains(&c)) {
                     return Err(ParamError::Invalid("bad ENVID value"));
                 }
                 mp.envid = Some(id);

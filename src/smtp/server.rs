@@ -25,67 +25,12 @@ use crate::message::{Envelope, Recipient};
 
 mod auth;
 mod content;
+mod settings;
+
+pub use settings::ServerSettings;
 
 /// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
 pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
-
-/// Per-listener (and per-peer) settings the session obeys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Name in the banner, EHLO reply and 421s.
-    pub hostname: String,
-    /// Longest command line, CRLF included.
-    pub max_command_line_octets: usize,
-    /// Longest DATA line, CRLF included; longer lines fail the message.
-    pub max_data_line_octets: usize,
-    /// Largest message in octets, 0 = unlimited.
-    pub message_size: u64,
-    /// Most recipients per transaction (more get 452 4.5.3).
-    pub max_recipients_per_message: usize,
-    /// Client-caused error replies tolerated before 421 and close.
-    pub max_errors_per_session: u32,
-    /// Messages per connection, 0 = unlimited.
-    pub max_receptions_per_connection: u32,
-    /// MAIL before HELO/EHLO is refused.
-    pub require_ehlo: bool,
-    /// `MAIL FROM:<>` is accepted.
-    pub allow_null_envelope_sender: bool,
-    /// TLS is configured on this listener.
-    pub starttls_available: bool,
-    /// AUTH credentials are configured.
-    pub auth_available: bool,
-    /// AUTH only after STARTTLS.
-    pub auth_requires_tls: bool,
-    /// This peer may relay anywhere.
-    pub can_relay: bool,
-    /// Lower-case domains accepted from anyone (`*.d` = subdomains of d).
-    pub relay_domains: Vec<String>,
-    /// Refuse 8-bit content unless BODY=8BITMIME (or SMTPUTF8) was given.
-    pub reject_8bit_without_8bitmime: bool,
-}
-
-impl Default for ServerSettings {
-    /// Conservative defaults: RFC 5321 line limits, never an open relay.
-    fn default() -> Self {
-        ServerSettings {
-            hostname: "localhost".to_string(),
-            max_command_line_octets: 2048,
-            max_data_line_octets: 1000,
-            message_size: 50 * 1024 * 1024,
-            max_recipients_per_message: 1000,
-            max_errors_per_session: 20,
-            max_receptions_per_connection: 0,
-            require_ehlo: true,
-            allow_null_envelope_sender: true,
-            starttls_available: false,
-            auth_available: false,
-            auth_requires_tls: true,
-            can_relay: false,
-            relay_domains: Vec::new(),
-            reject_8bit_without_8bitmime: false,
-        }
-    }
-}
 
 /// What the session needs from the driver.
 #[derive(Debug, PartialEq, Eq)]
@@ -199,7 +144,9 @@ impl ServerSession {
         s
     }
 
-    /// Appends received bytes (dropped once the session is closed).
+    /// Appends received bytes (dropped once the session is closed). While
+    /// a `Step` is pending nothing is consumed, so the driver should not
+    /// keep reading then; `buffered_input` tells how much is waiting.
     pub fn feed(&mut self, input: &[u8]) {
         if matches!(self.phase, Phase::Closed) {
             return;

@@ -286,7 +286,7 @@ pub fn mail_params(params: &[Param<'_>]) -> Result<MailParams, ParamError> {
             ("RET", _) => return Err(ParamError::Invalid("RET must be FULL or HDRS")),
             ("ENVID", Some(v)) => {
                 let id = xtext_decode(v).ok_or(ParamError::Invalid("bad ENVID xtext"))?;
-                if id.len() > ENVID_MAX_OCTETS || id.chars().any(|c| !c.is_ascii_graphic()) {
+                if id.len() > ENVID_MAX_OCTETS || id.chars().any(|c| !(' '..='~').contains(&c)) {
                     return Err(ParamError::Invalid("bad ENVID value"));
                 }
                 mp.envid = Some(id);
@@ -399,5 +399,79 @@ pub fn address_reply(err: AddrError, sender: bool) -> Reply {
         AddrError::Syntax => Reply::new(501, enh, "bad address syntax"),
         AddrError::TooLong => Reply::new(501, enh, "address too long"),
         AddrError::NonAscii => Reply::new(553, "5.6.7", "non-ASCII address requires SMTPUTF8"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_xtext() {
+        assert_eq!(xtext_decode("a+2Bb+3D").as_deref(), Some("a+b="));
+        assert_eq!(xtext_decode(""), Some(String::new()));
+        for bad in ["+2b", "+2", "a=b", "a b", "+ZZ"] {
+            assert_eq!(xtext_decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            parse_command("bdat 10 last"),
+            Ok(Command::Bdat {
+                size: 10,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse_command("BDAT 10 NOW"),
+            Err(ParseError::Syntax("syntax: BDAT size [LAST]"))
+        );
+        assert!(parse_command("BDAT 123456789012345678901").is_err());
+        let auth = parse_command("AUTH plain  =");
+        assert_eq!(
+            auth,
+            Ok(Command::Auth {
+                mechanism: "plain",
+                initial: Some("=")
+            })
+        );
+        let Ok(Command::Mail { path, params }) =
+            parse_command("MAIL FROM:<\"a b\"@c> size=5 SMTPUTF8")
+        else {
+            panic!("MAIL not parsed");
+        };
+        assert_eq!(path, "\"a b\"@c");
+        assert_eq!(
+            params[0],
+            Param {
+                keyword: "SIZE".into(),
+                value: Some("5")
+            }
+        );
+        assert_eq!(
+            params[1],
+            Param {
+                keyword: "SMTPUTF8".into(),
+                value: None
+            }
+        );
+        assert_eq!(parse_command("XYZZY"), Err(ParseError::Unknown));
+    }
+
+    #[test]
+    fn parses_rcpt_params() {
+        let params = parse_params("NOTIFY=failure,delay ORCPT=rfc822;a+40b").unwrap_or_default();
+        let rp = rcpt_params(&params);
+        let notify = Notify {
+            failure: true,
+            delay: true,
+            ..Notify::default()
+        };
+        assert_eq!(rp.as_ref().map(|r| r.notify), Ok(Some(notify)));
+        assert_eq!(parse_params("=x"), Err("malformed parameter"));
+        assert_eq!(parse_params("A=b=c"), Err("malformed parameter value"));
+        assert_eq!(parse_params("A=1 a=2"), Err("duplicate parameter"));
     }
 }

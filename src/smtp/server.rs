@@ -21,70 +21,16 @@ use super::command::{
 };
 use super::data::{Body, DataDecoder};
 use super::reply::Reply;
-use crate::message::{BodyType, Envelope, Recipient};
+use crate::message::{Envelope, Recipient};
 
 mod auth;
+mod content;
+mod settings;
+
+pub use settings::ServerSettings;
 
 /// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
 pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
-
-/// Per-listener (and per-peer) settings the session obeys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Name in the banner, EHLO reply and 421s.
-    pub hostname: String,
-    /// Longest command line, CRLF included.
-    pub max_command_line_octets: usize,
-    /// Longest DATA line, CRLF included; longer lines fail the message.
-    pub max_data_line_octets: usize,
-    /// Largest message in octets, 0 = unlimited.
-    pub message_size: u64,
-    /// Most recipients per transaction (more get 452 4.5.3).
-    pub max_recipients_per_message: usize,
-    /// Client-caused error replies tolerated before 421 and close.
-    pub max_errors_per_session: u32,
-    /// Messages per connection, 0 = unlimited.
-    pub max_receptions_per_connection: u32,
-    /// MAIL before HELO/EHLO is refused.
-    pub require_ehlo: bool,
-    /// `MAIL FROM:<>` is accepted.
-    pub allow_null_envelope_sender: bool,
-    /// TLS is configured on this listener.
-    pub starttls_available: bool,
-    /// AUTH credentials are configured.
-    pub auth_available: bool,
-    /// AUTH only after STARTTLS.
-    pub auth_requires_tls: bool,
-    /// This peer may relay anywhere.
-    pub can_relay: bool,
-    /// Lower-case domains accepted from anyone (`*.d` = subdomains of d).
-    pub relay_domains: Vec<String>,
-    /// Refuse 8-bit content unless BODY=8BITMIME (or SMTPUTF8) was given.
-    pub reject_8bit_without_8bitmime: bool,
-}
-
-impl Default for ServerSettings {
-    /// Conservative defaults: RFC 5321 line limits, never an open relay.
-    fn default() -> Self {
-        ServerSettings {
-            hostname: "localhost".to_string(),
-            max_command_line_octets: 2048,
-            max_data_line_octets: 1000,
-            message_size: 50 * 1024 * 1024,
-            max_recipients_per_message: 1000,
-            max_errors_per_session: 20,
-            max_receptions_per_connection: 0,
-            require_ehlo: true,
-            allow_null_envelope_sender: true,
-            starttls_available: false,
-            auth_available: false,
-            auth_requires_tls: true,
-            can_relay: false,
-            relay_domains: Vec::new(),
-            reject_8bit_without_8bitmime: false,
-        }
-    }
-}
 
 /// What the session needs from the driver.
 #[derive(Debug, PartialEq, Eq)]
@@ -166,6 +112,8 @@ pub struct ServerSession {
     /// Dropping an over-long line up to its CRLF; `discard_cr` = last octet was CR.
     discarding: bool,
     discard_cr: bool,
+    /// Octets after `pos` already searched for CRLF without success.
+    line_scanned: usize,
     output: Vec<u8>,
 }
 
@@ -189,13 +137,16 @@ impl ServerSession {
             pos: 0,
             discarding: false,
             discard_cr: false,
+            line_scanned: 0,
             output: Vec::new(),
         };
         s.send(greeting);
         s
     }
 
-    /// Appends received bytes (dropped once the session is closed).
+    /// Appends received bytes (dropped once the session is closed). While
+    /// a `Step` is pending nothing is consumed, so the driver should not
+    /// keep reading then; `buffered_input` tells how much is waiting.
     pub fn feed(&mut self, input: &[u8]) {
         if matches!(self.phase, Phase::Closed) {
             return;
@@ -243,6 +194,11 @@ impl ServerSession {
         &self.output
     }
 
+    /// Drops the output (after the driver wrote `output()`).
+    pub fn clear_output(&mut self) {
+        self.output.clear();
+    }
+
     /// True when there are bytes to send.
     pub fn has_output(&self) -> bool {
         !self.output.is_empty()
@@ -279,6 +235,7 @@ impl ServerSession {
         self.txn = None;
         self.input.clear();
         self.pos = 0;
+        self.line_scanned = 0;
         self.phase = Phase::Command;
     }
 
@@ -372,6 +329,7 @@ impl ServerSession {
         self.phase = Phase::Closed;
         self.input = Vec::new();
         self.pos = 0;
+        self.line_scanned = 0;
     }
 
     // ----- input framing -----
@@ -383,16 +341,22 @@ impl ServerSession {
         if !self.discarding {
             let buf = &self.input[self.pos..];
             let window = &buf[..buf.len().min(limit)];
-            if let Some(i) = window.windows(2).position(|w| w == b"\r\n") {
-                let line = buf[..i].to_vec();
-                self.pos += i + 2;
+            // Resume where the last search stopped (one back, for a CR).
+            let from = self.line_scanned.saturating_sub(1).min(window.len());
+            if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
+                let end = from + i;
+                let line = buf[..end].to_vec();
+                self.pos += end + 2;
+                self.line_scanned = 0;
                 return Line::Complete(line);
             }
             if buf.len() < limit {
+                self.line_scanned = buf.len();
                 return Line::Partial;
             }
             self.discarding = true;
             self.discard_cr = false;
+            self.line_scanned = 0;
         }
         for (i, &b) in self.input[self.pos..].iter().enumerate() {
             if self.discard_cr && b == b'\n' {
@@ -584,159 +548,6 @@ impl ServerSession {
         s.can_relay
             || self.auth_user.is_some()
             || address::domain_matches(&address::domain_of(mailbox), &s.relay_domains)
-    }
-
-    /// Why DATA/BDAT cannot start now, if it cannot.
-    fn content_refusal(&self) -> Option<Reply> {
-        match &self.txn {
-            None => Some(Reply::new(503, "5.5.1", "need MAIL command")),
-            Some(t) if t.recipients.is_empty() && t.rcpt_refused => {
-                Some(Reply::new(554, "5.5.1", "no valid recipients"))
-            }
-            Some(t) if t.recipients.is_empty() => {
-                Some(Reply::new(503, "5.5.1", "need RCPT command"))
-            }
-            Some(_) => None,
-        }
-    }
-
-    fn data(&mut self) -> Flow {
-        let refusal = match &self.txn {
-            Some(t) if t.bdat.is_some() => {
-                Some(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
-            }
-            _ => self.content_refusal(),
-        };
-        if let Some(reply) = refusal {
-            self.respond(reply);
-            return Flow::Continue;
-        }
-        self.send(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
-        let s = &self.settings;
-        self.phase = Phase::Data(DataDecoder::new(s.message_size, s.max_data_line_octets));
-        Flow::Continue
-    }
-
-    fn data_phase(&mut self) -> Flow {
-        let Phase::Data(decoder) = &mut self.phase else {
-            return Flow::Continue;
-        };
-        let (used, done) = decoder.feed(&self.input[self.pos..]);
-        self.pos += used;
-        if !done {
-            return Flow::NeedInput;
-        }
-        match std::mem::replace(&mut self.phase, Phase::Command) {
-            Phase::Data(decoder) => self.finish_message(decoder.finish()),
-            _ => Flow::Continue,
-        }
-    }
-
-    fn bdat(&mut self, size: u64, last: bool) -> Flow {
-        let refuse = self.content_refusal();
-        if let (None, Some(txn)) = (&refuse, self.txn.as_mut()) {
-            if txn.bdat.is_none() {
-                txn.bdat = Some(Body::new(self.settings.message_size));
-            }
-        }
-        self.phase = Phase::Bdat(BdatChunk {
-            size,
-            remaining: size,
-            last,
-            refuse,
-        });
-        Flow::Continue
-    }
-
-    fn bdat_phase(&mut self) -> Flow {
-        let Phase::Bdat(chunk) = &mut self.phase else {
-            return Flow::Continue;
-        };
-        let avail = self.input.len() - self.pos;
-        let take = usize::try_from(chunk.remaining).map_or(avail, |r| r.min(avail));
-        if chunk.refuse.is_none() {
-            if let Some(body) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) {
-                body.push(&self.input[self.pos..self.pos + take]);
-            }
-        }
-        self.pos += take;
-        chunk.remaining -= take as u64;
-        if chunk.remaining > 0 {
-            return Flow::NeedInput;
-        }
-        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
-            return Flow::Continue;
-        };
-        if let Some(reply) = chunk.refuse {
-            self.respond(reply);
-            return Flow::Continue;
-        }
-        let oversize = self
-            .txn
-            .as_ref()
-            .and_then(|t| t.bdat.as_ref())
-            .is_some_and(|b| b.flags.oversize);
-        if oversize {
-            self.txn = None;
-            self.error(Reply::new(552, "5.3.4", "message size exceeds fixed limit"));
-            return Flow::Continue;
-        }
-        if !chunk.last {
-            let text = format!("{} octets received", chunk.size);
-            self.send(Reply::new(250, "2.0.0", text));
-            return Flow::Continue;
-        }
-        let body = self
-            .txn
-            .as_mut()
-            .and_then(|t| t.bdat.take())
-            .unwrap_or_default();
-        self.finish_message(body)
-    }
-
-    /// Checks finished content and hands the message to the driver.
-    fn finish_message(&mut self, body: Body) -> Flow {
-        let Some(txn) = self.txn.take() else {
-            return Flow::Continue;
-        };
-        let f = body.flags;
-        let eight_bit_ok = txn.params.body != BodyType::SevenBit || txn.params.smtputf8;
-        let refusal = if f.oversize {
-            Some(Reply::new(552, "5.3.4", "message size exceeds fixed limit"))
-        } else if f.bare_cr_lf {
-            let text = "message contains bare CR or LF (RFC 5321 2.3.8)";
-            Some(Reply::new(550, "5.6.0", text))
-        } else if f.nul {
-            Some(Reply::new(550, "5.6.0", "message contains NUL"))
-        } else if f.line_too_long {
-            Some(Reply::new(550, "5.6.0", "message line too long"))
-        } else if f.eight_bit && !eight_bit_ok && self.settings.reject_8bit_without_8bitmime {
-            Some(Reply::new(
-                554,
-                "5.6.1",
-                "8-bit content requires BODY=8BITMIME",
-            ))
-        } else {
-            None
-        };
-        if let Some(reply) = refusal {
-            self.error(reply);
-            return Flow::Continue;
-        }
-        let envelope = Envelope {
-            mail_from: txn.mail_from,
-            ret: txn.params.ret,
-            envid: txn.params.envid,
-            body_type: txn.params.body,
-            smtputf8: txn.params.smtputf8,
-            recipients: txn.recipients,
-            auth_user: self.auth_user.clone(),
-            peer: self.peer,
-            helo: self.helo.clone(),
-            received_at_ms: 0,
-        };
-        self.phase = Phase::WaitStore;
-        Flow::Yield(Step::Message(Box::new((envelope, body.bytes))))
     }
 
     fn starttls(&mut self) -> Flow {

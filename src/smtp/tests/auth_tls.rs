@@ -219,3 +219,44 @@ fn received_header_variants() {
         "Received: from unknown\r\n\tby mx (impulse) with ESMTP id I;\r\n\tD\r\n"
     );
 }
+
+#[test]
+fn auth_line_limit_and_rcpt_length() {
+    let mut s = tls_greeted();
+    expect(&mut s, "AUTH PLAIN\r\n", "334 \r\n");
+    let long = "A".repeat(12_287) + "\r\n";
+    expect(
+        &mut s,
+        &long,
+        "500 5.5.6 authentication exchange line is too long\r\n",
+    );
+    expect(&mut s, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+    expect(&mut s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+    let rcpt = format!("RCPT TO:<{}@example.com>\r\n", "r".repeat(65));
+    expect(&mut s, &rcpt, "501 5.1.3 address too long\r\n");
+}
+
+#[test]
+fn received_header_plain_session_with_two_recipients() {
+    let rcpt = |a: &str| crate::message::Recipient {
+        address: a.into(),
+        notify: None,
+        orcpt: None,
+    };
+    let env = crate::message::Envelope {
+        mail_from: "a@b.example".into(),
+        ret: None,
+        envid: None,
+        body_type: Default::default(),
+        smtputf8: false,
+        recipients: vec![rcpt("x@example.com"), rcpt("y@example.com")],
+        auth_user: None,
+        peer: "2001:db8::1".parse().ok(),
+        helo: "c.example".into(),
+        received_at_ms: 0,
+    };
+    assert_eq!(
+        received_header(&env, "mx", false, "I", "D"),
+        "Received: from c.example ([2001:db8::1])\r\n\tby mx (impulse) with ESMTP id I;\r\n\tD\r\n"
+    );
+}

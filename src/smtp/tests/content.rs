@@ -210,3 +210,31 @@ fn bdat_pipelined_whole_transaction() {
     );
     assert_eq!(body_of(step), b"hello world");
 }
+
+#[test]
+fn bdat_after_refused_recipients_swallows_the_chunk() {
+    let mut s = greeted();
+    expect(
+        &mut s,
+        "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\nBDAT 4 LAST\r\nNOOPNOOP\r\n",
+        "250 2.1.0 Ok\r\n550 5.7.1 relaying denied\r\n554 5.5.1 no valid recipients\r\n\
+         250 2.0.0 Ok\r\n",
+    );
+}
+
+#[test]
+fn smtputf8_permits_eight_bit_content() {
+    let mut st = settings();
+    st.reject_8bit_without_8bitmime = true;
+    let mut s = session_with(st);
+    let tx = "EHLO c\r\nMAIL FROM:<jörg@b.example> SMTPUTF8\r\nRCPT TO:<x@example.com>\r\nDATA\r\n";
+    expect(&mut s, tx, &(EHLO_PLAIN.to_string() + READY));
+    let (out, step) = exchange_bytes(&mut s, b"\xff\r\n.\r\n");
+    assert_eq!(out, "");
+    let Step::Message(m) = step else {
+        panic!("no message")
+    };
+    assert!(m.0.smtputf8);
+    assert_eq!(m.0.mail_from, "jörg@b.example");
+    assert_eq!(m.1, b"\xff\r\n");
+}

@@ -1,0 +1,166 @@
+//! DATA and BDAT handling for the server session: when content may start,
+//! feeding the decoders, and turning finished content into a message or a
+//! refusal.
+//!
+//! Owns content sequencing only; the decoding itself is `smtp::data`.
+//! No I/O here.
+
+use super::{BdatChunk, Flow, Phase, ServerSession, Step};
+use crate::message::{BodyType, Envelope};
+use crate::smtp::data::{Body, DataDecoder};
+use crate::smtp::reply::Reply;
+
+impl ServerSession {
+    /// Why DATA/BDAT cannot start now, if it cannot.
+    fn content_refusal(&self) -> Option<Reply> {
+        match &self.txn {
+            None => Some(Reply::new(503, "5.5.1", "need MAIL command")),
+            Some(t) if t.recipients.is_empty() && t.rcpt_refused => {
+                Some(Reply::new(554, "5.5.1", "no valid recipients"))
+            }
+            Some(t) if t.recipients.is_empty() => {
+                Some(Reply::new(503, "5.5.1", "need RCPT command"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    pub(super) fn data(&mut self) -> Flow {
+        let refusal = match &self.txn {
+            Some(t) if t.bdat.is_some() => {
+                Some(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
+            }
+            _ => self.content_refusal(),
+        };
+        if let Some(reply) = refusal {
+            self.respond(reply);
+            return Flow::Continue;
+        }
+        self.send(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        let s = &self.settings;
+        self.phase = Phase::Data(DataDecoder::new(s.message_size, s.max_data_line_octets));
+        Flow::Continue
+    }
+
+    pub(super) fn data_phase(&mut self) -> Flow {
+        let Phase::Data(decoder) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let (used, done) = decoder.feed(&self.input[self.pos..]);
+        self.pos += used;
+        if !done {
+            return Flow::NeedInput;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(decoder) => self.finish_message(decoder.finish()),
+            _ => Flow::Continue,
+        }
+    }
+
+    pub(super) fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        let refuse = self.content_refusal();
+        if let (None, Some(txn)) = (&refuse, self.txn.as_mut()) {
+            if txn.bdat.is_none() {
+                txn.bdat = Some(Body::new(self.settings.message_size));
+            }
+        }
+        self.phase = Phase::Bdat(BdatChunk {
+            size,
+            remaining: size,
+            last,
+            refuse,
+        });
+        Flow::Continue
+    }
+
+    pub(super) fn bdat_phase(&mut self) -> Flow {
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let avail = self.input.len() - self.pos;
+        let take = usize::try_from(chunk.remaining).map_or(avail, |r| r.min(avail));
+        if chunk.refuse.is_none() {
+            if let Some(body) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) {
+                body.push(&self.input[self.pos..self.pos + take]);
+            }
+        }
+        self.pos += take;
+        chunk.remaining -= take as u64;
+        if chunk.remaining > 0 {
+            return Flow::NeedInput;
+        }
+        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return Flow::Continue;
+        };
+        if let Some(reply) = chunk.refuse {
+            self.respond(reply);
+            return Flow::Continue;
+        }
+        let oversize = self
+            .txn
+            .as_ref()
+            .and_then(|t| t.bdat.as_ref())
+            .is_some_and(|b| b.flags.oversize);
+        if oversize {
+            self.txn = None;
+            self.error(Reply::new(552, "5.3.4", "message size exceeds fixed limit"));
+            return Flow::Continue;
+        }
+        if !chunk.last {
+            let text = format!("{} octets received", chunk.size);
+            self.send(Reply::new(250, "2.0.0", text));
+            return Flow::Continue;
+        }
+        let body = self
+            .txn
+            .as_mut()
+            .and_then(|t| t.bdat.take())
+            .unwrap_or_default();
+        self.finish_message(body)
+    }
+
+    /// Checks finished content and hands the message to the driver.
+    fn finish_message(&mut self, body: Body) -> Flow {
+        let Some(txn) = self.txn.take() else {
+            return Flow::Continue;
+        };
+        let f = body.flags;
+        let eight_bit_ok = txn.params.body != BodyType::SevenBit || txn.params.smtputf8;
+        let refusal = if f.oversize {
+            Some(Reply::new(552, "5.3.4", "message size exceeds fixed limit"))
+        } else if f.bare_cr_lf {
+            let text = "message contains bare CR or LF (RFC 5321 2.3.8)";
+            Some(Reply::new(550, "5.6.0", text))
+        } else if f.nul {
+            Some(Reply::new(550, "5.6.0", "message contains NUL"))
+        } else if f.line_too_long {
+            Some(Reply::new(550, "5.6.0", "message line too long"))
+        } else if f.eight_bit && !eight_bit_ok && self.settings.reject_8bit_without_8bitmime {
+            Some(Reply::new(
+                554,
+                "5.6.1",
+                "8-bit content requires BODY=8BITMIME",
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            self.error(reply);
+            return Flow::Continue;
+        }
+        let envelope = Envelope {
+            mail_from: txn.mail_from,
+            ret: txn.params.ret,
+            envid: txn.params.envid,
+            body_type: txn.params.body,
+            smtputf8: txn.params.smtputf8,
+            recipients: txn.recipients,
+            auth_user: self.auth_user.clone(),
+            peer: self.peer,
+            helo: self.helo.clone(),
+            received_at_ms: 0,
+        };
+        self.phase = Phase::WaitStore;
+        Flow::Yield(Step::Message(Box::new((envelope, body.bytes))))
+    }
+}

@@ -24,12 +24,11 @@ pub(super) struct MailParams {
 impl MailParams {
     /// Parameters for `tx` given what the server offers. The caller has
     /// already failed transactions whose requirements are not offered.
-    pub fn new(tx: &Transaction, ext: &Extensions, eight_bit_content: bool) -> Self {
+    pub fn new(tx: &Transaction, ext: &Extensions) -> Self {
         let body = match tx.body_type {
             BodyType::SevenBit => None,
-            // 8BITMIME content that is in fact all 7-bit needs no parameter
-            // (and may go to servers without 8BITMIME).
-            BodyType::EightBitMime if ext.eight_bit_mime && eight_bit_content => Some("8BITMIME"),
+            BodyType::EightBitMime if ext.eight_bit_mime => Some("8BITMIME"),
+            // Checked by the caller to be all 7-bit: no parameter needed.
             BodyType::EightBitMime => None,
             BodyType::BinaryMime => Some("BINARYMIME"),
         };

@@ -155,7 +155,9 @@ impl ClientSession {
     }
 
     fn after_hello(&mut self) {
-        let want_tls = !self.tls_active && self.settings.tls != TlsPolicy::Off;
+        // A session asked to quit does not bother with STARTTLS first.
+        let want_tls =
+            !self.tls_active && self.settings.tls != TlsPolicy::Off && !self.quit_requested;
         if want_tls && self.extensions.starttls {
             self.output.extend_from_slice(b"STARTTLS\r\n");
             self.expected.push_back(Expect::StartTls);
@@ -182,45 +184,14 @@ impl ClientSession {
     /// Checks what the server can take, then sends MAIL (and, pipelined,
     /// the RCPTs and DATA).
     pub(super) fn start_transaction(&mut self, tx: Transaction) {
-        let ext = &self.extensions;
-        let eight_bit = tx.body_type == BodyType::EightBitMime && encode::has_eight_bit(&tx.body);
-        let chunking = self.settings.use_chunking && ext.chunking;
-        let refusal = if ext
-            .size_limit()
-            .is_some_and(|limit| tx.body.len() as u64 > limit)
-        {
-            Some(ServerReply::internal(
-                552,
-                (5, 3, 4),
-                "message size exceeds remote limit",
-            ))
-        } else if (eight_bit && !ext.eight_bit_mime)
-            || (tx.body_type == BodyType::BinaryMime && !(chunking && ext.binary_mime))
-        {
-            // RFC 6152 §3 leaves a choice between converting the content
-            // and returning it as undeliverable. Converting 8-bit MIME to
-            // 7-bit means rewriting MIME structure (and breaks DKIM
-            // signatures), so impulse does not convert: it fails.
-            Some(ServerReply::internal(
-                554,
-                (5, 6, 3),
-                "conversion required and not supported",
-            ))
-        } else if tx.smtputf8 && !ext.smtputf8 {
-            Some(ServerReply::internal(
-                554,
-                (5, 6, 7),
-                "SMTPUTF8 required but not supported by remote host",
-            ))
-        } else {
-            None
-        };
-        if let Some(reply) = refusal {
+        let chunking = self.settings.use_chunking && self.extensions.chunking;
+        if let Some(reply) = self.unsendable(&tx, chunking) {
             self.events
                 .push_back(ClientStep::Done(local_failure(tx, &reply)));
             return;
         }
-        let params = MailParams::new(&tx, ext, eight_bit);
+        let ext = &self.extensions;
+        let params = MailParams::new(&tx, ext);
         let pipelined = self.settings.use_pipelining && ext.pipelining;
         let mode = if chunking {
             ContentMode::Bdat
@@ -240,6 +211,44 @@ impl ClientSession {
             }
         }
         self.inflight = Some(InFlight::new(tx, pipelined, mode));
+    }
+
+    /// The permanent failure for a message this server cannot take as it
+    /// is, decided before anything is sent.
+    fn unsendable(&self, tx: &Transaction, chunking: bool) -> Option<ServerReply> {
+        let ext = &self.extensions;
+        let too_big = ext
+            .size_limit()
+            .is_some_and(|limit| tx.body.len() as u64 > limit);
+        // Content declared 8BITMIME that is in fact all 7-bit may go to a
+        // server without 8BITMIME, without the BODY parameter.
+        let unsendable_8bit = tx.body_type == BodyType::EightBitMime
+            && !ext.eight_bit_mime
+            && encode::has_eight_bit(&tx.body);
+        let unsendable_binary =
+            tx.body_type == BodyType::BinaryMime && !(chunking && ext.binary_mime);
+        if too_big {
+            Some(ServerReply::internal(
+                552,
+                (5, 3, 4),
+                "message size exceeds remote limit",
+            ))
+        } else if unsendable_8bit || unsendable_binary {
+            // RFC 6152 §3 leaves a choice between converting the content
+            // and returning it as undeliverable. Converting 8-bit MIME to
+            // 7-bit means rewriting MIME structure (and breaks DKIM
+            // signatures), so impulse does not convert: it fails.
+            Some(ServerReply::internal(
+                554,
+                (5, 6, 3),
+                "conversion required and not supported",
+            ))
+        } else if tx.smtputf8 && !ext.smtputf8 {
+            let text = "SMTPUTF8 required but not supported by remote host";
+            Some(ServerReply::internal(554, (5, 6, 7), text))
+        } else {
+            None
+        }
     }
 
     fn on_mail(&mut self, reply: ServerReply) {

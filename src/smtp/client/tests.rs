@@ -2,6 +2,7 @@
 //! hostile servers, and property tests. Scripts write line ends as `\n`;
 //! `wire` turns them into CRLF on both sides.
 
+mod chunking;
 mod handshake;
 mod hostile;
 mod props;

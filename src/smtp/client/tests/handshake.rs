@@ -226,3 +226,14 @@ fn plain_text_after_starttls_go_ahead_is_rejected() {
         );
     }
 }
+
+#[test]
+fn quit_before_the_greeting_skips_starttls() {
+    let mut s = ClientSession::new(tls(TlsPolicy::Opportunistic), false);
+    s.quit();
+    let steps = converse(
+        &mut s,
+        &[("", BANNER), (EHLO, EHLO_TLS), ("QUIT\n", "221 bye\n")],
+    );
+    assert_eq!(steps, [ClientStep::Closed]);
+}

@@ -20,6 +20,19 @@
 //!    read and `feed()`, arming a timer for `stage()` that calls
 //!    `timeout()`; on EOF call `connection_closed()`; on `Closed`, flush
 //!    the output and close the socket.
+//!
+//! Choices worth knowing (details at the code):
+//! * Results: 2xx (251 too) delivered, 4xx transient, 5xx permanent; a
+//!   session that fails under a transaction (timeout, EOF, protocol error,
+//!   421) makes every undecided recipient transient with Momentum's
+//!   `451 4.4.2 [internal] ...` wording, then reports `Failed`.
+//! * Content a server cannot take (over its SIZE, 8-bit without 8BITMIME,
+//!   BINARYMIME without CHUNKING, SMTPUTF8 without SMTPUTF8) fails
+//!   permanently before anything is sent; no conversion (RFC 6152 §3).
+//! * DATA content gets CRLF line ends, dot-stuffing and a final CRLF; BDAT
+//!   content goes as it is.
+//! * RSET follows a transaction that ended before its content was
+//!   accepted or refused as a whole; a refused RSET ends the session.
 
 mod encode;
 mod engine;

@@ -1,5 +1,5 @@
 //! Sans-IO SMTP protocol engines: command and reply parsing, DATA/BDAT
-//! decoding, and the ESMTP server session state machine.
+//! decoding, and the ESMTP server and client session state machines.
 //!
 //! Owns the protocol rules; may call nothing outside `crate::message`.
 //! Never does I/O: no sockets, no clock, no disk, no async. Bytes go in,
@@ -27,6 +27,7 @@
 //!   code (RFC 2034 §3); every other reply does.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;

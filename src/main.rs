@@ -31,6 +31,11 @@ enum Command {
         #[arg(long)]
         options: bool,
     },
+    /// Offline spool tools (read-only; safe while the server is stopped).
+    Spool {
+        #[command(subcommand)]
+        command: impulse::spool::tools::SpoolCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Spool { command } => impulse::spool::tools::run(command),
         Command::Version => {
             println!("impulse {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

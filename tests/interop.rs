@@ -22,8 +22,15 @@ fn tls_config(dir: &std::path::Path) -> String {
 }
 
 fn swaks(args: &[&str]) -> (bool, String) {
-    let out = Command::new("swaks").args(args).output().expect("swaks is installed (.ci/run installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("swaks")
+        .args(args)
+        .output()
+        .expect("swaks is installed (.ci/run installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -31,10 +38,27 @@ fn swaks(args: &[&str]) -> (bool, String) {
 fn swaks_plain_gets_250_after_the_durable_write() {
     let s = start(&basic_config("", ""));
     let server = format!("127.0.0.1:{}", s.port);
-    let (ok, out) = swaks(&["--server", &server, "--from", "a@example.org", "--to", "b@example.net", "--ehlo", "swaks.test"]);
+    let (ok, out) = swaks(&[
+        "--server",
+        &server,
+        "--from",
+        "a@example.org",
+        "--to",
+        "b@example.net",
+        "--ehlo",
+        "swaks.test",
+    ]);
     assert!(ok, "{out}");
     assert!(out.contains("<-  250 2.0.0 Ok: queued as "), "{out}");
-    let (ok, out) = swaks(&["--server", &server, "--from", "a@example.org", "--to", "b@example.net,c@example.net", "--pipeline"]);
+    let (ok, out) = swaks(&[
+        "--server",
+        &server,
+        "--from",
+        "a@example.org",
+        "--to",
+        "b@example.net,c@example.net",
+        "--pipeline",
+    ]);
     assert!(ok, "{out}");
 }
 
@@ -45,13 +69,37 @@ fn swaks_starttls_and_auth() {
     let s = start_in(dir, free_port(), &cfg);
     let server = format!("127.0.0.1:{}", s.port);
     // Relay from a network that may not relay works after AUTH over TLS.
-    let base = ["--server", server.as_str(), "--local-interface", "127.0.0.2", "--from", "a@example.org", "--to", "b@example.net"];
-    let (ok, out) = swaks(&[&base[..], &["-tls", "-a", "PLAIN", "-au", "alice", "-ap", "s3cret"]].concat());
+    let base = [
+        "--server",
+        server.as_str(),
+        "--local-interface",
+        "127.0.0.2",
+        "--from",
+        "a@example.org",
+        "--to",
+        "b@example.net",
+    ];
+    let (ok, out) = swaks(
+        &[
+            &base[..],
+            &["-tls", "-a", "PLAIN", "-au", "alice", "-ap", "s3cret"],
+        ]
+        .concat(),
+    );
     assert!(ok, "{out}");
-    assert!(out.contains("TLS started") || out.contains("STARTTLS"), "{out}");
+    assert!(
+        out.contains("TLS started") || out.contains("STARTTLS"),
+        "{out}"
+    );
     assert!(out.contains("235 2.7.0"), "{out}");
     assert!(out.contains("queued as"), "{out}");
-    let (ok, out) = swaks(&[&base[..], &["-tls", "-a", "LOGIN", "-au", "alice", "-ap", "wrong"]].concat());
+    let (ok, out) = swaks(
+        &[
+            &base[..],
+            &["-tls", "-a", "LOGIN", "-au", "alice", "-ap", "wrong"],
+        ]
+        .concat(),
+    );
     assert!(!ok);
     assert!(out.contains("535 5.7.8"), "{out}");
     // Without TLS, AUTH is not offered and relaying is refused.
@@ -85,8 +133,15 @@ print("OK")
 "#;
 
 fn smtplib(port: u16, mode: &str) {
-    let out = Command::new("python3").args(["-c", SMTPLIB_SCRIPT, &port.to_string(), mode]).output().expect("python3");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-c", SMTPLIB_SCRIPT, &port.to_string(), mode])
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success() && text.contains("OK"), "{text}");
 }
 

@@ -40,7 +40,10 @@ fn accepts_and_spools_then_the_spool_tools_see_it() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run_impulse(&["spool", "show", "--dir", &dir, &id]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("a@example.org") && out.contains("b@example.net"), "{out}");
+    assert!(
+        out.contains("a@example.org") && out.contains("b@example.net"),
+        "{out}"
+    );
     assert!(out.contains("Subject: hi"), "{out}");
     assert!(out.contains("Received: from client.test"), "{out}");
 }
@@ -61,25 +64,38 @@ fn ids_stay_unique_across_restarts() {
     let first = queued_id(&send_one(&mut c, "a@example.org", "b@example.net"));
     drop(c);
     s.stop(Duration::from_secs(10));
-    let (dir, port) = (std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap()), s.port);
+    let (dir, port) = (
+        std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap()),
+        s.port,
+    );
     let s2 = start_in(dir, port, &basic_config("", ""));
     let mut c = Client::connect(s2.addr());
     c.reply();
     let second = queued_id(&send_one(&mut c, "a@example.org", "b@example.net"));
     assert_ne!(first, second);
-    assert!(s2.log_text().contains("recovered 1 message(s)"), "{}", s2.log_text());
+    assert!(
+        s2.log_text().contains("recovered 1 message(s)"),
+        "{}",
+        s2.log_text()
+    );
 }
 
 #[test]
 fn relay_is_denied_to_networks_not_allowed() {
-    let cfg = basic_config("relay_domains = [\"inbound.test\"]", "[listener.esmtp.peer.\"127.0.0.2/32\"]\ncan_relay = false\n");
+    let cfg = basic_config(
+        "relay_domains = [\"inbound.test\"]",
+        "[listener.esmtp.peer.\"127.0.0.2/32\"]\ncan_relay = false\n",
+    );
     let s = start(&cfg);
     let mut c = Client::connect_from([127, 0, 0, 2], s.addr());
     c.reply();
     let r = send_one(&mut c, "a@example.org", "b@example.net");
     assert!(r.starts_with("550 5.7.1"), "{r}");
     // Domains we accept mail for are fine from anyone.
-    assert!(c.cmd("RCPT TO:<x@inbound.test>").starts_with("250"), "accepted domain");
+    assert!(
+        c.cmd("RCPT TO:<x@inbound.test>").starts_with("250"),
+        "accepted domain"
+    );
     // Loopback 127.0.0.1 matches the default relay_hosts.
     let mut c = Client::connect(s.addr());
     c.reply();
@@ -143,7 +159,10 @@ fn sigterm_closes_idle_sessions_with_421_and_exits_cleanly() {
     s.signal(libc::SIGTERM);
     let r = idle.reply();
     assert!(r.starts_with("421 4.3.2"), "{r}");
-    assert_eq!(common::wait_exit(&mut s.child, Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        common::wait_exit(&mut s.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -161,7 +180,10 @@ fn sigterm_lets_a_transaction_finish() {
     assert!(c.reply().starts_with("250 2.0.0"));
     // The next command finds the server closing.
     assert!(c.cmd("NOOP").starts_with("421") || c.closed());
-    assert_eq!(common::wait_exit(&mut s.child, Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        common::wait_exit(&mut s.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -175,7 +197,10 @@ fn shutdown_deadline_ends_stuck_transactions() {
     // shutdown_timeout = 2 in basic_config: the session gets 421 then.
     let r = c.reply();
     assert!(r.starts_with("421 4.3.2"), "{r}");
-    assert_eq!(common::wait_exit(&mut s.child, Duration::from_secs(15)).code(), Some(0));
+    assert_eq!(
+        common::wait_exit(&mut s.child, Duration::from_secs(15)).code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -185,12 +210,18 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_on_errors() {
     std::fs::write(&s.config_path, "[global]\nbogus = 1\n").unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("configuration rejected", Duration::from_secs(10));
-    assert!(s.log_text().contains("global.bogus: unknown option"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("global.bogus: unknown option"),
+        "{}",
+        s.log_text()
+    );
     let mut c = Client::connect(s.addr());
     c.reply();
     assert!(c.cmd("EHLO x").contains("SIZE 100000"));
     // Valid: new sessions see it; the old one keeps its settings.
-    let new = basic_config("message_size = 2000", "").replace("{port}", &s.port.to_string()).replace("{dir}", &s.dir.path().display().to_string());
+    let new = basic_config("message_size = 2000", "")
+        .replace("{port}", &s.port.to_string())
+        .replace("{dir}", &s.dir.path().display().to_string());
     std::fs::write(&s.config_path, new).unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("applied to new sessions", Duration::from_secs(10));
@@ -204,15 +235,25 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_on_errors() {
 fn invalid_config_refuses_to_start_and_says_where() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "[global]\nshards = 1\n[listener.esmtp]\nlisten = [\"127.0.0.1:99999\"]\n").unwrap();
+    std::fs::write(
+        &p,
+        "[global]\nshards = 1\n[listener.esmtp]\nlisten = [\"127.0.0.1:99999\"]\n",
+    )
+    .unwrap();
     let (code, _, err) = run_impulse(&["serve", "--config", p.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("bad.toml:4:11: listener.esmtp.listen"), "{err}");
+    assert!(
+        err.contains("bad.toml:4:11: listener.esmtp.listen"),
+        "{err}"
+    );
     let (code, _, err) = run_impulse(&["check-config", p.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     let (code, out, _) = run_impulse(&["check-config"]);
     assert_eq!(code, 0);
-    assert!(out.contains("[listener.esmtp]") && out.contains("idle_time = 300"), "{out}");
+    assert!(
+        out.contains("[listener.esmtp]") && out.contains("idle_time = 300"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -220,14 +261,19 @@ fn low_memlock_limit_gives_a_clear_error() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
-    let cfg = basic_config("", "").replace("{port}", &free_port().to_string()).replace("{dir}", &dir.path().display().to_string());
+    let cfg = basic_config("", "")
+        .replace("{port}", &free_port().to_string())
+        .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&p, cfg).unwrap();
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["serve", "--config", p.to_str().unwrap()]);
     // SAFETY: setrlimit is async-signal-safe and only touches the child.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
+            let lim = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
             libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
             Ok(())
         });
@@ -235,7 +281,10 @@ fn low_memlock_limit_gives_a_clear_error() {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("LimitMEMLOCK") && err.contains("ulimit -l"), "{err}");
+    assert!(
+        err.contains("LimitMEMLOCK") && err.contains("ulimit -l"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -253,7 +302,10 @@ fn per_shard_listen_overrides() {
         assert!(send_one(&mut c, "a@example.org", "b@example.net").starts_with("250"));
     }
     let log = s.log_text();
-    assert!(log.contains(&format!("shard 1 ready: listening on 127.0.0.1:{other}")), "{log}");
+    assert!(
+        log.contains(&format!("shard 1 ready: listening on 127.0.0.1:{other}")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -282,5 +334,8 @@ fn embedded_default_runs_with_a_relative_spool() {
     assert!(dir.path().join("spool/shard-0").is_dir());
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(common::wait_exit(&mut child, Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        common::wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }

@@ -46,7 +46,9 @@ impl Conn {
     /// Runs the server side of a TLS handshake on a plain connection.
     pub async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
         let Conn::Plain(stream) = std::mem::replace(self, Conn::Gone) else {
-            return Err(io::Error::other("STARTTLS on a connection that is not plain"));
+            return Err(io::Error::other(
+                "STARTTLS on a connection that is not plain",
+            ));
         };
         let tls = TlsAcceptor::from(config).accept(stream).await?;
         *self = Conn::Tls(Box::new(tls));

@@ -64,7 +64,12 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
 impl ShardInbound {
     /// Binds every listener's addresses for this shard and starts accepting.
     /// Returns the bound addresses (with real ports when 0 was configured).
-    pub fn start(shard: usize, config: &Config, control: Arc<Control>, spool: Rc<Spool>) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
+    pub fn start(
+        shard: usize,
+        config: &Config,
+        control: Arc<Control>,
+        spool: Rc<Spool>,
+    ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
         let state = Rc::new(ShardInbound {
             shard,
             control,
@@ -79,7 +84,8 @@ impl ShardInbound {
         let mut bound = Vec::new();
         for l in &config.listeners {
             for addr in config.listen_addrs(shard, l) {
-                let sock = TcpListener::bind(addr).map_err(|e| format!("listener {}: cannot bind {addr}: {e}", l.name))?;
+                let sock = TcpListener::bind(addr)
+                    .map_err(|e| format!("listener {}: cannot bind {addr}: {e}", l.name))?;
                 bound.push(sock.local_addr().unwrap_or(addr));
                 let (st, name) = (state.clone(), l.name.clone());
                 glommio::spawn_local(accept_loop(st, sock, name)).detach();
@@ -105,16 +111,35 @@ impl ShardInbound {
     }
 
     /// Counts a new session against the limits; `None` = over a limit.
-    fn admit(self: &Rc<Self>, listener: &str, ip: IpAddr, max_listener: u32, max_ip: u32) -> Option<SessionSlot> {
-        let on_listener = self.per_listener.borrow().get(listener).copied().unwrap_or(0);
+    fn admit(
+        self: &Rc<Self>,
+        listener: &str,
+        ip: IpAddr,
+        max_listener: u32,
+        max_ip: u32,
+    ) -> Option<SessionSlot> {
+        let on_listener = self
+            .per_listener
+            .borrow()
+            .get(listener)
+            .copied()
+            .unwrap_or(0);
         let from_ip = self.per_ip.borrow().get(&ip).copied().unwrap_or(0);
         if (max_listener > 0 && on_listener >= max_listener) || (max_ip > 0 && from_ip >= max_ip) {
             return None;
         }
         self.active.set(self.active.get() + 1);
-        *self.per_listener.borrow_mut().entry(listener.to_string()).or_insert(0) += 1;
+        *self
+            .per_listener
+            .borrow_mut()
+            .entry(listener.to_string())
+            .or_insert(0) += 1;
         *self.per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
-        Some(SessionSlot { state: self.clone(), listener: listener.to_string(), ip })
+        Some(SessionSlot {
+            state: self.clone(),
+            listener: listener.to_string(),
+            ip,
+        })
     }
 }
 
@@ -128,7 +153,8 @@ async fn accept_loop(state: Rc<ShardInbound>, sock: TcpListener, listener: Strin
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                glommio::spawn_local(session::run(state.clone(), stream, listener.clone())).detach();
+                glommio::spawn_local(session::run(state.clone(), stream, listener.clone()))
+                    .detach();
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.

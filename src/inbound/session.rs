@@ -28,7 +28,12 @@ enum Wake {
     Shutdown,
 }
 
-fn settings(config: &Config, listener: &Listener, inbound: &Inbound, can_relay: bool) -> ServerSettings {
+fn settings(
+    config: &Config,
+    listener: &Listener,
+    inbound: &Inbound,
+    can_relay: bool,
+) -> ServerSettings {
     ServerSettings {
         hostname: config.hostname.clone(),
         max_command_line_octets: inbound.max_command_line_octets,
@@ -56,14 +61,26 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
     let mut conn = Conn::Plain(stream);
     let Some(listener) = config.listeners.iter().find(|l| l.name == listener_name) else {
         // The listener was removed by a reload; its socket lives until restart.
-        let _ = conn.write_all(format!("421 4.3.2 {} service not available\r\n", config.hostname).as_bytes()).await;
+        let _ = conn
+            .write_all(
+                format!("421 4.3.2 {} service not available\r\n", config.hostname).as_bytes(),
+            )
+            .await;
         conn.close().await;
         return;
     };
     let (inbound, can_relay) = listener.for_peer(ip);
     let max_sessions = config.listener_sessions(state.shard, listener);
-    let Some(_slot) = state.admit(&listener.name, ip, max_sessions, inbound.max_connections_per_ip) else {
-        let msg = format!("421 4.7.0 {} too many connections, try again later\r\n", config.hostname);
+    let Some(_slot) = state.admit(
+        &listener.name,
+        ip,
+        max_sessions,
+        inbound.max_connections_per_ip,
+    ) else {
+        let msg = format!(
+            "421 4.7.0 {} too many connections, try again later\r\n",
+            config.hostname
+        );
         let _ = conn.write_all(msg.as_bytes()).await;
         conn.close().await;
         return;
@@ -72,7 +89,11 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         Conn::Plain(s) => s.set_nodelay(true),
         _ => Ok(()),
     };
-    let mut sess = ServerSession::new(Rc::new(settings(&config, listener, inbound, can_relay)), Some(ip), false);
+    let mut sess = ServerSession::new(
+        Rc::new(settings(&config, listener, inbound, can_relay)),
+        Some(ip),
+        false,
+    );
     let mut buf = Vec::new();
     loop {
         match sess.process() {
@@ -100,7 +121,10 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 }
             }
             Step::Authenticate { user, password, .. } => {
-                let ok = listener.credentials.as_ref().is_some_and(|c| c.verify(&user, &password));
+                let ok = listener
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| c.verify(&user, &password));
                 if !ok {
                     log::info!("shard {}: AUTH failed for {user:?} from {ip}", state.shard);
                 }
@@ -136,9 +160,17 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
 }
 
 /// Spools one message; Ok(id) only once it is durable.
-async fn store(state: &ShardInbound, config: &Config, tls: bool, mut env: Envelope, body: Vec<u8>) -> Result<String, Reply> {
+async fn store(
+    state: &ShardInbound,
+    config: &Config,
+    tls: bool,
+    mut env: Envelope,
+    body: Vec<u8>,
+) -> Result<String, Reply> {
     let now = SystemTime::now();
-    env.received_at_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    env.received_at_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let id = state.spool.allocate_id();
     let id_text = id.to_string();
     let date = time::OffsetDateTime::from(now)
@@ -157,7 +189,11 @@ async fn store(state: &ShardInbound, config: &Config, tls: bool, mut env: Envelo
 fn spool_failure(e: &SpoolError) -> Reply {
     let (code, enhanced) = e.smtp_reply_code();
     log::error!("paniclog: spool append failed: {e}");
-    Reply::new(code, enhanced, "Requested action aborted: message not stored, try again later")
+    Reply::new(
+        code,
+        enhanced,
+        "Requested action aborted: message not stored, try again later",
+    )
 }
 
 /// Writes pending replies; false when the client is gone or stalled.
@@ -166,10 +202,19 @@ async fn flush(conn: &mut Conn, sess: &mut ServerSession, limit: Duration) -> bo
         return true;
     }
     let out = sess.take_output();
-    matches!(with_timeout(limit, conn.write_all(&out)).await, Some(Ok(())))
+    matches!(
+        with_timeout(limit, conn.write_all(&out)).await,
+        Some(Ok(()))
+    )
 }
 
-async fn read(state: &ShardInbound, conn: &mut Conn, buf: &mut [u8], limit: Duration, in_transaction: bool) -> Wake {
+async fn read(
+    state: &ShardInbound,
+    conn: &mut Conn,
+    buf: &mut [u8],
+    limit: Duration,
+    in_transaction: bool,
+) -> Wake {
     let stop = async {
         if in_transaction {
             state.force.wait().await
@@ -182,7 +227,11 @@ async fn read(state: &ShardInbound, conn: &mut Conn, buf: &mut [u8], limit: Dura
         glommio::timer::sleep(limit).await;
         Wake::Timeout
     };
-    future::or(async { Wake::Data(conn.read(buf).await) }, future::or(stop, timer)).await
+    future::or(
+        async { Wake::Data(conn.read(buf).await) },
+        future::or(stop, timer),
+    )
+    .await
 }
 
 async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {

@@ -57,7 +57,8 @@ pub enum ServeError {
     Startup(String),
 }
 
-const MEMLOCK_HINT: &str = "io_uring needs locked memory: raise the limit with `ulimit -l unlimited` (shell), \
+const MEMLOCK_HINT: &str =
+    "io_uring needs locked memory: raise the limit with `ulimit -l unlimited` (shell), \
 LimitMEMLOCK=infinity (systemd unit), or a memlock line in /etc/security/limits.conf";
 
 /// Open files wanted when the process may raise its own hard limit (root).
@@ -68,14 +69,20 @@ const WANTED_NOFILE: u64 = 1 << 20;
 /// is a descriptor).
 fn raise_limits() {
     for res in [libc::RLIMIT_MEMLOCK, libc::RLIMIT_NOFILE] {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: lim is a valid rlimit for the duration of the calls.
         unsafe {
             if libc::getrlimit(res, &mut lim) != 0 {
                 continue;
             }
             if res == libc::RLIMIT_NOFILE && lim.rlim_max < WANTED_NOFILE {
-                let more = libc::rlimit { rlim_cur: WANTED_NOFILE, rlim_max: WANTED_NOFILE };
+                let more = libc::rlimit {
+                    rlim_cur: WANTED_NOFILE,
+                    rlim_max: WANTED_NOFILE,
+                };
                 if libc::setrlimit(res, &more) == 0 {
                     continue;
                 }
@@ -94,7 +101,9 @@ fn allowed_cpus() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect();
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|c| libc::CPU_ISSET(*c, &set))
+                .collect();
             if !cpus.is_empty() {
                 return cpus;
             }
@@ -122,7 +131,10 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     for n in config.unused_shard_overrides(count) {
         log::warn!("[shard.{n}] is ignored: only {count} shard(s) run");
     }
-    let control = Arc::new(Control { config: ArcSwap::from_pointee(config), shutdown: AtomicBool::new(false) });
+    let control = Arc::new(Control {
+        config: ArcSwap::from_pointee(config),
+        shutdown: AtomicBool::new(false),
+    });
     let signals = signal_thread(control.clone(), config_path);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -133,7 +145,9 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             _ => Placement::Unbound,
         };
         let (ctl, tx) = (control.clone(), tx.clone());
-        let builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{shard}")).io_memory(SHARD_IO_MEMORY);
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{shard}"))
+            .io_memory(SHARD_IO_MEMORY);
         match builder.spawn(move || shard::run(shard, ctl, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -155,7 +169,10 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         }
     }
     if failure.is_none() {
-        log::info!("impulse {} serving with {count} shard(s)", env!("CARGO_PKG_VERSION"));
+        log::info!(
+            "impulse {} serving with {count} shard(s)",
+            env!("CARGO_PKG_VERSION")
+        );
     }
     for (shard, h) in handles.into_iter().enumerate() {
         if let Err(e) = h.join() {
@@ -206,13 +223,20 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
         Ok(new) => {
             let old = control.config.load();
             for l in &new.listeners {
-                let before = old.listeners.iter().find(|o| o.name == l.name).map(|o| &o.listen);
+                let before = old
+                    .listeners
+                    .iter()
+                    .find(|o| o.name == l.name)
+                    .map(|o| &o.listen);
                 if before != Some(&l.listen) {
                     log::warn!("reload: listener {} addresses changed; bound sockets change only on restart", l.name);
                 }
             }
             control.config.store(Arc::new(new));
-            log::info!("reload: configuration {} applied to new sessions", path.map_or("(embedded)".into(), |p| p.display().to_string()));
+            log::info!(
+                "reload: configuration {} applied to new sessions",
+                path.map_or("(embedded)".into(), |p| p.display().to_string())
+            );
         }
         Err(errors) => {
             log::error!("reload: configuration rejected, keeping the running one:\n{errors}");

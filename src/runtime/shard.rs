@@ -18,7 +18,8 @@ const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     let config = control.config.load_full();
     // Relative spool paths are taken from the working directory at start-up.
-    let dir = std::path::absolute(config.spool_dir(shard)).unwrap_or_else(|_| config.spool_dir(shard));
+    let dir =
+        std::path::absolute(config.spool_dir(shard)).unwrap_or_else(|_| config.spool_dir(shard));
     let opts = SpoolOptions {
         segment_size: config.spool.segment_size,
         batch_max_bytes: config.spool.batch_max_bytes,
@@ -27,11 +28,15 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     let (spool, recovered) = match Spool::open(&dir, shard as u16, opts).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = tx.send(Startup::Failed { shard, error: format!("spool {}: {e}", dir.display()) });
+            let _ = tx.send(Startup::Failed {
+                shard,
+                error: format!("spool {}: {e}", dir.display()),
+            });
             return;
         }
     };
-    let (inbound, bound) = match ShardInbound::start(shard, &config, control.clone(), spool.clone()) {
+    let (inbound, bound) = match ShardInbound::start(shard, &config, control.clone(), spool.clone())
+    {
         Ok(x) => x,
         Err(error) => {
             let _ = spool.close().await;
@@ -71,7 +76,10 @@ async fn drain(inbound: &ShardInbound, timeout: Duration) {
         glommio::timer::sleep(CONTROL_POLL).await;
     }
     if inbound.active_sessions() > 0 {
-        log::info!("{} session(s) still open at the shutdown deadline: closing them with 421", inbound.active_sessions());
+        log::info!(
+            "{} session(s) still open at the shutdown deadline: closing them with 421",
+            inbound.active_sessions()
+        );
         inbound.force_close();
         let grace = Instant::now() + FORCE_CLOSE_GRACE;
         while inbound.active_sessions() > 0 && Instant::now() < grace {

@@ -26,7 +26,13 @@ impl Signal {
     /// Fires the signal and wakes every waiter.
     pub fn fire(&self) {
         self.inner.fired.set(true);
-        let wakers: Vec<Waker> = self.inner.wakers.borrow_mut().drain().map(|(_, w)| w).collect();
+        let wakers: Vec<Waker> = self
+            .inner
+            .wakers
+            .borrow_mut()
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
         for w in wakers {
             w.wake();
         }
@@ -41,7 +47,10 @@ impl Signal {
     pub fn wait(&self) -> Wait {
         let id = self.inner.next_id.get();
         self.inner.next_id.set(id + 1);
-        Wait { inner: self.inner.clone(), id }
+        Wait {
+            inner: self.inner.clone(),
+            id,
+        }
     }
 }
 
@@ -63,7 +72,10 @@ impl Future for Wait {
         if self.inner.fired.get() {
             return Poll::Ready(());
         }
-        self.inner.wakers.borrow_mut().insert(self.id, cx.waker().clone());
+        self.inner
+            .wakers
+            .borrow_mut()
+            .insert(self.id, cx.waker().clone());
         Poll::Pending
     }
 }

@@ -20,20 +20,22 @@ pub enum SpoolCommand {
     /// Check every record of every segment (exit 0 clean, 1 problems, 2 unreadable).
     Verify {
         /// Spool directory of one shard.
-        #[arg(long)]
         dir: PathBuf,
     },
     /// Print counts by state and recipient domain, and the oldest message.
     Inspect {
         /// Spool directory of one shard.
-        #[arg(long)]
         dir: PathBuf,
     },
     /// Print one message's envelope, headers and state records.
     Show {
-        /// Spool directory of one shard.
+        /// Spool directory of the message's shard (default: the shard
+        /// named in the id, under the configuration's spool settings).
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        /// Configuration to take the spool directory from (default: embedded).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Message id (EEEEEEEEEEEE-SS-QQQQQQQQ).
         id: String,
     },
@@ -49,7 +51,10 @@ pub fn run(cmd: SpoolCommand) -> ExitCode {
     let r = match cmd {
         SpoolCommand::Verify { dir } => verify(&dir),
         SpoolCommand::Inspect { dir } => inspect(&dir),
-        SpoolCommand::Show { dir, id } => show(&dir, &id),
+        SpoolCommand::Show { dir, config, id } => match dir {
+            Some(dir) => show(&dir, &id),
+            None => shard_dir(config.as_deref(), &id).and_then(|dir| show(&dir, &id)),
+        },
     };
     match r {
         Ok(0) => ExitCode::SUCCESS,
@@ -59,6 +64,13 @@ pub fn run(cmd: SpoolCommand) -> ExitCode {
             ExitCode::from(EXIT_UNREADABLE)
         }
     }
+}
+
+/// The spool directory of the shard that received `id`, per the configuration.
+fn shard_dir(config: Option<&Path>, id: &str) -> Result<PathBuf, String> {
+    let id: crate::message::MessageId = id.parse().map_err(|e| format!("{e}"))?;
+    let config = crate::config::Config::load(config).map_err(|e| format!("configuration: {e}"))?;
+    Ok(config.spool_dir(usize::from(id.shard)))
 }
 
 /// Checks every segment; returns the exit code (0 clean, 1 problems).

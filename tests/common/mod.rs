@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running server.
@@ -36,7 +40,9 @@ pub fn start(config: &str) -> Server {
 
 pub fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> Server {
     let config_path = dir.path().join("impulse.toml");
-    let text = config.replace("{port}", &port.to_string()).replace("{dir}", &dir.path().display().to_string());
+    let text = config
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&config_path, text).expect("write config");
     let mut child = Command::new(bin())
         .args(["serve", "--config"])
@@ -55,7 +61,13 @@ pub fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> Server {
             l.push('\n');
         }
     });
-    let server = Server { child, port, dir, config_path, log };
+    let server = Server {
+        child,
+        port,
+        dir,
+        config_path,
+        log,
+    };
     server.wait_log("serving with", Duration::from_secs(20));
     server
 }
@@ -94,7 +106,12 @@ impl Server {
 
     /// Shard `n`'s spool directory under the test's spoolbase.
     pub fn spool_dir(&self, n: usize) -> String {
-        self.dir.path().join("spool").join(format!("shard-{n}")).display().to_string()
+        self.dir
+            .path()
+            .join("spool")
+            .join(format!("shard-{n}"))
+            .display()
+            .to_string()
     }
 }
 
@@ -140,18 +157,36 @@ impl Client {
             let mut sa: libc::sockaddr_in = std::mem::zeroed();
             sa.sin_family = libc::AF_INET as u16;
             sa.sin_addr.s_addr = u32::from_ne_bytes(src);
-            assert_eq!(libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
-            let SocketAddr::V4(v4) = addr else { panic!("v4 only") };
+            assert_eq!(
+                libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32
+                ),
+                0
+            );
+            let SocketAddr::V4(v4) = addr else {
+                panic!("v4 only")
+            };
             sa.sin_port = v4.port().to_be();
             sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-            assert_eq!(libc::connect(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
+            assert_eq!(
+                libc::connect(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32
+                ),
+                0
+            );
             TcpStream::from_raw_fd(fd)
         };
         Client::from_stream(stream)
     }
 
     fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         Client { stream, reader }
     }
@@ -190,8 +225,15 @@ impl Client {
 
 /// Runs `impulse` with arguments, returning (status, stdout, stderr).
 pub fn run_impulse(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().expect("run impulse");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run impulse");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 pub fn basic_config(extra_global: &str, extra_listener: &str) -> String {

@@ -7,7 +7,7 @@ usage: perf/idle_connections.py [--bin target/release/impulse] [--count 10000]
 Starts its own server (1 shard) on 127.0.0.1, opens --count connections from
 127.0.0.2..127.0.0.N source addresses, reads each banner, measures, stops.
 """
-import argparse, os, resource, selectors, signal, socket, subprocess, sys, tempfile, time
+import argparse, os, resource, selectors, signal, socket, subprocess, sys, tempfile, threading, time
 
 
 def rss_kib(pid):
@@ -16,6 +16,10 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def server_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def sockstat():
@@ -29,12 +33,14 @@ def main():
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--port", type=int, default=27025)
     a = ap.parse_args()
-    want = a.count + 1000
+    want = a.count + 4096
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
-    except (ValueError, OSError):
+    except (ValueError, OSError) as e:
+        print(f"cannot raise the open-files limit to {want}: {e}", file=sys.stderr)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print("open-files limit:", resource.getrlimit(resource.RLIMIT_NOFILE), file=sys.stderr)
     d = tempfile.mkdtemp()
     conf = os.path.join(d, "c.toml")
     with open(conf, "w") as f:
@@ -48,10 +54,20 @@ listen = ["127.0.0.1:{a.port}"]
 idle_time = 3600
 """)
     srv = subprocess.Popen([a.bin, "serve", "--config", conf], stderr=subprocess.PIPE, text=True)
+    try:
+        run(a, srv)
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(timeout=120)
+
+
+def run(a, srv):
     while True:
         line = srv.stderr.readline()
         if not line or "serving with" in line:
             break
+    # Keep draining the server's log so it never waits on a full pipe.
+    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
     time.sleep(0.5)
     base = rss_kib(srv.pid)
     socks, opened = [], 0
@@ -59,7 +75,7 @@ idle_time = 3600
     t0 = time.time()
     try:
         for i in range(a.count):
-            src = f"127.0.0.{2 + i // 20000}"
+            src = f"127.{1 + (i // 200) % 250}.{(i // 50000) % 250}.{2 + i % 200}"
             s = socket.socket()
             s.bind((src, 0))
             s.connect(("127.0.0.1", a.port))
@@ -81,10 +97,9 @@ idle_time = 3600
     print(f"idle sessions held: {got} of {opened} opened in {time.time() - t0:.1f}s")
     print(f"server RSS: {base} KiB before, {after} KiB after => {per:.0f} bytes per idle session (user space)")
     print("kernel:", sockstat().replace("\n", " | "))
+    print(f"server descriptors: {server_fds(srv.pid)}")
     for s in socks:
         s.close()
-    srv.send_signal(signal.SIGTERM)
-    srv.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => {
             impulse::runtime::logger::init();
-            match impulse::runtime::serve(config) {
+            let result = impulse::runtime::serve(config);
+            impulse::runtime::logger::drain();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("impulse: {e}");

@@ -143,7 +143,14 @@ impl ShardInbound {
     }
 }
 
+/// Pause after a failed accept (EMFILE and friends) instead of spinning.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+/// At most one accept-failure log line per this interval per socket.
+const ACCEPT_ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn accept_loop(state: Rc<ShardInbound>, sock: TcpListener, listener: String) {
+    let mut last_log: Option<std::time::Instant> = None;
+    let mut failures = 0u64;
     loop {
         let accepted = futures_lite::future::or(async { Some(sock.accept().await) }, async {
             state.stop_accepting.wait().await;
@@ -157,9 +164,15 @@ async fn accept_loop(state: Rc<ShardInbound>, sock: TcpListener, listener: Strin
                     .detach();
             }
             Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                log::warn!("shard {}: accept on {listener}: {e}", state.shard);
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                failures += 1;
+                if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                    log::warn!(
+                        "shard {}: accept on {listener}: {e} ({failures} failure(s) so far)",
+                        state.shard
+                    );
+                    last_log = Some(std::time::Instant::now());
+                }
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }

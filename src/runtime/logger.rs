@@ -1,13 +1,43 @@
 //! A plain stderr logger for operational messages (start-up, reload,
 //! paniclog entries) until the Momentum-format logs exist.
+//!
+//! Shards never write to stderr themselves: a line goes into a bounded
+//! channel and a logger thread writes it, so a slow or full stderr pipe
+//! cannot stall a shard. When the channel is full the line is dropped and
+//! counted, and the count is reported with the next line that gets through.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::{Duration, Instant};
 
-struct StderrLogger {
+/// Lines that may wait for the logger thread.
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+struct ChannelLogger {
     level: log::LevelFilter,
+    tx: Option<SyncSender<String>>,
+    dropped: AtomicU64,
 }
 
-impl log::Log for StderrLogger {
+/// Lines queued and not yet written, so exit can wait for them.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+
+fn format_line(r: &log::Record) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let thread = std::thread::current();
+    let stamp = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "{stamp} {} [{}] {}\n",
+        r.level(),
+        thread.name().unwrap_or("main"),
+        r.args()
+    )
+}
+
+impl log::Log for ChannelLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
         m.level() <= self.level
     }
@@ -16,21 +46,17 @@ impl log::Log for StderrLogger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let thread = std::thread::current();
-        let name = thread.name().unwrap_or("main");
-        // One write per line so lines from different shards never interleave.
-        let line = format!(
-            "{}.{:03} {} [{}] {}\n",
-            now.as_secs(),
-            now.subsec_millis(),
-            r.level(),
-            name,
-            r.args()
-        );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let mut line = format_line(r);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            line = format!("({dropped} log line(s) dropped: stderr was not keeping up)\n{line}");
+        }
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.try_send(line).is_ok());
+        if !sent {
+            PENDING.fetch_sub(1, Ordering::SeqCst);
+            self.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
+        }
     }
 
     fn flush(&self) {}
@@ -45,7 +71,33 @@ pub fn init() {
         Ok("error") => log::LevelFilter::Error,
         _ => log::LevelFilter::Info,
     };
-    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+    let (tx, rx) = sync_channel::<String>(LOG_QUEUE_LINES);
+    let spawned = std::thread::Builder::new()
+        .name("logger".into())
+        .spawn(move || {
+            for line in rx {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                PENDING.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    let tx = spawned.is_ok().then_some(tx);
+    let logger = ChannelLogger {
+        level,
+        tx,
+        dropped: AtomicU64::new(0),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Longest wait at exit for queued lines to be written.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Waits (boundedly) until the logger thread has written what is queued.
+pub fn drain() {
+    let start = Instant::now();
+    while PENDING.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN_LIMIT {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }

@@ -1,0 +1,400 @@
+//! Queue: one shard's partition of the queue — which recipients of which
+//! messages still need delivery, per destination domain, and when.
+//!
+//! Sans-IO: no clock (every call takes `now_ms`), no disk, no sockets. The
+//! delivery driver asks it for jobs, reports results, and writes to the
+//! spool what `settle` says before acting on it. Per-domain ready queues
+//! keep one slow or dead domain from delaying any other.
+
+pub mod policy;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use crate::message::MessageId;
+pub use policy::{AfterDeferral, RetryPolicy};
+
+/// A recipient still to be delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRcpt {
+    /// Index in the message's envelope recipient list.
+    pub index: u32,
+    /// The address.
+    pub address: Box<str>,
+}
+
+impl QueuedRcpt {
+    /// The destination domain, lower-cased.
+    pub fn domain(&self) -> String {
+        domain_of(&self.address)
+    }
+}
+
+/// The lower-cased domain of an address (empty for a bare local part).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+}
+
+/// A message as the queue knows it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Message id.
+    pub id: MessageId,
+    /// Reception time (for expiry).
+    pub received_at_ms: u64,
+    /// Rounds of attempts that ended with a deferral.
+    pub attempts: u32,
+    /// Not before this time.
+    pub next_attempt_ms: u64,
+    /// Recipients without a final outcome.
+    pub pending: Vec<QueuedRcpt>,
+    /// Domain jobs of the current round (queued or handed out) not yet settled.
+    outstanding: u16,
+    /// Some recipient was deferred in the current round.
+    deferred: bool,
+    /// Last deferral reply, for expiry reports.
+    last_reply: Option<Rc<str>>,
+}
+
+impl Entry {
+    /// A message to queue.
+    pub fn new(
+        id: MessageId,
+        received_at_ms: u64,
+        attempts: u32,
+        next_attempt_ms: u64,
+        pending: Vec<QueuedRcpt>,
+    ) -> Entry {
+        Entry {
+            id,
+            received_at_ms,
+            attempts,
+            next_attempt_ms,
+            pending,
+            outstanding: 0,
+            deferred: false,
+            last_reply: None,
+        }
+    }
+}
+
+/// Work for one connection: a message's recipients in one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// Message id.
+    pub id: MessageId,
+    /// Destination domain.
+    pub domain: Rc<str>,
+    /// Its recipients there.
+    pub recipients: Vec<QueuedRcpt>,
+}
+
+/// The result for one recipient of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    /// Accepted by the next hop.
+    Delivered(Rc<str>),
+    /// Permanent failure (5xx, null MX, ...).
+    Failed(Rc<str>),
+    /// Transient failure (4xx, connection trouble, ...).
+    Deferred(Rc<str>),
+}
+
+/// Final state of one recipient, to record in the spool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Final {
+    /// The recipient.
+    pub rcpt: QueuedRcpt,
+    /// True when delivered, false when failed.
+    pub delivered: bool,
+    /// The reply that settled it.
+    pub reply: Rc<str>,
+}
+
+/// What the message needs next, once a job is settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Other domains of this message are not settled yet.
+    Waiting,
+    /// Nothing pending: write DONE.
+    Done,
+    /// Write RETRY and try again at `at`.
+    Retry {
+        /// Next attempt, ms since the epoch.
+        at: u64,
+        /// Deferred rounds so far.
+        attempts: u32,
+    },
+}
+
+/// Everything to write to the spool (in this order) and act on after a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// Message id.
+    pub id: MessageId,
+    /// Recipients settled now (OUTCOME records; failures may need a DSN).
+    pub finals: Vec<Final>,
+    /// Then DONE, RETRY or nothing.
+    pub next: Next,
+}
+
+/// Expiry wording (Momentum 2.2, §7.1).
+pub const EXPIRED_REPLY: &str = "554 5.4.7 [internal] exceeded max time without delivery";
+/// `max_retries` wording (Momentum 2.2, §7.1).
+pub const RETRIES_REPLY: &str = "554 5.4.7 [internal] exceeded max retries without delivery";
+
+/// One shard's queue partition.
+#[derive(Default)]
+pub struct Queue {
+    entries: HashMap<MessageId, Entry>,
+    delayed: BTreeSet<(u64, MessageId)>,
+    domains: HashMap<Rc<str>, VecDeque<MessageId>>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new() -> Queue {
+        Queue::default()
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Messages waiting for their next attempt time.
+    pub fn delayed_len(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// Jobs ready for a domain (an upper bound: stale ids are skipped on take).
+    pub fn ready_len(&self, domain: &str) -> usize {
+        self.domains.get(domain).map_or(0, VecDeque::len)
+    }
+
+    /// Domains with ready work.
+    pub fn ready_domains(&self) -> Vec<Rc<str>> {
+        self.domains
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// The entry for an id.
+    pub fn get(&self, id: &MessageId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// Adds a message: ready now if its time has come, else delayed.
+    /// Returns the domains that got ready work.
+    pub fn insert(&mut self, entry: Entry, now_ms: u64) -> Vec<Rc<str>> {
+        let id = entry.id;
+        let due = entry.next_attempt_ms;
+        if entry.pending.is_empty() {
+            return Vec::new();
+        }
+        self.entries.insert(id, entry);
+        if due <= now_ms {
+            self.make_ready(id)
+        } else {
+            self.delayed.insert((due, id));
+            Vec::new()
+        }
+    }
+
+    /// Earliest delayed attempt time, for the driver's timer.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.delayed.first().map(|(t, _)| *t)
+    }
+
+    /// Moves every message whose time has come to the ready queues.
+    pub fn wake(&mut self, now_ms: u64) -> Vec<Rc<str>> {
+        let mut woke = HashSet::new();
+        while let Some(&(t, id)) = self.delayed.first() {
+            if t > now_ms {
+                break;
+            }
+            self.delayed.pop_first();
+            woke.extend(self.make_ready(id));
+        }
+        woke.into_iter().collect()
+    }
+
+    fn make_ready(&mut self, id: MessageId) -> Vec<Rc<str>> {
+        let Some(e) = self.entries.get(&id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Rc<str>> = Vec::new();
+        for r in &e.pending {
+            let d = r.domain();
+            if out.iter().all(|o| **o != *d) {
+                out.push(self.domain_key(&d));
+            }
+        }
+        for d in &out {
+            self.domains.entry(d.clone()).or_default().push_back(id);
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.outstanding = out.len() as u16;
+        }
+        out
+    }
+
+    fn domain_key(&self, d: &str) -> Rc<str> {
+        self.domains
+            .get_key_value(d)
+            .map_or_else(|| Rc::from(d), |(k, _)| k.clone())
+    }
+
+    /// Hands out the next job for a domain, if any.
+    pub fn take(&mut self, domain: &str) -> Option<Job> {
+        let key = self.domains.get_key_value(domain)?.0.clone();
+        loop {
+            let id = self.domains.get_mut(domain)?.pop_front()?;
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let recipients: Vec<QueuedRcpt> = e
+                .pending
+                .iter()
+                .filter(|r| r.domain() == *domain)
+                .cloned()
+                .collect();
+            debug_assert!(
+                !recipients.is_empty(),
+                "a message is queued only for domains it has recipients in"
+            );
+            if recipients.is_empty() {
+                continue;
+            }
+            if self.domains.get(domain).is_some_and(VecDeque::is_empty) {
+                self.domains.remove(domain);
+            }
+            return Some(Job {
+                id,
+                domain: key,
+                recipients,
+            });
+        }
+    }
+
+    /// Takes back every ready job of a domain at once (e.g. its hosts are
+    /// unreachable), so they can be settled together.
+    pub fn take_all(&mut self, domain: &str) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        while let Some(j) = self.take(domain) {
+            jobs.push(j);
+        }
+        jobs
+    }
+
+    /// Records a job's results. `policy` is the retry policy of the job's domain.
+    pub fn settle(
+        &mut self,
+        job: &Job,
+        results: &[(u32, RcptResult)],
+        policy: &RetryPolicy,
+        now_ms: u64,
+    ) -> Settlement {
+        let mut finals = Vec::new();
+        let Some(e) = self.entries.get_mut(&job.id) else {
+            return Settlement {
+                id: job.id,
+                finals,
+                next: Next::Waiting,
+            };
+        };
+        e.outstanding = e.outstanding.saturating_sub(1);
+        for (index, result) in results {
+            let Some(pos) = e.pending.iter().position(|r| r.index == *index) else {
+                continue;
+            };
+            match result {
+                RcptResult::Delivered(reply) | RcptResult::Failed(reply) => {
+                    let rcpt = e.pending.remove(pos);
+                    let delivered = matches!(result, RcptResult::Delivered(_));
+                    finals.push(Final {
+                        rcpt,
+                        delivered,
+                        reply: reply.clone(),
+                    });
+                }
+                RcptResult::Deferred(reply) => {
+                    e.deferred = true;
+                    e.last_reply = Some(reply.clone());
+                }
+            }
+        }
+        // A recipient the job carried but the results did not mention is deferred.
+        if job.recipients.iter().any(|r| {
+            e.pending.iter().any(|p| p.index == r.index)
+                && !results.iter().any(|(i, _)| *i == r.index)
+        }) {
+            e.deferred = true;
+        }
+        if e.outstanding > 0 {
+            return Settlement {
+                id: job.id,
+                finals,
+                next: Next::Waiting,
+            };
+        }
+        if e.pending.is_empty() {
+            self.entries.remove(&job.id);
+            return Settlement {
+                id: job.id,
+                finals,
+                next: Next::Done,
+            };
+        }
+        e.deferred = false;
+        e.attempts += 1;
+        match policy.after_deferral(e.attempts, e.received_at_ms, now_ms) {
+            AfterDeferral::RetryAt(at) => {
+                e.next_attempt_ms = at;
+                let attempts = e.attempts;
+                self.delayed.insert((at, job.id));
+                Settlement {
+                    id: job.id,
+                    finals,
+                    next: Next::Retry { at, attempts },
+                }
+            }
+            reason => {
+                let text: Rc<str> = Rc::from(if reason == AfterDeferral::Expired {
+                    EXPIRED_REPLY
+                } else {
+                    RETRIES_REPLY
+                });
+                let last = e.last_reply.take();
+                for rcpt in e.pending.drain(..) {
+                    let reply = match &last {
+                        Some(l) => Rc::from(format!("{text} (last error: {l})")),
+                        None => text.clone(),
+                    };
+                    finals.push(Final {
+                        rcpt,
+                        delivered: false,
+                        reply,
+                    });
+                }
+                self.entries.remove(&job.id);
+                Settlement {
+                    id: job.id,
+                    finals,
+                    next: Next::Done,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::*;
+
+fn id(seq: u32) -> MessageId {
+    MessageId {
+        epoch_ms: 1,
+        shard: 0,
+        seq,
+    }
+}
+
+fn rcpt(index: u32, address: &str) -> QueuedRcpt {
+    QueuedRcpt {
+        index,
+        address: address.into(),
+    }
+}
+
+fn ok(s: &str) -> Rc<str> {
+    Rc::from(s)
+}
+
+#[test]
+fn ready_per_domain_and_settle_done() {
+    let mut q = Queue::new();
+    let woke = q.insert(
+        Entry::new(
+            id(1),
+            0,
+            0,
+            0,
+            vec![
+                rcpt(0, "a@x.test"),
+                rcpt(1, "b@Y.test"),
+                rcpt(2, "c@x.test"),
+            ],
+        ),
+        10,
+    );
+    assert_eq!(woke.len(), 2);
+    let jx = q.take("x.test").unwrap();
+    assert_eq!(jx.recipients.len(), 2);
+    let jy = q.take("y.test").unwrap();
+    assert!(q.take("x.test").is_none());
+    let p = RetryPolicy::default();
+    let s = q.settle(
+        &jx,
+        &[
+            (0, RcptResult::Delivered(ok("250 ok"))),
+            (2, RcptResult::Failed(ok("550 no"))),
+        ],
+        &p,
+        20,
+    );
+    assert_eq!(s.next, Next::Waiting);
+    assert_eq!(s.finals.len(), 2);
+    let s = q.settle(&jy, &[(1, RcptResult::Delivered(ok("250 ok")))], &p, 20);
+    assert_eq!(s.next, Next::Done);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_message_waits_for_every_domain_even_when_one_is_not_taken_yet() {
+    let mut q = Queue::new();
+    q.insert(
+        Entry::new(
+            id(1),
+            0,
+            0,
+            0,
+            vec![rcpt(0, "a@x.test"), rcpt(1, "b@y.test")],
+        ),
+        0,
+    );
+    let jx = q.take("x.test").unwrap();
+    let s = q.settle(
+        &jx,
+        &[(0, RcptResult::Delivered(ok("250")))],
+        &RetryPolicy::default(),
+        1,
+    );
+    assert_eq!(s.next, Next::Waiting, "y.test's job is still queued");
+    let jy = q.take("y.test").unwrap();
+    let s = q.settle(
+        &jy,
+        &[(1, RcptResult::Deferred(ok("451 later")))],
+        &RetryPolicy::default(),
+        1,
+    );
+    assert_eq!(
+        s.next,
+        Next::Retry {
+            at: 1 + 1_200_000,
+            attempts: 1
+        }
+    );
+    // Only the deferred domain comes back.
+    assert!(q.wake(1_200_000).is_empty());
+    assert_eq!(q.wake(1_200_001), vec![Rc::from("y.test")]);
+    assert!(q.take("x.test").is_none());
+    assert_eq!(
+        q.take("y.test").unwrap().recipients,
+        vec![rcpt(1, "b@y.test")]
+    );
+}
+
+#[test]
+fn delayed_entries_wait_for_their_time() {
+    let mut q = Queue::new();
+    assert!(q
+        .insert(
+            Entry::new(id(1), 0, 2, 5_000, vec![rcpt(0, "a@x.test")]),
+            1_000
+        )
+        .is_empty());
+    assert_eq!(q.next_wakeup(), Some(5_000));
+    assert!(q.take("x.test").is_none());
+    assert!(q.wake(4_999).is_empty());
+    assert_eq!(q.wake(5_000).len(), 1);
+    assert!(q.take("x.test").is_some());
+}
+
+#[test]
+fn missing_results_count_as_deferred() {
+    let mut q = Queue::new();
+    q.insert(
+        Entry::new(
+            id(1),
+            0,
+            0,
+            0,
+            vec![rcpt(0, "a@x.test"), rcpt(1, "b@x.test")],
+        ),
+        0,
+    );
+    let j = q.take("x.test").unwrap();
+    let s = q.settle(
+        &j,
+        &[(0, RcptResult::Delivered(ok("250")))],
+        &RetryPolicy::default(),
+        0,
+    );
+    assert!(matches!(s.next, Next::Retry { attempts: 1, .. }));
+    assert_eq!(q.get(&id(1)).unwrap().pending, vec![rcpt(1, "b@x.test")]);
+}
+
+#[test]
+fn expiry_fails_the_rest_with_the_last_error() {
+    let p = RetryPolicy {
+        message_expiration_ms: 10_000,
+        retry_interval_ms: 4_000,
+        ..Default::default()
+    };
+    let mut q = Queue::new();
+    q.insert(Entry::new(id(1), 0, 0, 0, vec![rcpt(0, "a@x.test")]), 0);
+    let mut now = 0;
+    loop {
+        q.wake(now);
+        let j = q.take("x.test").unwrap();
+        let s = q.settle(
+            &j,
+            &[(0, RcptResult::Deferred(ok("451 4.3.0 busy")))],
+            &p,
+            now,
+        );
+        match s.next {
+            Next::Retry { at, .. } => {
+                assert!(at <= 10_000);
+                now = at;
+            }
+            Next::Done => {
+                assert_eq!(now, 10_000, "the last attempt is at the expiry time");
+                assert!(
+                    s.finals[0].reply.starts_with(EXPIRED_REPLY)
+                        && s.finals[0].reply.contains("451 4.3.0 busy")
+                );
+                assert!(!s.finals[0].delivered);
+                break;
+            }
+            Next::Waiting => panic!("single domain"),
+        }
+    }
+    assert!(q.is_empty());
+}
+
+#[test]
+fn take_all_for_an_unreachable_domain() {
+    let mut q = Queue::new();
+    for n in 0..5 {
+        q.insert(Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@dead.test")]), 0);
+    }
+    q.insert(Entry::new(id(9), 0, 0, 0, vec![rcpt(0, "a@live.test")]), 0);
+    let jobs = q.take_all("dead.test");
+    assert_eq!(jobs.len(), 5);
+    for j in &jobs {
+        let s = q.settle(
+            j,
+            &[(0, RcptResult::Deferred(ok("421 no route")))],
+            &RetryPolicy::default(),
+            0,
+        );
+        assert!(matches!(s.next, Next::Retry { .. }));
+    }
+    assert_eq!(q.ready_domains(), vec![Rc::from("live.test")]);
+}
+
+/// xorshift64*: deterministic randomness for the simulation.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A simulated day and a half of deliveries with random outcomes: every
+/// recipient ends exactly once, never after its expiry, never before its
+/// retry time, and retry times follow the policy.
+#[test]
+fn simulated_days_of_retries() {
+    for seed in [1u64, 7, 42, 1234] {
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let p = RetryPolicy::default();
+        let mut q = Queue::new();
+        let domains = ["a.test", "b.test", "c.test", "slow.test"];
+        let mut expected = 0usize;
+        let mut received: HashMap<MessageId, u64> = HashMap::new();
+        for n in 0..400u32 {
+            let at = rng.below(3_600_000);
+            let rcpts: Vec<QueuedRcpt> = (0..1 + rng.below(3) as u32)
+                .map(|i| rcpt(i, &format!("u{i}@{}", domains[rng.below(4) as usize])))
+                .collect();
+            expected += rcpts.len();
+            received.insert(id(n), at);
+            q.insert(Entry::new(id(n), at, 0, at, rcpts), 0);
+        }
+        let mut settled: HashMap<(MessageId, u32), u64> = HashMap::new();
+        let mut now = 0u64;
+        let mut steps = 0;
+        while !q.is_empty() {
+            steps += 1;
+            assert!(steps < 100_000, "seed {seed}: no progress");
+            now = q.next_wakeup().map_or(now, |t| t.max(now));
+            q.wake(now);
+            for d in q.ready_domains() {
+                while let Some(job) = q.take(&d) {
+                    assert!(
+                        now >= q.get(&job.id).unwrap().next_attempt_ms,
+                        "never before the retry time"
+                    );
+                    let results: Vec<(u32, RcptResult)> = job
+                        .recipients
+                        .iter()
+                        .map(|r| {
+                            let roll = rng.below(100);
+                            let res = if &*d == "slow.test" || roll < 60 {
+                                RcptResult::Deferred(ok("451 try later"))
+                            } else if roll < 90 {
+                                RcptResult::Delivered(ok("250 ok"))
+                            } else {
+                                RcptResult::Failed(ok("550 no"))
+                            };
+                            (r.index, res)
+                        })
+                        .collect();
+                    let s = q.settle(&job, &results, &p, now);
+                    for f in &s.finals {
+                        assert!(
+                            settled.insert((s.id, f.rcpt.index), now).is_none(),
+                            "settled twice"
+                        );
+                        assert!(now <= p.expires_at(received[&s.id]), "settled after expiry");
+                    }
+                    if let Next::Retry { at, attempts } = s.next {
+                        assert!(at > now && at <= now + p.delay_ms(attempts));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            settled.len(),
+            expected,
+            "seed {seed}: every recipient settled exactly once"
+        );
+        assert!(
+            now <= 3_600_000 + 86_400_000,
+            "seed {seed}: everything ends by expiry"
+        );
+    }
+}

@@ -36,6 +36,8 @@ pub struct QueuedMessage {
     pub attempts: u32,
     /// Next attempt time in ms since the epoch (0: as soon as possible).
     pub next_attempt_ms: u64,
+    /// Reception time from the envelope (for expiry).
+    pub received_at_ms: u64,
     /// Recipients without a final outcome, in envelope order.
     pub pending: Vec<PendingRecipient>,
 }
@@ -262,6 +264,7 @@ fn apply_scan(
             match decode_message_parts(payload) {
                 Ok((id, env, _body)) => {
                     stats.records += 1;
+                    let received_at_ms = env.received_at_ms;
                     st.max_epoch_ms = st.max_epoch_ms.max(id.epoch_ms);
                     st.book.on_message(seg, id);
                     let pending = env
@@ -282,6 +285,7 @@ fn apply_scan(
                             len: f.frame.len as u32,
                             attempts: 0,
                             next_attempt_ms: 0,
+                            received_at_ms,
                             pending,
                         },
                     );

@@ -5,6 +5,7 @@
 //! reads files (the config, TLS keys, password files) and so happens at
 //! start-up or reload on the main thread, never on a shard.
 
+pub mod delivery;
 pub mod options;
 pub mod parse;
 pub mod report;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use delivery::{Delivery, DeliveryTable, Route, TlsMode};
 use options::OptionDef;
 use parse::{Entry, RawConfig, Value, Values};
 pub use resources::{Credentials, TlsMaterial};
@@ -191,6 +193,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// `[shard.N]` overrides.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
+    /// Delivery settings per destination domain.
+    pub delivery: DeliveryTable,
     raw: RawConfig,
 }
 
@@ -210,18 +214,18 @@ pub fn default_value(def: &OptionDef) -> Option<Value> {
     parse::convert(parsed.get_ref(), def.kind).ok()
 }
 
-fn int(name: &str, chain: &[&Values]) -> u64 {
+pub(crate) fn int(name: &str, chain: &[&Values]) -> u64 {
     match lookup(name, chain) {
         Some(Value::Int(n)) => n,
         other => unreachable!("registry gives {name} an integer default, got {other:?}"),
     }
 }
 
-fn flag(name: &str, chain: &[&Values]) -> bool {
+pub(crate) fn flag(name: &str, chain: &[&Values]) -> bool {
     matches!(lookup(name, chain), Some(Value::Bool(true)))
 }
 
-fn secs(name: &str, chain: &[&Values]) -> Duration {
+pub(crate) fn secs(name: &str, chain: &[&Values]) -> Duration {
     Duration::from_secs(int(name, chain))
 }
 
@@ -517,9 +521,25 @@ impl Config {
             }
             shard_overrides.insert(*n, o);
         }
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+        let mut compile_delivery =
+            |chain: &[&Values], scope: String| match delivery::compile(chain, &hostname, base) {
+                Ok(d) => Some(d),
+                Err((at, key, message)) => {
+                    errors.push(err_at(at, format!("{scope}.{key}"), message, None));
+                    None
+                }
+            };
+        let default_delivery = compile_delivery(&[&raw.global], "global".into());
+        let mut domain_delivery = std::collections::HashMap::new();
+        for (name, values) in &raw.domains {
+            if let Some(d) = compile_delivery(&[values, &raw.global], format!("domain.\"{name}\""))
+            {
+                domain_delivery.insert(name.clone(), Arc::new(d));
+            }
         }
+        let Some(default_delivery) = default_delivery.filter(|_| errors.is_empty()) else {
+            return Err(ConfigErrors(errors));
+        };
         let relay_domains = match lookup("relay_domains", &g) {
             Some(Value::TextList(d)) => d.into_iter().map(|d| d.to_ascii_lowercase()).collect(),
             _ => Vec::new(),
@@ -541,6 +561,7 @@ impl Config {
             relay_domains,
             listeners,
             shard_overrides,
+            delivery: DeliveryTable::new(default_delivery, domain_delivery),
             raw,
         })
     }

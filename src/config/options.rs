@@ -55,6 +55,8 @@ pub enum Kind {
     Shards,
     /// A list of CPU numbers.
     CpuList,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
 }
 
 impl Kind {
@@ -75,6 +77,14 @@ impl Kind {
             Kind::AddrList => "a list of addresses, e.g. [\"127.0.0.1:25\", \"[::1]:25\"]".into(),
             Kind::Shards => "\"auto\" or a number of shards from 1 to 1024".into(),
             Kind::CpuList => "a list of CPU numbers, e.g. [0, 1]".into(),
+            Kind::Choice(words) => format!(
+                "one of {}",
+                words
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -143,7 +153,30 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), help: "base retry delay in seconds, doubling per attempt" },
     OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the retry delay in seconds" },
     OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), help: "seconds before an undelivered message fails (4.4.7)" },
-    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: COUNT, default: Some("32"), help: "outbound connections per domain" },
+    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), help: "outbound connections per domain per shard" },
+    OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), help: "deferrals before a permanent failure (0 = until message_expiration)" },
+    OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
+    OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), help: "destination port for MX hosts and routes without a port" },
+    OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, help: "name sent in EHLO (default: hostname)" },
+    OptionDef { name: "tls", scopes: &[G, D], kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), help: "outbound STARTTLS: opportunistic, required, or off" },
+    OptionDef { name: "tls_verify", scopes: &[G, D], kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },
+    OptionDef { name: "tls_ca", scopes: &[G, D], kind: Kind::Path, default: None, help: "PEM CA bundle trusted in addition to the system roots" },
+    OptionDef { name: "max_deliveries_per_connection", scopes: &[G, D], kind: COUNT, default: Some("0"), help: "messages per outbound connection, then QUIT (0 = no limit)" },
+    OptionDef { name: "max_recipients_per_batch", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("100"), help: "RCPTs per outbound transaction" },
+    OptionDef { name: "idle_timeout", scopes: &[G, D], kind: SECS, default: Some("5"), help: "seconds an idle outbound connection is kept for more mail" },
+    OptionDef { name: "connect_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for connect() and the banner" },
+    OptionDef { name: "ehlo_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for the EHLO and STARTTLS replies" },
+    OptionDef { name: "mailfrom_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for the MAIL and DATA (354) replies" },
+    OptionDef { name: "rcptto_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for a RCPT reply" },
+    OptionDef { name: "body_timeout", scopes: &[G, D], kind: SECS, default: Some("600"), help: "seconds to wait for the reply after the final dot" },
+    OptionDef { name: "rset_timeout", scopes: &[G, D], kind: SECS, default: Some("30"), help: "seconds to wait for the RSET and QUIT replies" },
+    OptionDef { name: "host_failure_retry", scopes: &[G, D], kind: SECS, default: Some("120"), help: "seconds a domain rests after none of its hosts could be reached" },
+    OptionDef { name: "generate_bounces", scopes: &[G, D], kind: Kind::Bool, default: Some("true"), help: "send DSNs for failures after acceptance" },
+    OptionDef { name: "mailerdaemon", scopes: &[G, D], kind: Kind::Text, default: None, help: "From: of DSNs (default mailer-daemon@hostname)" },
+    OptionDef { name: "bounces_inline_original", scopes: &[G, D], kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), help: "how much of the original a DSN carries (RET= can ask for less)" },
+    OptionDef { name: "generate_delay_dsn", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), help: "send delay DSNs while a message keeps being deferred" },
+    OptionDef { name: "delay_dsn_retry_interval", scopes: &[G, D], kind: SECS, default: Some("3600"), help: "first delay DSN after this many seconds, then doubling" },
+    OptionDef { name: "delay_dsn_max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the interval between delay DSNs" },
 ];
 
 /// Looks an option up by name.

@@ -481,6 +481,11 @@ pub fn convert(v: &DeValue, kind: Kind) -> Result<Value, ConvError> {
                     .map(|n| Value::Shards(Some(n as usize))),
             ),
         },
+        Kind::Choice(words) => match v {
+            DeValue::String(s) if words.contains(&s.as_ref()) => Ok(Value::Text(s.to_string())),
+            DeValue::String(s) => Err((format!("`{s}` is not a valid choice"), None)),
+            other => Err((format!("wrong type: found {}", other.type_str()), None)),
+        },
         Kind::CpuList => list(v)?
             .iter()
             .map(|item| {

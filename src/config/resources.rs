@@ -138,3 +138,162 @@ mod tests {
         assert!(Credentials::parse("garbage").is_err());
     }
 }
+
+/// The system's trusted roots, read once per process.
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut store = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                log::warn!("no system CA certificates found: tls_verify = \"ca\"/\"host\" will trust only tls_ca");
+            }
+            Arc::new(store)
+        })
+        .clone()
+}
+
+/// A rustls client config for outbound STARTTLS. `verify` is Momentum's
+/// `tls_verify`: "no" (encrypt only), "ca" (chain to a trusted root, any
+/// name) or "host" (chain and name).
+pub fn client_tls(verify: &str, ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if verify == "no" {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::AnyCert(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = (*system_roots()).clone();
+        if let Some(ca) = ca {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("bad PEM in {}: {e}", ca.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("no usable CA certificate in {}", ca.display()));
+            }
+        }
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("TLS verifier: {e}"))?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if verify == "ca" {
+            Arc::new(verify::AnyName(webpki))
+        } else {
+            webpki
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+mod verify {
+    //! Certificate verifiers for `tls_verify = "no"` and `"ca"`.
+
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::crypto::CryptoProvider;
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    /// Accepts any certificate (opportunistic encryption), still checking
+    /// the handshake signatures.
+    #[derive(Debug)]
+    pub struct AnyCert(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// Requires a chain to a trusted root but accepts any name on it.
+    #[derive(Debug)]
+    pub struct AnyName(pub Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyName {
+        fn verify_server_cert(
+            &self,
+            e: &CertificateDer<'_>,
+            i: &[CertificateDer<'_>],
+            n: &ServerName<'_>,
+            o: &[u8],
+            t: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self.0.verify_server_cert(e, i, n, o, t) {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(m, c, d)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(m, c, d)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+}

@@ -124,3 +124,47 @@ fn report_shows_sources() {
     assert!(r.contains("data_timeout = 600  # default"), "{r}");
     assert!(r.contains("[shard.1]"), "{r}");
 }
+
+#[test]
+fn delivery_falls_back_domain_then_global() {
+    let c = load(
+        "[global]\nretry_interval = 60\nroutes = [\"127.0.0.1:2626\"]\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\n\
+         [domain.\"Slow.Test\"]\nretry_interval = 600\nmax_outbound_connections = 2\ntls = \"required\"\nroutes = [\"[::1]:27\", \"mx.slow.test\"]\n",
+    )
+    .unwrap();
+    let d = c.delivery.get("slow.test");
+    assert_eq!(d.retry.retry_interval_ms, 600_000);
+    assert_eq!(d.max_outbound_connections, 2);
+    assert_eq!(d.tls, TlsMode::Required);
+    assert_eq!(
+        d.routes,
+        vec![
+            Route {
+                host: "::1".into(),
+                port: 27
+            },
+            Route {
+                host: "mx.slow.test".into(),
+                port: 25
+            }
+        ]
+    );
+    let other = c.delivery.get("other.test");
+    assert_eq!(other.retry.retry_interval_ms, 60_000);
+    assert_eq!(other.max_outbound_connections, 32);
+    assert_eq!(other.tls, TlsMode::IfAvailable);
+    assert_eq!(
+        other.routes,
+        vec![Route {
+            host: "127.0.0.1".into(),
+            port: 2626
+        }]
+    );
+    assert_eq!(other.mailerdaemon, format!("mailer-daemon@{}", c.hostname));
+    let e = load("[global]\nroutes = [\"bad host\"]\ntls = \"sometimes\"\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("global.tls: `sometimes` is not a valid choice"),
+        "{e}"
+    );
+}

@@ -1,0 +1,284 @@
+//! Delivery settings per destination domain (`[domain."x"]` → `[global]` →
+//! default), compiled once per config load: routes, outbound TLS, limits,
+//! Momentum's timeouts and the retry policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::parse::{Entry, Value, Values};
+use super::resources::client_tls;
+use super::{flag, int, lookup, secs};
+use crate::queue::RetryPolicy;
+
+/// Outbound STARTTLS policy (Momentum `tls`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never.
+    No,
+    /// When offered; a failed handshake defers.
+    IfAvailable,
+    /// Always; a server without STARTTLS defers.
+    Required,
+}
+
+/// One static route hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Route {
+    /// The address when the host is an IP literal.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// Parses `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port`.
+    pub fn parse(s: &str, default_port: u16) -> Option<Route> {
+        let s = s.trim();
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Some(Route {
+                host: a.ip().to_string(),
+                port: a.port(),
+            });
+        }
+        if let Ok(ip) = s
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Some(Route {
+                host: ip.to_string(),
+                port: default_port,
+            });
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)?),
+            None => (s, default_port),
+        };
+        let valid = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        valid.then(|| Route {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+/// Everything the delivery stage needs for one destination domain.
+#[derive(Clone)]
+pub struct Delivery {
+    /// Static routes; empty = use the MX.
+    pub routes: Vec<Route>,
+    /// Port for MX hosts.
+    pub remote_smtp_port: u16,
+    /// EHLO name.
+    pub ehlo_hostname: String,
+    /// STARTTLS policy.
+    pub tls: TlsMode,
+    /// rustls client config (verification per `tls_verify`/`tls_ca`).
+    pub tls_client: Arc<rustls::ClientConfig>,
+    /// Connections per domain per shard.
+    pub max_outbound_connections: u32,
+    /// Messages per connection (0 = no limit).
+    pub max_deliveries_per_connection: u32,
+    /// RCPTs per transaction.
+    pub max_recipients_per_batch: usize,
+    /// Keep an idle connection this long.
+    pub idle_timeout: Duration,
+    /// connect() and banner.
+    pub connect_timeout: Duration,
+    /// EHLO and STARTTLS replies.
+    pub ehlo_timeout: Duration,
+    /// MAIL and 354 replies.
+    pub mailfrom_timeout: Duration,
+    /// RCPT replies.
+    pub rcptto_timeout: Duration,
+    /// Reply after the final dot.
+    pub body_timeout: Duration,
+    /// RSET and QUIT replies.
+    pub rset_timeout: Duration,
+    /// Rest after no host could be reached.
+    pub host_failure_retry: Duration,
+    /// Retry and expiry.
+    pub retry: RetryPolicy,
+    /// Send DSNs for failures.
+    pub generate_bounces: bool,
+    /// DSN From: address.
+    pub mailerdaemon: String,
+    /// none | headers | all.
+    pub bounces_inline_original: String,
+    /// Send delay DSNs.
+    pub generate_delay_dsn: bool,
+    /// First delay DSN after this long.
+    pub delay_dsn_retry_interval: Duration,
+    /// Cap between delay DSNs.
+    pub delay_dsn_max_retry_interval: Duration,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("routes", &self.routes)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text(name: &str, chain: &[&Values]) -> Option<String> {
+    match lookup(name, chain) {
+        Some(Value::Text(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// Compiles one domain's settings; errors are (byte offset, key, message).
+pub fn compile(
+    chain: &[&Values],
+    hostname: &str,
+    base: &Path,
+) -> Result<Delivery, (usize, &'static str, String)> {
+    let port = int("remote_smtp_port", chain) as u16;
+    let mut routes = Vec::new();
+    if let Some(Entry {
+        value: Value::TextList(list),
+        at,
+    }) = chain.iter().find_map(|v| v.get("routes"))
+    {
+        for r in list {
+            routes.push(Route::parse(r, port).ok_or((
+                *at,
+                "routes",
+                format!("`{r}` is not a host, host:port or [ipv6]:port"),
+            ))?);
+        }
+    }
+    let tls = match text("tls", chain).as_deref() {
+        Some("no") => TlsMode::No,
+        Some("required") => TlsMode::Required,
+        _ => TlsMode::IfAvailable,
+    };
+    let verify = text("tls_verify", chain).unwrap_or_else(|| "no".into());
+    let ca = chain.iter().find_map(|v| match v.get("tls_ca") {
+        Some(Entry {
+            value: Value::Path(p),
+            at,
+        }) => Some((base.join(p), *at)),
+        _ => None,
+    });
+    let tls_client = client_tls(&verify, ca.as_ref().map(|(p, _)| p.as_path()))
+        .map_err(|e| (ca.map_or(0, |c| c.1), "tls_ca", e))?;
+    let retries = int("max_retries", chain) as u32;
+    Ok(Delivery {
+        routes,
+        remote_smtp_port: port,
+        ehlo_hostname: text("ehlo_hostname", chain).unwrap_or_else(|| hostname.to_string()),
+        tls,
+        tls_client,
+        max_outbound_connections: int("max_outbound_connections", chain) as u32,
+        max_deliveries_per_connection: int("max_deliveries_per_connection", chain) as u32,
+        max_recipients_per_batch: int("max_recipients_per_batch", chain) as usize,
+        idle_timeout: secs("idle_timeout", chain),
+        connect_timeout: secs("connect_timeout", chain),
+        ehlo_timeout: secs("ehlo_timeout", chain),
+        mailfrom_timeout: secs("mailfrom_timeout", chain),
+        rcptto_timeout: secs("rcptto_timeout", chain),
+        body_timeout: secs("body_timeout", chain),
+        rset_timeout: secs("rset_timeout", chain),
+        host_failure_retry: secs("host_failure_retry", chain),
+        retry: RetryPolicy {
+            retry_interval_ms: int("retry_interval", chain) * 1000,
+            max_retry_interval_ms: int("max_retry_interval", chain) * 1000,
+            max_retries: (retries > 0).then_some(retries),
+            message_expiration_ms: int("message_expiration", chain) * 1000,
+        },
+        generate_bounces: flag("generate_bounces", chain),
+        mailerdaemon: text("mailerdaemon", chain)
+            .unwrap_or_else(|| format!("mailer-daemon@{hostname}")),
+        bounces_inline_original: text("bounces_inline_original", chain)
+            .unwrap_or_else(|| "headers".into()),
+        generate_delay_dsn: flag("generate_delay_dsn", chain),
+        delay_dsn_retry_interval: secs("delay_dsn_retry_interval", chain),
+        delay_dsn_max_retry_interval: secs("delay_dsn_max_retry_interval", chain),
+    })
+}
+
+/// Delivery settings for every configured domain plus the global default.
+#[derive(Clone, Debug)]
+pub struct DeliveryTable {
+    default: Arc<Delivery>,
+    domains: HashMap<String, Arc<Delivery>>,
+}
+
+impl DeliveryTable {
+    /// Builds the table; `domains` are the `[domain."x"]` scopes.
+    pub fn new(default: Delivery, domains: HashMap<String, Arc<Delivery>>) -> DeliveryTable {
+        DeliveryTable {
+            default: Arc::new(default),
+            domains,
+        }
+    }
+
+    /// The settings for a destination domain (lower-case).
+    pub fn get(&self, domain: &str) -> &Arc<Delivery> {
+        self.domains.get(domain).unwrap_or(&self.default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(
+            Route::parse("127.0.0.1:2626", 25),
+            Some(Route {
+                host: "127.0.0.1".into(),
+                port: 2626
+            })
+        );
+        assert_eq!(
+            Route::parse("[::1]:26", 25),
+            Some(Route {
+                host: "::1".into(),
+                port: 26
+            })
+        );
+        assert_eq!(
+            Route::parse("::1", 25),
+            Some(Route {
+                host: "::1".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            Route::parse("Relay.Example.com", 25),
+            Some(Route {
+                host: "relay.example.com".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            Route::parse("relay.example.com:587", 25).map(|r| r.port),
+            Some(587)
+        );
+        assert_eq!(Route::parse("bad host", 25), None);
+        assert_eq!(Route::parse("h:0", 25), None);
+        assert_eq!(Route::parse("h:x", 25), None);
+    }
+}

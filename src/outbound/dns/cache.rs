@@ -88,12 +88,16 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
             .map(|e| e.expires - now)
     }
 
-    /// Stores `value` until `now + ttl`; a zero `ttl` stores nothing.
+    /// Stores `value` until `now + ttl`; a zero (or unrepresentable) `ttl`
+    /// stores nothing.
     pub fn insert(&mut self, key: K, value: V, ttl: Duration, now: Instant) {
-        if ttl.is_zero() {
-            self.entries.remove(&key);
-            return;
-        }
+        let expires = match now.checked_add(ttl) {
+            Some(t) if !ttl.is_zero() => t,
+            _ => {
+                self.entries.remove(&key);
+                return;
+            }
+        };
         if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
             self.purge(now);
             if self.entries.len() >= self.max_entries {
@@ -109,13 +113,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
                 }
             }
         }
-        self.entries.insert(
-            key,
-            Entry {
-                value,
-                expires: now + ttl,
-            },
-        );
+        self.entries.insert(key, Entry { value, expires });
     }
 
     /// Drops every expired entry (the `dns_expire_interval` scan).

@@ -34,8 +34,8 @@ use std::net::IpAddr;
 pub use cache::{TtlCache, TtlPolicy, DEFAULT_MAX_NEGATIVE_TTL_SECS};
 pub use conf::{ResolvConf, ResolverConfig, DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, RESOLV_CONF_PATH};
 pub use mx::{order_mx, MxPlan, MAX_EXCHANGES};
-pub use resolver::{DnsStats, Resolver};
-pub use wire::{Answer, Data, MxRecord, QType};
+pub use resolver::{Clock, DnsStats, Resolver};
+pub use wire::{Answer, Data, MxRecord, QType, MAX_CNAME_CHAIN};
 
 /// One mail exchanger with its addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub enum DnsError {
         /// The OS error.
         reason: String,
     },
-    /// A CNAME chain longer than [`wire::MAX_CNAME_CHAIN`] hops in total.
+    /// A CNAME chain longer than [`MAX_CNAME_CHAIN`] hops in total.
     #[error("DNS CNAME chain from {name} is too long")]
     CnameChain {
         /// Where the chain started.

@@ -22,13 +22,16 @@ pub enum MxPlan {
 /// that way), otherwise root entries are dropped. Duplicate exchanges keep
 /// their best preference.
 pub fn order_mx(records: &[MxRecord], rng: &mut fastrand::Rng) -> MxPlan {
-    let mut list: Vec<(u16, String)> = Vec::with_capacity(records.len());
-    for r in records.iter().filter(|r| !r.exchange.is_empty()) {
-        match list.iter_mut().find(|(_, n)| *n == r.exchange) {
-            Some(existing) => existing.0 = existing.0.min(r.preference),
-            None => list.push((r.preference, r.exchange.clone())),
-        }
-    }
+    let mut list: Vec<(u16, String)> = records
+        .iter()
+        .filter(|r| !r.exchange.is_empty())
+        .map(|r| (r.preference, r.exchange.clone()))
+        .collect();
+    // Sorting by name first makes the shuffle below depend only on the seed
+    // and the record set, not on the order the server sent; it also makes
+    // duplicates adjacent (O(n log n) even for a hostile 64 KiB answer).
+    list.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    list.dedup_by(|later, first| later.1 == first.1);
     if list.is_empty() {
         return MxPlan::NullMx;
     }
@@ -88,6 +91,14 @@ mod tests {
             seen.insert(n);
         }
         assert!(seen.len() > 5, "equal preferences must spread: {seen:?}");
+    }
+
+    #[test]
+    fn order_does_not_depend_on_the_order_received() {
+        let a = [mx(10, "x"), mx(10, "y"), mx(10, "z")];
+        let b = [mx(10, "z"), mx(10, "x"), mx(10, "y")];
+        let run = |recs: &[MxRecord]| order_mx(recs, &mut fastrand::Rng::with_seed(3));
+        assert_eq!(run(&a), run(&b));
     }
 
     #[test]

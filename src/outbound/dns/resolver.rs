@@ -261,7 +261,8 @@ impl Resolver {
     /// cacheable as a whole).
     async fn host_addrs(&self, host: &str) -> Result<(Vec<IpAddr>, Option<Duration>), DnsError> {
         let Some(name) = parse_name(host) else {
-            return Ok((Vec::new(), Some(Duration::ZERO)));
+            // Not a DNS name: no addresses, and no limit on caching the rest.
+            return Ok((Vec::new(), Some(Duration::MAX)));
         };
         let (v4, v6) = futures_lite::future::zip(
             self.lookup(&name, QType::A),

@@ -51,7 +51,8 @@ impl QType {
 pub struct MxRecord {
     /// Lower is preferred.
     pub preference: u16,
-    /// Normalised exchange name ([`normalize`]); `""` is the root, i.e. `"."`.
+    /// Exchange name, lower-case ASCII (IDNA), no trailing dot; `""` is the
+    /// root, i.e. `"."`.
     pub exchange: String,
 }
 

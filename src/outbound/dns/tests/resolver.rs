@@ -217,6 +217,27 @@ fn a_silent_or_spoofed_server_times_out_and_the_next_one_answers() {
 }
 
 #[test]
+fn attempts_go_round_the_servers_again() {
+    let dns = TestDns::start();
+    dns.mx("flaky.test", 300, 10, "mx.flaky.test")
+        .mx("flaky2.test", 300, 10, "mx.flaky.test")
+        .a("mx.flaky.test", 300, [192, 0, 2, 40]);
+    dns.mode_for("flaky.test", Mode::DropFirst);
+    dns.mode_for("flaky2.test", Mode::DropFirst);
+    run(move || async move {
+        let (r, _) = resolver(&[&dns], 0);
+        let e = r.resolve_mx("flaky.test").await.expect_err("one attempt");
+        assert!(matches!(e, DnsError::Timeout { .. }), "{e}");
+        let mut cfg = r.config().clone();
+        cfg.attempts = 2;
+        let r = Resolver::new(cfg);
+        let got = r.resolve_mx("flaky2.test").await.expect("second round");
+        assert!(got.has_addresses());
+        assert_eq!(dns.count("flaky2.test", RecordType::MX), 2);
+    });
+}
+
+#[test]
 fn a_reply_with_the_wrong_id_is_skipped_for_the_right_one() {
     let dns = TestDns::start();
     dns.a("late.test", 300, [192, 0, 2, 4]);

@@ -34,6 +34,8 @@ pub enum Mode {
     Truncate,
     /// Answer with the CNAME only, leaving the chain to the client.
     CnameOnly,
+    /// Silence for the first question about the name, answers afterwards.
+    DropFirst,
 }
 
 /// One logged question.
@@ -238,10 +240,14 @@ fn respond(query: &[u8], table: &Arc<Mutex<Table>>, tcp: bool) -> Vec<Vec<u8>> {
         qtype: question.query_type,
         tcp,
     });
-    let mode = t
+    let mut mode = t
         .all
         .or_else(|| t.modes.get(&qname).copied())
         .unwrap_or(Mode::Normal);
+    if mode == Mode::DropFirst {
+        let seen = t.log.iter().filter(|a| a.name == qname).count();
+        mode = if seen == 1 { Mode::Drop } else { Mode::Normal };
+    }
     let mut r = Message::response(q.metadata.id, q.metadata.op_code);
     r.metadata.message_type = MessageType::Response;
     r.metadata.recursion_desired = true;

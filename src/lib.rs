@@ -6,6 +6,7 @@
 pub mod config;
 pub mod inbound;
 pub mod message;
+pub mod outbound;
 pub mod queue;
 pub mod runtime;
 pub mod smtp;

@@ -170,6 +170,22 @@ pub struct SpoolSettings {
     pub batch_max_delay: Duration,
 }
 
+/// DNS settings for `outbound::dns`; unset values fall back to
+/// /etc/resolv.conf and then to built-in defaults there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsSettings {
+    /// `nameservers`; `None` = resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// `dns_timeout_ms`; `None` = resolv.conf or the built-in default.
+    pub timeout: Option<Duration>,
+    /// `dns_attempts`; `None` = resolv.conf or the built-in default.
+    pub attempts: Option<u32>,
+    /// `min_dns_ttl` in seconds.
+    pub min_ttl_secs: u32,
+    /// `max_dns_ttl` in seconds.
+    pub max_ttl_secs: u32,
+}
+
 /// The compiled, immutable configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -189,6 +205,8 @@ pub struct Config {
     pub spool: SpoolSettings,
     /// Domains accepted from anyone.
     pub relay_domains: Vec<String>,
+    /// DNS resolution settings.
+    pub dns: DnsSettings,
     /// Listeners in file order.
     pub listeners: Vec<Listener>,
     /// `[shard.N]` overrides.
@@ -537,6 +555,34 @@ impl Config {
                 domain_delivery.insert(name.clone(), Arc::new(d));
             }
         }
+        let dns = DnsSettings {
+            nameservers: match lookup("nameservers", &g) {
+                Some(Value::Addrs(a)) => Some(a),
+                _ => None,
+            },
+            timeout: match lookup("dns_timeout_ms", &g) {
+                Some(Value::Int(ms)) => Some(Duration::from_millis(ms)),
+                _ => None,
+            },
+            attempts: match lookup("dns_attempts", &g) {
+                Some(Value::Int(n)) => Some(n as u32),
+                _ => None,
+            },
+            min_ttl_secs: int("min_dns_ttl", &g) as u32,
+            max_ttl_secs: int("max_dns_ttl", &g) as u32,
+        };
+        if dns.min_ttl_secs > dns.max_ttl_secs {
+            let at = raw.global.get("min_dns_ttl").map_or(0, |e| e.at);
+            errors.push(err_at(
+                at,
+                "global.min_dns_ttl".into(),
+                format!(
+                    "min_dns_ttl ({}) is above max_dns_ttl ({})",
+                    dns.min_ttl_secs, dns.max_ttl_secs
+                ),
+                Some("the floor must not exceed the ceiling".into()),
+            ));
+        }
         let Some(default_delivery) = default_delivery.filter(|_| errors.is_empty()) else {
             return Err(ConfigErrors(errors));
         };
@@ -559,6 +605,7 @@ impl Config {
                 batch_max_delay: Duration::from_micros(int("spool_batch_max_delay_us", &g)),
             },
             relay_domains,
+            dns,
             listeners,
             shard_overrides,
             delivery: DeliveryTable::new(default_delivery, domain_delivery),

@@ -177,6 +177,12 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "generate_delay_dsn", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), help: "send delay DSNs while a message keeps being deferred" },
     OptionDef { name: "delay_dsn_retry_interval", scopes: &[G, D], kind: SECS, default: Some("3600"), help: "first delay DSN after this many seconds, then doubling" },
     OptionDef { name: "delay_dsn_max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the interval between delay DSNs" },
+    // --- DNS (global); read by outbound::dns ---
+    OptionDef { name: "nameservers", scopes: &[G], kind: Kind::AddrList, default: None, help: "recursive DNS servers as ip:port, tried in order (default: nameserver lines of /etc/resolv.conf)" },
+    OptionDef { name: "dns_timeout_ms", scopes: &[G], kind: Kind::Int { min: 10, max: 60_000 }, default: None, help: "wait for one DNS reply before trying the next server (default: resolv.conf timeout, else 5000)" },
+    OptionDef { name: "dns_attempts", scopes: &[G], kind: Kind::Int { min: 1, max: 10 }, default: None, help: "rounds over all nameservers per query (default: resolv.conf attempts, else 2)" },
+    OptionDef { name: "min_dns_ttl", scopes: &[G], kind: COUNT, default: Some("0"), help: "floor on DNS TTLs in seconds, positive and negative answers" },
+    OptionDef { name: "max_dns_ttl", scopes: &[G], kind: COUNT, default: Some("4294967295"), help: "ceiling on DNS TTLs in seconds, positive and negative answers" },
 ];
 
 /// Looks an option up by name.

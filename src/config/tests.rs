@@ -166,5 +166,44 @@ fn delivery_falls_back_domain_then_global() {
         e.to_string()
             .contains("global.tls: `sometimes` is not a valid choice"),
         "{e}"
+fn dns_settings_default_to_resolv_conf_and_full_ttl_range() {
+    let c = Config::load(None).expect("embedded default");
+    assert_eq!(
+        c.dns,
+        DnsSettings {
+            nameservers: None,
+            timeout: None,
+            attempts: None,
+            min_ttl_secs: 0,
+            max_ttl_secs: u32::MAX,
+        }
+    );
+    let c = load(
+        "[global]\nnameservers = [\"127.0.0.1:5353\"]\ndns_timeout_ms = 250\n\
+         dns_attempts = 3\nmin_dns_ttl = 60\nmax_dns_ttl = 3600\n\
+         [listener.a]\nlisten = [\"127.0.0.1:1\"]\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.dns.nameservers,
+        Some(vec!["127.0.0.1:5353".parse().unwrap()])
+    );
+    assert_eq!(c.dns.timeout, Some(Duration::from_millis(250)));
+    assert_eq!(
+        (c.dns.attempts, c.dns.min_ttl_secs, c.dns.max_ttl_secs),
+        (Some(3), 60, 3600)
+    );
+}
+
+#[test]
+fn dns_ttl_floor_above_ceiling_is_an_error() {
+    let e = load(
+        "[global]\nmin_dns_ttl = 600\nmax_dns_ttl = 60\n[listener.a]\nlisten = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(
+        (e.0[0].key_path.as_str(), e.0[0].line),
+        ("global.min_dns_ttl", 2)
     );
 }

@@ -166,6 +166,10 @@ fn delivery_falls_back_domain_then_global() {
         e.to_string()
             .contains("global.tls: `sometimes` is not a valid choice"),
         "{e}"
+    );
+}
+
+#[test]
 fn dns_settings_default_to_resolv_conf_and_full_ttl_range() {
     let c = Config::load(None).expect("embedded default");
     assert_eq!(

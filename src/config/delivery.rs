@@ -82,6 +82,8 @@ impl Route {
 /// Everything the delivery stage needs for one destination domain.
 #[derive(Clone)]
 pub struct Delivery {
+    /// Queue but do not deliver.
+    pub suspend_delivery: bool,
     /// Static routes; empty = use the MX.
     pub routes: Vec<Route>,
     /// Port for MX hosts.
@@ -184,6 +186,7 @@ pub fn compile(
         .map_err(|e| (ca.map_or(0, |c| c.1), "tls_ca", e))?;
     let retries = int("max_retries", chain) as u32;
     Ok(Delivery {
+        suspend_delivery: flag("suspend_delivery", chain),
         routes,
         remote_smtp_port: port,
         ehlo_hostname: text("ehlo_hostname", chain).unwrap_or_else(|| hostname.to_string()),

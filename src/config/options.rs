@@ -155,6 +155,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), help: "seconds before an undelivered message fails (4.4.7)" },
     OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), help: "outbound connections per domain per shard" },
     OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), help: "deferrals before a permanent failure (0 = until message_expiration)" },
+    OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), help: "accept and queue mail but make no delivery attempts" },
     OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
     OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), help: "destination port for MX hosts and routes without a port" },
     OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, help: "name sent in EHLO (default: hostname)" },

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use glommio::net::TcpListener;
 
 use crate::config::Config;
+use crate::outbound::ShardDelivery;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Control;
 use crate::spool::Spool;
@@ -26,6 +27,7 @@ pub struct ShardInbound {
     shard: usize,
     control: Arc<Control>,
     spool: Rc<Spool>,
+    delivery: Rc<ShardDelivery>,
     /// Fired to stop the accept loops.
     stop_accepting: Signal,
     /// Fired at shutdown: idle sessions end with 421 at their next pause.
@@ -69,11 +71,13 @@ impl ShardInbound {
         config: &Config,
         control: Arc<Control>,
         spool: Rc<Spool>,
+        delivery: Rc<ShardDelivery>,
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
         let state = Rc::new(ShardInbound {
             shard,
             control,
             spool,
+            delivery,
             stop_accepting: Signal::default(),
             closing: Signal::default(),
             force: Signal::default(),

@@ -181,7 +181,10 @@ async fn store(
     content.extend_from_slice(header.as_bytes());
     content.extend_from_slice(&body);
     match state.spool.append_message(id, &env, &content).await {
-        Ok(()) => Ok(id_text),
+        Ok(()) => {
+            state.delivery.accept(id, env, content);
+            Ok(id_text)
+        }
         Err(e) => Err(spool_failure(&e)),
     }
 }

@@ -1,7 +1,12 @@
-//! outbound: MX resolution cache, connection pools, SMTP client driver.
+//! Outbound: MX resolution cache, connection handling, and each shard's
+//! delivery engine driving `smtp::client` over glommio TCP and rustls.
 //!
-//! Owns everything between the queue handing over a message for a domain and
-//! the remote server's replies. Runs on a shard: nothing here may block
-//! (no blocking DNS, no `std::fs`, no blocking sockets).
+//! May call: config (snapshot), queue, spool, smtp::client. Never blocks a
+//! shard: DNS and sockets are glommio I/O.
 
+mod conn;
+pub mod delivery;
 pub mod dns;
+mod session;
+
+pub use delivery::ShardDelivery;

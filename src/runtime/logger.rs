@@ -39,7 +39,14 @@ fn format_line(r: &log::Record) -> String {
 
 impl log::Log for ChannelLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= self.level
+        // The executor's own diagnostics (e.g. io-poll probing on a file
+        // system without it) are noise for an operator: debug level only.
+        let level = if m.target().starts_with("glommio") {
+            log::Level::Debug
+        } else {
+            m.level()
+        };
+        level <= self.level && m.level() <= self.level
     }
 
     fn log(&self, r: &log::Record) {

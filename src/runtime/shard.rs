@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{Control, Startup, CONTROL_POLL};
 use crate::inbound::ShardInbound;
+use crate::outbound::dns::{Resolver, ResolverConfig};
+use crate::outbound::ShardDelivery;
 use crate::spool::{Spool, SpoolOptions};
 
 /// How long sessions get to write their 421 and close after the deadline.
@@ -35,8 +37,23 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
             return;
         }
     };
-    let (inbound, bound) = match ShardInbound::start(shard, &config, control.clone(), spool.clone())
-    {
+    // Reads /etc/resolv.conf once, before the shard serves anything.
+    let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
+    let delivery = ShardDelivery::new(
+        shard,
+        control.clone(),
+        spool.clone(),
+        resolver,
+        &recovered.messages,
+    );
+    let started = ShardInbound::start(
+        shard,
+        &config,
+        control.clone(),
+        spool.clone(),
+        delivery.clone(),
+    );
+    let (inbound, bound) = match started {
         Ok(x) => x,
         Err(error) => {
             let _ = spool.close().await;
@@ -57,10 +74,18 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     );
     let _ = tx.send(Startup::Ready { shard, summary });
     drop(recovered);
+    let scheduler = glommio::spawn_local(delivery.clone().run());
     while !control.shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(CONTROL_POLL).await;
     }
-    drain(&inbound, control.config.load().shutdown_timeout).await;
+    let timeout = control.config.load().shutdown_timeout;
+    let deadline = Instant::now() + timeout;
+    drain(&inbound, timeout).await;
+    delivery.stop();
+    scheduler.await;
+    while delivery.active_connections() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
+        glommio::timer::sleep(CONTROL_POLL).await;
+    }
     if let Err(e) = spool.close().await {
         log::error!("paniclog: shard {shard}: closing the spool: {e}");
     }

@@ -79,3 +79,33 @@ impl Future for Wait {
         Poll::Pending
     }
 }
+
+/// A reusable wake-up for one waiting task: `notify` before or during a
+/// wait makes the next (or current) `notified` complete once.
+#[derive(Default)]
+pub struct Notify {
+    pending: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    /// Wakes the waiter (or the next one to wait).
+    pub fn notify(&self) {
+        self.pending.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Completes once a notification has arrived, consuming it.
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.pending.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}

@@ -238,7 +238,7 @@ pub fn run_impulse(args: &[&str]) -> (i32, String, String) {
 
 pub fn basic_config(extra_global: &str, extra_listener: &str) -> String {
     format!(
-        "[global]\nshards = 1\nspoolbase = \"{{dir}}/spool\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\n{extra_global}\n\
+        "[global]\nshards = 1\nspoolbase = \"{{dir}}/spool\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\nsuspend_delivery = true\n{extra_global}\n\
          [listener.esmtp]\nlisten = [\"127.0.0.1:{{port}}\"]\n{extra_listener}\n"
     )
 }

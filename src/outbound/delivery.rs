@@ -1,0 +1,213 @@
+//! A shard's delivery engine: takes jobs from the queue partition per
+//! destination domain, runs up to `max_outbound_connections` connections
+//! per domain, records every outcome in the spool before acting on it, and
+//! reschedules or finishes messages as the queue says.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::dns::Resolver;
+use crate::message::{Envelope, MessageId};
+use crate::queue::{Entry, Queue, QueuedRcpt};
+use crate::runtime::shutdown::{Notify, Signal};
+use crate::runtime::Control;
+use crate::spool::Spool;
+
+mod worker;
+
+/// Longest sleep of the scheduler loop when nothing is due.
+const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a queued message's content is.
+enum Content {
+    /// Kept from reception.
+    Resident(Rc<Envelope>, Rc<[u8]>),
+    /// Found at recovery: re-read from the spool.
+    Spooled { segment: u32, offset: u32, len: u32 },
+}
+
+/// A shard's outbound side.
+pub struct ShardDelivery {
+    shard: usize,
+    control: Arc<Control>,
+    spool: Rc<Spool>,
+    resolver: Rc<Resolver>,
+    queue: RefCell<Queue>,
+    content: RefCell<HashMap<MessageId, Content>>,
+    active: RefCell<HashMap<Rc<str>, u32>>,
+    /// Idle connections per domain wait on these for new work.
+    idle: RefCell<HashMap<Rc<str>, Signal>>,
+    kick: Notify,
+    stop: Signal,
+}
+
+impl ShardDelivery {
+    /// Builds the engine with the messages recovered from the spool.
+    pub fn new(
+        shard: usize,
+        control: Arc<Control>,
+        spool: Rc<Spool>,
+        resolver: Rc<Resolver>,
+        recovered: &[crate::spool::QueuedMessage],
+    ) -> Rc<Self> {
+        let d = Rc::new(ShardDelivery {
+            shard,
+            control,
+            spool,
+            resolver,
+            queue: RefCell::new(Queue::new()),
+            content: RefCell::new(HashMap::new()),
+            active: RefCell::new(HashMap::new()),
+            idle: RefCell::new(HashMap::new()),
+            kick: Notify::default(),
+            stop: Signal::default(),
+        });
+        let now = now_ms();
+        for m in recovered {
+            let pending = m
+                .pending
+                .iter()
+                .map(|p| QueuedRcpt {
+                    index: p.index,
+                    address: p.address.clone(),
+                })
+                .collect();
+            d.content.borrow_mut().insert(
+                m.id,
+                Content::Spooled {
+                    segment: m.segment,
+                    offset: m.offset,
+                    len: m.len,
+                },
+            );
+            d.queue.borrow_mut().insert(
+                Entry::new(
+                    m.id,
+                    m.received_at_ms,
+                    m.attempts,
+                    m.next_attempt_ms,
+                    pending,
+                ),
+                now,
+            );
+        }
+        d
+    }
+
+    /// Messages in this shard's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// Queues a message that was just made durable.
+    pub fn accept(&self, id: MessageId, env: Envelope, content: Vec<u8>) {
+        let pending = env
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| QueuedRcpt {
+                index: i as u32,
+                address: r.address.as_str().into(),
+            })
+            .collect();
+        let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
+        self.content
+            .borrow_mut()
+            .insert(id, Content::Resident(Rc::new(env), Rc::from(content)));
+        let ready = self.queue.borrow_mut().insert(entry, now_ms());
+        self.work_arrived(&ready);
+    }
+
+    /// Wakes idle connections of these domains, and the scheduler.
+    fn work_arrived(&self, domains: &[Rc<str>]) {
+        let mut idle = self.idle.borrow_mut();
+        for d in domains {
+            if let Some(sig) = idle.remove(d) {
+                sig.fire();
+            }
+        }
+        drop(idle);
+        if !domains.is_empty() {
+            self.wake_scheduler();
+        }
+    }
+
+    fn wake_scheduler(&self) {
+        self.kick.notify();
+    }
+
+    /// Outbound connections open now.
+    pub fn active_connections(&self) -> u32 {
+        self.active.borrow().values().sum()
+    }
+
+    /// Stops starting new deliveries (shutdown).
+    pub fn stop(&self) {
+        self.stop.fire();
+        for (_, idle) in self.idle.borrow_mut().drain() {
+            idle.fire();
+        }
+        self.wake_scheduler();
+    }
+
+    /// The scheduler: wakes due messages and starts connections per domain.
+    pub async fn run(self: Rc<Self>) {
+        while !self.stop.is_fired() {
+            let now = now_ms();
+            let woke = self.queue.borrow_mut().wake(now);
+            self.work_arrived(&woke);
+            let domains = self.queue.borrow().ready_domains();
+            for domain in domains {
+                self.start_workers(domain);
+            }
+            let next = self.queue.borrow().next_wakeup();
+            let sleep = next
+                .map_or(SCHEDULER_IDLE, |t| {
+                    Duration::from_millis(t.saturating_sub(now_ms()))
+                })
+                .min(SCHEDULER_IDLE);
+            futures_lite::future::or(self.kick.notified(), glommio::timer::sleep(sleep)).await;
+        }
+    }
+
+    fn start_workers(self: &Rc<Self>, domain: Rc<str>) {
+        let config = self.control.config.load();
+        let settings = config.delivery.get(&domain).clone();
+        if settings.suspend_delivery {
+            return;
+        }
+        let ready = self.queue.borrow().ready_len(&domain) as u32;
+        let active = self.active.borrow().get(&domain).copied().unwrap_or(0);
+        let want = settings
+            .max_outbound_connections
+            .min(ready)
+            .saturating_sub(active);
+        for _ in 0..want {
+            *self.active.borrow_mut().entry(domain.clone()).or_insert(0) += 1;
+            let (me, d, s) = (self.clone(), domain.clone(), settings.clone());
+            glommio::spawn_local(async move {
+                me.worker(&d, &s).await;
+                let mut active = me.active.borrow_mut();
+                if let Some(n) = active.get_mut(&d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        active.remove(&d);
+                    }
+                }
+                drop(active);
+                me.wake_scheduler();
+            })
+            .detach();
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! One delivery connection's life: find the domain's hosts, connect, send
+//! jobs until the domain's queue is empty (waiting `idle_timeout` for
+//! more), then QUIT. Results are settled through the queue and recorded in
+//! the spool before anything else happens.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{now_ms, Content, ShardDelivery};
+use crate::config::Delivery;
+use crate::message::{Envelope, MessageId, Recipient};
+use crate::outbound::dns::MxResult;
+use crate::outbound::session::Outbound;
+use crate::queue::{Job, Next, RcptResult, Settlement};
+use crate::runtime::shutdown::Signal;
+use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
+use crate::spool::{Outcome, SpoolError};
+
+/// Jobs settled concurrently when a whole domain is settled at once.
+const SETTLE_CONCURRENCY: usize = 256;
+
+/// Why a domain cannot be delivered to right now.
+enum Unroutable {
+    /// Null MX, no such domain: fail.
+    Permanent(Rc<str>),
+    /// DNS trouble, no addresses, no host answered: try later.
+    Transient(Rc<str>),
+}
+
+fn reply(text: String) -> Rc<str> {
+    Rc::from(text)
+}
+
+impl ShardDelivery {
+    /// Runs one connection for `domain` until its work runs out.
+    pub(super) async fn worker(self: &Rc<Self>, domain: &Rc<str>, d: &Arc<Delivery>) {
+        let mut conn = match self.connect(domain, d).await {
+            Ok(c) => c,
+            Err(Unroutable::Permanent(r)) => {
+                return self.settle_domain(domain, RcptResult::Failed(r), d).await
+            }
+            Err(Unroutable::Transient(r)) => {
+                return self.settle_domain(domain, RcptResult::Deferred(r), d).await
+            }
+        };
+        let mut sent = 0u32;
+        loop {
+            let job = self.queue.borrow_mut().take(domain);
+            let Some(job) = job else {
+                if self.stop.is_fired() || !self.wait_for_work(domain, d.idle_timeout).await {
+                    break;
+                }
+                continue;
+            };
+            let broken = self.deliver(&mut conn, job, d).await;
+            sent += 1;
+            let used_up =
+                d.max_deliveries_per_connection > 0 && sent >= d.max_deliveries_per_connection;
+            if broken {
+                return;
+            }
+            if used_up || self.stop.is_fired() {
+                break;
+            }
+        }
+        conn.quit().await;
+    }
+
+    /// Waits until `domain` has ready work or `limit` passes.
+    async fn wait_for_work(&self, domain: &Rc<str>, limit: Duration) -> bool {
+        if self.queue.borrow().ready_len(domain) > 0 {
+            return true;
+        }
+        let signal = self
+            .idle
+            .borrow_mut()
+            .entry(domain.clone())
+            .or_default()
+            .clone();
+        let woke = futures_lite::future::or(
+            async {
+                signal.wait().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(limit).await;
+                false
+            },
+        )
+        .await;
+        woke && self.queue.borrow().ready_len(domain) > 0
+    }
+
+    /// The hosts to try, in order: static routes, else the MX.
+    async fn targets(
+        &self,
+        domain: &str,
+        d: &Delivery,
+    ) -> Result<Vec<(String, SocketAddr)>, Unroutable> {
+        let mut out = Vec::new();
+        if !d.routes.is_empty() {
+            let mut last = None;
+            for r in &d.routes {
+                if let Some(a) = r.addr() {
+                    out.push((r.host.clone(), a));
+                    continue;
+                }
+                match self.resolver.resolve_host(&r.host).await {
+                    Ok(res) => out.extend(
+                        res.addresses()
+                            .map(|(h, ip)| (h.name.clone(), SocketAddr::new(ip, r.port))),
+                    ),
+                    Err(e) => last = Some(e),
+                }
+            }
+            if out.is_empty() {
+                let why = last.map_or("no address for the configured routes".to_string(), |e| {
+                    e.to_string()
+                });
+                return Err(Unroutable::Transient(reply(format!(
+                    "451 4.4.3 [internal] {why}"
+                ))));
+            }
+            return Ok(out);
+        }
+        match self.resolver.resolve_mx(domain).await {
+            Err(e) => Err(Unroutable::Transient(reply(format!(
+                "451 4.4.3 [internal] {e}"
+            )))),
+            Ok(res) => {
+                match &*res {
+                    MxResult::NullMx => Err(Unroutable::Permanent(reply(
+                        "550 5.1.10 [internal] NULL MX domain does not accept mail".into(),
+                    ))),
+                    MxResult::NoSuchDomain => Err(Unroutable::Permanent(reply(format!(
+                        "550 5.1.2 [internal] domain {domain} does not exist"
+                    )))),
+                    hosts => {
+                        out.extend(hosts.addresses().map(|(h, ip)| {
+                            (h.name.clone(), SocketAddr::new(ip, d.remote_smtp_port))
+                        }));
+                        if out.is_empty() {
+                            return Err(Unroutable::Transient(reply(
+                                "454 4.4.4 [internal] no MX or A for domain".into(),
+                            )));
+                        }
+                        Ok(out)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, domain: &str, d: &Delivery) -> Result<Outbound, Unroutable> {
+        let targets = self.targets(domain, d).await?;
+        let mut last = None;
+        for (host, addr) in targets {
+            match Outbound::open(addr, &host, d).await {
+                Ok(c) => {
+                    log::debug!(
+                        "shard {}: {domain}: connected to {} [{}]",
+                        self.shard,
+                        c.host,
+                        c.addr
+                    );
+                    return Ok(c);
+                }
+                Err(r) => {
+                    log::debug!("shard {}: {domain}: {host} [{addr}]: {r}", self.shard);
+                    last = Some(r);
+                }
+            }
+        }
+        let why = last.map_or(
+            "no MXs for this domain could be reached at this time".into(),
+            |r| r.to_string(),
+        );
+        Err(Unroutable::Transient(reply(format!("421 4.4.0 [internal] no MXs for this domain could be reached at this time (last: {why})"))))
+    }
+
+    /// Envelope and content of a queued message.
+    async fn fetch(&self, id: MessageId) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
+        let location = match self.content.borrow().get(&id) {
+            Some(Content::Resident(env, body)) => return Ok((env.clone(), body.clone())),
+            Some(Content::Spooled {
+                segment,
+                offset,
+                len,
+            }) => (*segment, *offset, *len),
+            None => {
+                return Err(SpoolError::Io(format!(
+                    "message {id} has no content on record"
+                )))
+            }
+        };
+        let (env, body) = self
+            .spool
+            .read_message(location.0, location.1, location.2)
+            .await?;
+        Ok((Rc::new(env), Rc::from(body)))
+    }
+
+    /// Sends one job over `conn`; true when the connection broke.
+    async fn deliver(&self, conn: &mut Outbound, job: Job, d: &Arc<Delivery>) -> bool {
+        let (env, body) = match self.fetch(job.id).await {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!(
+                    "paniclog: shard {}: reading {} from the spool: {e}",
+                    self.shard,
+                    job.id
+                );
+                let r = reply(format!("451 4.3.0 [internal] spool read failed: {e}"));
+                let results = job
+                    .recipients
+                    .iter()
+                    .map(|q| (q.index, RcptResult::Deferred(r.clone())))
+                    .collect::<Vec<_>>();
+                self.finish(&job, &results, d).await;
+                return false;
+            }
+        };
+        let mut results = Vec::with_capacity(job.recipients.len());
+        let mut broken = None;
+        for batch in job.recipients.chunks(d.max_recipients_per_batch.max(1)) {
+            if let Some(r) = &broken {
+                results.extend(
+                    batch
+                        .iter()
+                        .map(|q| (q.index, RcptResult::Deferred(Rc::clone(r)))),
+                );
+                continue;
+            }
+            let rcpts: Vec<Recipient> = batch
+                .iter()
+                .map(|q| {
+                    env.recipients
+                        .get(q.index as usize)
+                        .cloned()
+                        .unwrap_or(Recipient {
+                            address: q.address.to_string(),
+                            notify: None,
+                            orcpt: None,
+                        })
+                })
+                .collect();
+            match conn
+                .send(Transaction::from_envelope(&env, rcpts, body.clone()))
+                .await
+            {
+                Ok(result) => {
+                    for (q, rr) in batch.iter().zip(result.recipients) {
+                        let text = reply(rr.outcome.reply().to_string());
+                        let r = match rr.outcome {
+                            ClientOutcome::Delivered(_) => RcptResult::Delivered(text),
+                            ClientOutcome::Transient(_) => RcptResult::Deferred(text),
+                            ClientOutcome::Permanent(_) => RcptResult::Failed(text),
+                        };
+                        results.push((q.index, r));
+                    }
+                    if !conn.is_ready() {
+                        broken = Some(reply(
+                            "451 4.4.2 [internal] connection closed by remote host".into(),
+                        ));
+                    }
+                }
+                Err((_, r)) => {
+                    let r = reply(r.to_string());
+                    results.extend(
+                        batch
+                            .iter()
+                            .map(|q| (q.index, RcptResult::Deferred(r.clone()))),
+                    );
+                    broken = Some(r);
+                }
+            }
+        }
+        self.finish(&job, &results, d).await;
+        broken.is_some()
+    }
+
+    /// Settles a job in the queue, then records the settlement in the spool.
+    async fn finish(&self, job: &Job, results: &[(u32, RcptResult)], d: &Delivery) {
+        let s = self
+            .queue
+            .borrow_mut()
+            .settle(job, results, &d.retry, now_ms());
+        if let Err(e) = self.record(&s).await {
+            log::error!(
+                "paniclog: shard {}: recording results of {}: {e}",
+                self.shard,
+                s.id
+            );
+        }
+        if s.next == Next::Done {
+            self.content.borrow_mut().remove(&s.id);
+        }
+    }
+
+    /// Writes OUTCOME records, then DONE or RETRY.
+    async fn record(&self, s: &Settlement) -> Result<(), SpoolError> {
+        for f in &s.finals {
+            let outcome = if f.delivered {
+                Outcome::Delivered
+            } else {
+                Outcome::Failed
+            };
+            self.spool
+                .append_outcome(s.id, f.rcpt.index, outcome, &f.reply)
+                .await?;
+        }
+        match s.next {
+            Next::Done => self.spool.append_done(s.id).await,
+            Next::Retry { at, attempts } => self.spool.append_retry(s.id, at, attempts).await,
+            Next::Waiting => Ok(()),
+        }
+    }
+
+    /// Settles every ready job of a domain with the same result.
+    async fn settle_domain(
+        self: &Rc<Self>,
+        domain: &Rc<str>,
+        result: RcptResult,
+        d: &Arc<Delivery>,
+    ) {
+        let jobs = self.queue.borrow_mut().take_all(domain);
+        if jobs.is_empty() {
+            return;
+        }
+        log::info!(
+            "shard {}: {domain}: {} message(s) settled as {result:?}",
+            self.shard,
+            jobs.len()
+        );
+        let jobs = Rc::new(jobs);
+        let per_task = jobs.len().div_ceil(SETTLE_CONCURRENCY);
+        let mut tasks = Vec::new();
+        for start in (0..jobs.len()).step_by(per_task.max(1)) {
+            let (me, jobs, result, d) = (self.clone(), jobs.clone(), result.clone(), d.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for job in jobs.iter().skip(start).take(per_task) {
+                    let results: Vec<(u32, RcptResult)> = job
+                        .recipients
+                        .iter()
+                        .map(|q| (q.index, result.clone()))
+                        .collect();
+                    me.finish(job, &results, &d).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    }
+}

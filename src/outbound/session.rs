@@ -1,0 +1,235 @@
+//! One outbound SMTP connection: drives `smtp::client` over a
+//! [`ClientConn`], applying Momentum's per-stage timeouts and the domain's
+//! STARTTLS policy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use super::conn::ClientConn;
+use crate::config::{Delivery, TlsMode};
+use crate::smtp::client::{
+    ClientSession, ClientSettings, ClientStep, ServerReply, SessionError, Stage, TlsPolicy,
+    Transaction, TransactionResult,
+};
+
+/// Bytes read from the server at a time.
+const READ_OCTETS: usize = 4096;
+
+/// A connection that reached `Ready` (greeting, EHLO, STARTTLS done).
+pub struct Outbound {
+    session: ClientSession,
+    conn: ClientConn,
+    buf: Vec<u8>,
+    /// The host name used for TLS and logs.
+    pub host: String,
+    /// The address connected to.
+    pub addr: SocketAddr,
+    timeouts: Timeouts,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    ehlo: Duration,
+    mailfrom: Duration,
+    rcptto: Duration,
+    body: Duration,
+    rset: Duration,
+}
+
+impl Timeouts {
+    fn for_stage(&self, stage: Stage) -> Duration {
+        match stage {
+            Stage::Banner => self.connect,
+            Stage::Ehlo | Stage::StartTls | Stage::TlsHandshake => self.ehlo,
+            Stage::Mail | Stage::Data => self.mailfrom,
+            Stage::Rcpt => self.rcptto,
+            Stage::DataDone => self.body,
+            Stage::Rset | Stage::Quit | Stage::Idle | Stage::Closed => self.rset,
+        }
+    }
+}
+
+/// What a step of the engine came to.
+enum Event {
+    Ready,
+    Done(TransactionResult),
+    Failed(SessionError),
+    Closed,
+}
+
+fn client_settings(d: &Delivery) -> ClientSettings {
+    let mut s = ClientSettings::new(d.ehlo_hostname.clone());
+    s.tls = match d.tls {
+        TlsMode::No => TlsPolicy::Off,
+        TlsMode::IfAvailable => TlsPolicy::Opportunistic,
+        TlsMode::Required => TlsPolicy::Required,
+    };
+    s.max_recipients_per_batch = d.max_recipients_per_batch;
+    s
+}
+
+impl Outbound {
+    /// Connects and runs the handshake. `Err` carries the reply to record
+    /// for the attempt (the caller tries the next host).
+    pub async fn open(addr: SocketAddr, host: &str, d: &Delivery) -> Result<Outbound, ServerReply> {
+        let timeouts = Timeouts {
+            connect: d.connect_timeout,
+            ehlo: d.ehlo_timeout,
+            mailfrom: d.mailfrom_timeout,
+            rcptto: d.rcptto_timeout,
+            body: d.body_timeout,
+            rset: d.rset_timeout,
+        };
+        let conn = ClientConn::connect(addr, d.connect_timeout)
+            .await
+            .map_err(|e| {
+                let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
+                    (450, "Connection Timed Out".to_string())
+                } else {
+                    (451, format!("connect to {addr} failed: {e}"))
+                };
+                ServerReply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
+            })?;
+        let mut out = Outbound {
+            session: ClientSession::new(client_settings(d), false),
+            conn,
+            buf: vec![0; READ_OCTETS],
+            host: host.to_string(),
+            addr,
+            timeouts,
+        };
+        let tls = d.tls_client.clone();
+        let failure = match out.step(Some(&tls)).await {
+            Event::Ready => return Ok(out),
+            Event::Failed(e) => e.reply(),
+            Event::Done(_) | Event::Closed => ServerReply::internal(
+                451,
+                (4, 4, 2),
+                "[internal] connection closed by remote host",
+            ),
+        };
+        out.conn.close().await;
+        Err(failure)
+    }
+
+    /// Sends one transaction and waits for its result. `Err` means the
+    /// session is unusable afterwards; its transaction result (if any) is
+    /// returned with it.
+    pub async fn send(
+        &mut self,
+        tx: Transaction,
+    ) -> Result<TransactionResult, (Option<TransactionResult>, ServerReply)> {
+        if let Err(rejected) = self.session.submit(tx) {
+            let reply = ServerReply::internal(
+                451,
+                (4, 3, 0),
+                &format!("[internal] cannot submit: {:?}", rejected.error),
+            );
+            return Err((None, reply));
+        }
+        match self.step(None).await {
+            Event::Done(result) => {
+                // A session failure right after a result is reported next.
+                Ok(result)
+            }
+            Event::Failed(e) => Err((None, e.reply())),
+            Event::Ready | Event::Closed => Err((
+                None,
+                ServerReply::internal(
+                    451,
+                    (4, 4, 2),
+                    "[internal] connection closed by remote host",
+                ),
+            )),
+        }
+    }
+
+    /// True while another transaction can be sent.
+    pub fn is_ready(&mut self) -> bool {
+        matches!(self.session.poll(), ClientStep::Ready)
+    }
+
+    /// QUIT and close.
+    pub async fn quit(mut self) {
+        self.session.quit();
+        let limit = self.timeouts.rset;
+        let _ = future::or(
+            async {
+                loop {
+                    if matches!(self.step(None).await, Event::Closed | Event::Failed(_)) {
+                        break;
+                    }
+                }
+            },
+            async {
+                glommio::timer::sleep(limit).await;
+            },
+        )
+        .await;
+        self.conn.close().await;
+    }
+
+    /// Runs the engine until it needs the caller.
+    async fn step(&mut self, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Event {
+        loop {
+            if self.session.has_output() {
+                let out = self.session.take_output();
+                let limit = self.timeouts.for_stage(self.session.stage());
+                if !matches!(
+                    with_timeout(limit, self.conn.write_all(&out)).await,
+                    Some(Ok(()))
+                ) {
+                    self.session.connection_closed();
+                    continue;
+                }
+            }
+            match self.session.poll() {
+                ClientStep::NeedInput => {
+                    let limit = self.timeouts.for_stage(self.session.stage());
+                    match with_timeout(limit, self.conn.read(&mut self.buf)).await {
+                        Some(Ok(0)) | Some(Err(_)) => self.session.connection_closed(),
+                        Some(Ok(n)) => self.session.feed(&self.buf[..n]),
+                        None => self.session.timeout(),
+                    }
+                }
+                ClientStep::StartTls => {
+                    let Some(config) = tls else {
+                        self.session.tls_failed();
+                        continue;
+                    };
+                    let name = self.host.clone();
+                    match with_timeout(
+                        self.timeouts.ehlo,
+                        self.conn.start_tls(config.clone(), &name),
+                    )
+                    .await
+                    {
+                        Some(Ok(())) => self.session.tls_started(),
+                        _ => self.session.tls_failed(),
+                    }
+                }
+                ClientStep::Ready => return Event::Ready,
+                ClientStep::Done(r) => return Event::Done(r),
+                ClientStep::Failed(e) => return Event::Failed(e),
+                ClientStep::Closed => {
+                    if self.session.has_output() {
+                        let out = self.session.take_output();
+                        let _ = with_timeout(self.timeouts.rset, self.conn.write_all(&out)).await;
+                    }
+                    return Event::Closed;
+                }
+            }
+        }
+    }
+}
+
+async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}

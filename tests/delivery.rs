@@ -1,0 +1,243 @@
+//! Outbound delivery through the real binary: impulse relays to a second
+//! impulse (the receiving side) or to scripted fake servers on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Live messages and pending recipients in a spool, via `impulse spool inspect`.
+fn live(dir: &str) -> (u64, u64) {
+    let (_, out, _) = run_impulse(&["spool", "inspect", dir]);
+    let num = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    (num("live messages: "), num("pending recipients: "))
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn relay_config(target_port: u16, extra: &str) -> String {
+    basic_config(
+        &format!("routes = [\"127.0.0.1:{target_port}\"]\n{extra}"),
+        "",
+    )
+    .replace("suspend_delivery = true\n", "")
+}
+
+fn send(c: &mut Client, from: &str, to: &[&str], body: &str) -> String {
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for t in to {
+        let r = c.cmd(&format!("RCPT TO:<{t}>"));
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(body);
+    c.reply()
+}
+
+#[test]
+fn relays_to_the_next_hop_and_finishes_every_message() {
+    let receiver = start(&basic_config(
+        "relay_domains = [\"example.net\", \"example.org\"]",
+        "",
+    ));
+    let sender = start(&relay_config(receiver.port, ""));
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    assert!(c.cmd("EHLO t").starts_with("250"));
+    for n in 0..20 {
+        let r = send(
+            &mut c,
+            "a@example.com",
+            &["x@example.net", "y@example.org"],
+            &format!("Subject: {n}\r\n\r\n.dot\r\n.\r\n"),
+        );
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    c.cmd("QUIT");
+    let rdir = receiver.spool_dir(0);
+    // One delivery per destination domain: each message arrives twice, once per domain.
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&rdir) == (40, 40)),
+        "receiver has {:?}\n{}",
+        live(&rdir),
+        sender.log_text()
+    );
+    let sdir = sender.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&sdir) == (0, 0)),
+        "sender still has {:?}",
+        live(&sdir)
+    );
+}
+
+/// A fake next hop that answers RCPT per a script and records what it got.
+fn fake_server(
+    rcpt_reply: &'static str,
+    drop_in_data: bool,
+) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in l.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                let _ = w.write_all(b"220 fake ESMTP\r\n");
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let cmd = line.trim_end().to_string();
+                    line.clear();
+                    let _ = tx.send(cmd.clone());
+                    let up = cmd.to_ascii_uppercase();
+                    let reply = if up.starts_with("EHLO") {
+                        "250-fake\r\n250 PIPELINING\r\n"
+                    } else if up.starts_with("RCPT") {
+                        rcpt_reply
+                    } else if up == "DATA" {
+                        if drop_in_data {
+                            let _ = w.write_all(b"354 go\r\n");
+                            let mut junk = String::new();
+                            let _ = r.read_line(&mut junk);
+                            return;
+                        }
+                        "354 go\r\n"
+                    } else if up == "QUIT" {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    } else if up == "." {
+                        "250 2.0.0 ok\r\n"
+                    } else if up.starts_with("MAIL")
+                        || up.starts_with("RSET")
+                        || up.starts_with("NOOP")
+                    {
+                        "250 2.0.0 ok\r\n"
+                    } else {
+                        continue;
+                    };
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn permanent_failure_is_recorded_and_finishes_the_message() {
+    let (port, rx) = fake_server("550 5.1.1 no such user\r\n", false);
+    let sender = start(&relay_config(port, ""));
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["gone@example.net"],
+        "Subject: x\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let dir = sender.spool_dir(0);
+    assert!(wait_until(Duration::from_secs(20), || rx
+        .try_iter()
+        .any(|l| l.starts_with("RCPT TO:<gone@example.net>"))));
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&dir).1 == 0),
+        "{:?}",
+        live(&dir)
+    );
+}
+
+#[test]
+fn transient_failures_defer_with_a_retry_time() {
+    for drop_in_data in [false, true] {
+        let reply = if drop_in_data {
+            "250 2.1.5 ok\r\n"
+        } else {
+            "451 4.3.0 try later\r\n"
+        };
+        let (port, rx) = fake_server(reply, drop_in_data);
+        let mut sender = start(&relay_config(port, "retry_interval = 3600"));
+        let mut c = Client::connect(sender.addr());
+        c.reply();
+        c.cmd("EHLO t");
+        let r = send(
+            &mut c,
+            "a@example.com",
+            &["later@example.net"],
+            "Subject: x\r\n\r\nx\r\n.\r\n",
+        );
+        let id = r.trim_end().rsplit(' ').next().unwrap().to_string();
+        assert!(wait_until(Duration::from_secs(20), || rx
+            .try_iter()
+            .any(|l| l.starts_with("RCPT"))));
+        drop(c);
+        // Give the outcome time to reach the spool, then stop and look.
+        std::thread::sleep(Duration::from_millis(500));
+        sender.stop(Duration::from_secs(10));
+        let dir = sender.spool_dir(0);
+        let (_, out, _) = run_impulse(&["spool", "show", "--dir", &dir, &id]);
+        assert!(
+            out.contains("RETRY") && out.contains("attempts=1"),
+            "drop_in_data={drop_in_data}\n{out}"
+        );
+        assert_eq!(live(&dir), (1, 1), "still queued");
+    }
+}
+
+#[test]
+fn a_dead_domain_does_not_hold_up_another() {
+    // dead.test routes to a port nobody listens on; live.test to a receiver.
+    let receiver = start(&basic_config("relay_domains = [\"live.test\"]", ""));
+    let dead = free_port();
+    let cfg = relay_config(receiver.port, "")
+        + &format!(
+            "[domain.\"dead.test\"]\nroutes = [\"127.0.0.1:{dead}\"]\nconnect_timeout = 2\n"
+        );
+    let sender = start(&cfg);
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    for _ in 0..50 {
+        assert!(send(
+            &mut c,
+            "a@example.com",
+            &["x@dead.test"],
+            "Subject: d\r\n\r\nx\r\n.\r\n"
+        )
+        .starts_with("250"));
+    }
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["y@live.test"],
+        "Subject: l\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let rdir = receiver.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || live(&rdir).0 == 1),
+        "the live domain's message arrives promptly"
+    );
+}

@@ -14,7 +14,6 @@ use crate::message::{Envelope, MessageId, Recipient};
 use crate::outbound::dns::MxResult;
 use crate::outbound::session::Outbound;
 use crate::queue::{Job, Next, RcptResult, Settlement};
-use crate::runtime::shutdown::Signal;
 use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
 use crate::spool::{Outcome, SpoolError};
 

@@ -124,9 +124,8 @@ fn fake_server(
                     } else if up == "QUIT" {
                         let _ = w.write_all(b"221 bye\r\n");
                         return;
-                    } else if up == "." {
-                        "250 2.0.0 ok\r\n"
-                    } else if up.starts_with("MAIL")
+                    } else if up == "."
+                        || up.starts_with("MAIL")
                         || up.starts_with("RSET")
                         || up.starts_with("NOOP")
                     {

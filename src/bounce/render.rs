@@ -118,7 +118,6 @@ fn choose_original<'a>(input: &Input<'a>, kind: Kind) -> Original<'a> {
 pub fn render(input: &Input<'_>) -> Rendered {
     let kind = Kind::of(input.reports);
     let original = choose_original(input, kind);
-    let boundary = boundary(input, &original);
     let text = human_text(input, &original);
     let status = delivery_status(input);
     let (orig_type, orig_desc, orig_bytes) = match original {
@@ -126,10 +125,11 @@ pub fn render(input: &Input<'_>) -> Rendered {
         Original::Headers(h) => ("text/rfc822-headers", "Original Message Headers", h),
         Original::Full(c) => ("message/rfc822", "Original Message", c),
     };
-    let eight_bit = has_8bit(&text) || has_8bit(&status) || has_8bit(orig_bytes);
+    let boundary = boundary(input.unique_id, &[&text, &status, orig_bytes]);
+    let body_8bit = has_8bit(&text) || has_8bit(&status) || has_8bit(orig_bytes);
 
     let mut out = Vec::with_capacity(2048 + orig_bytes.len());
-    top_header(&mut out, input, kind, &boundary, eight_bit);
+    top_header(&mut out, input, kind, &boundary, body_8bit);
     out.extend_from_slice(b"\r\nThis is a MIME-encapsulated message.\r\n");
 
     let charset = if has_8bit(&text) { "utf-8" } else { "us-ascii" };
@@ -150,22 +150,19 @@ pub fn render(input: &Input<'_>) -> Rendered {
         part(&mut out, &boundary, orig_desc, orig_type, &body);
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    // UTF-8 addresses (SMTPUTF8) can put 8-bit bytes in the header too.
     Rendered {
+        eight_bit: has_8bit(&out),
         bytes: out,
-        eight_bit,
     }
 }
 
-/// A boundary that occurs nowhere in the quoted original.
-fn boundary(input: &Input<'_>, original: &Original<'_>) -> String {
-    let quoted = match original {
-        Original::None => &[][..],
-        Original::Headers(b) | Original::Full(b) => b,
-    };
-    let base = format!("=_impulse-dsn-{}", token(input.unique_id));
+/// A boundary derived from `unique_id` that occurs in none of the parts.
+fn boundary(unique_id: &str, parts: &[&[u8]]) -> String {
+    let base = format!("=_impulse-dsn-{}", token(unique_id));
     let mut candidate = base.clone();
     let mut n = 0u32;
-    while contains(quoted, candidate.as_bytes()) {
+    while parts.iter().any(|p| contains(p, candidate.as_bytes())) {
         n += 1;
         candidate = format!("{base}-{n}");
     }

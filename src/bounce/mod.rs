@@ -13,7 +13,7 @@ mod format;
 mod notify;
 mod render;
 
-pub use classify::{classify, BounceClass};
+pub use classify::{classify, BounceClass, ALL_CLASSES};
 pub use notify::is_due;
 
 use crate::message::{BodyType, Envelope, Recipient};

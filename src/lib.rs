@@ -3,6 +3,7 @@
 //! Modules follow the data path: `inbound` drives `smtp::server` and writes
 //! through `spool`; `config` and `runtime` frame every shard.
 
+pub mod bounce;
 pub mod config;
 pub mod inbound;
 pub mod message;

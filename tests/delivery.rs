@@ -144,9 +144,16 @@ fn fake_server(
 }
 
 #[test]
-fn permanent_failure_is_recorded_and_finishes_the_message() {
+fn permanent_failure_is_recorded_and_bounced_to_the_sender() {
     let (port, rx) = fake_server("550 5.1.1 no such user\r\n", false);
-    let sender = start(&relay_config(port, ""));
+    // The DSN for a@example.com goes to a second impulse, which keeps it.
+    let bounces = start(&basic_config("relay_domains = [\"example.com\"]", ""));
+    let cfg = relay_config(port, "")
+        + &format!(
+            "[domain.\"example.com\"]\nroutes = [\"127.0.0.1:{}\"]\n",
+            bounces.port
+        );
+    let sender = start(&cfg);
     let mut c = Client::connect(sender.addr());
     c.reply();
     c.cmd("EHLO t");

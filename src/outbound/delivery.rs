@@ -16,6 +16,7 @@ use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::Control;
 use crate::spool::Spool;
 
+mod bounces;
 mod worker;
 
 /// Longest sleep of the scheduler loop when nothing is due.

@@ -180,7 +180,10 @@ impl ShardDelivery {
     }
 
     /// Envelope and content of a queued message.
-    async fn fetch(&self, id: MessageId) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
+    pub(super) async fn fetch(
+        &self,
+        id: MessageId,
+    ) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
         let location = match self.content.borrow().get(&id) {
             Some(Content::Resident(env, body)) => return Ok((env.clone(), body.clone())),
             Some(Content::Spooled {
@@ -217,7 +220,7 @@ impl ShardDelivery {
                     .iter()
                     .map(|q| (q.index, RcptResult::Deferred(r.clone())))
                     .collect::<Vec<_>>();
-                self.finish(&job, &results, d).await;
+                self.finish(&job, &results, None, d).await;
                 return false;
             }
         };
@@ -276,16 +279,28 @@ impl ShardDelivery {
                 }
             }
         }
-        self.finish(&job, &results, d).await;
+        let remote = conn.host.clone();
+        self.finish(&job, &results, Some(&remote), d).await;
         broken.is_some()
     }
 
-    /// Settles a job in the queue, then records the settlement in the spool.
-    async fn finish(&self, job: &Job, results: &[(u32, RcptResult)], d: &Delivery) {
+    /// Settles a job in the queue, spools a DSN for failures, then
+    /// records the settlement. The DSN goes first: a crash in between
+    /// repeats an attempt (and perhaps a DSN) but never loses the DSN.
+    async fn finish(
+        &self,
+        job: &Job,
+        results: &[(u32, RcptResult)],
+        remote: Option<&str>,
+        d: &Delivery,
+    ) {
         let s = self
             .queue
             .borrow_mut()
             .settle(job, results, &d.retry, now_ms());
+        let failures: Vec<&crate::queue::Final> =
+            s.finals.iter().filter(|f| !f.delivered).collect();
+        self.bounce(s.id, &failures, remote, d).await;
         if let Err(e) = self.record(&s).await {
             log::error!(
                 "paniclog: shard {}: recording results of {}: {e}",
@@ -345,7 +360,7 @@ impl ShardDelivery {
                         .iter()
                         .map(|q| (q.index, result.clone()))
                         .collect();
-                    me.finish(job, &results, &d).await;
+                    me.finish(job, &results, None, &d).await;
                 }
             }));
         }

@@ -1,0 +1,139 @@
+//! Turning permanent failures into DSNs: each DSN is a new message in the
+//! same shard's spool, queued like any other.
+
+use super::{now_ms, ShardDelivery};
+use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
+use crate::config::Delivery;
+use crate::message::{Envelope, MessageId, Recipient};
+use crate::queue::{Final, EXPIRED_REPLY};
+
+/// The enhanced status a DSN reports for a failure reply.
+fn status_of(reply: &str) -> String {
+    if reply.starts_with(EXPIRED_REPLY) {
+        // RFC 3463 X.4.7: delivery time expired.
+        return "4.4.7".to_string();
+    }
+    let mut words = reply.split_whitespace();
+    let code = words.next().unwrap_or("");
+    match words.next() {
+        Some(e)
+            if e.split('.').count() == 3
+                && e.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            e.to_string()
+        }
+        _ if code.starts_with('4') => "4.0.0".to_string(),
+        _ => "5.0.0".to_string(),
+    }
+}
+
+impl ShardDelivery {
+    /// Spools a DSN for the failed recipients of a message, if one is due.
+    /// Returns false only when a DSN was due and could not be stored.
+    pub(super) async fn bounce(
+        &self,
+        id: MessageId,
+        failures: &[&Final],
+        remote: Option<&str>,
+        d: &Delivery,
+    ) -> bool {
+        if failures.is_empty() || !d.generate_bounces {
+            return true;
+        }
+        let (env, content) = match self.fetch(id).await {
+            Ok(x) => x,
+            Err(e) => {
+                log::error!(
+                    "paniclog: shard {}: no DSN for {id}: cannot read it: {e}",
+                    self.shard
+                );
+                return false;
+            }
+        };
+        let now = now_ms();
+        let reports: Vec<RecipientReport> = failures
+            .iter()
+            .map(|f| RecipientReport {
+                recipient: env
+                    .recipients
+                    .get(f.rcpt.index as usize)
+                    .cloned()
+                    .unwrap_or(Recipient {
+                        address: f.rcpt.address.to_string(),
+                        notify: None,
+                        orcpt: None,
+                    }),
+                action: Action::Failed,
+                status: status_of(&f.reply),
+                remote_mta: remote.map(str::to_string),
+                diagnostic: Some(format!("smtp; {}", f.reply)),
+                last_attempt_ms: Some(now),
+                will_retry_until_ms: None,
+            })
+            .collect();
+        let config = self.control.config.load();
+        let settings = DsnSettings {
+            hostname: config.hostname.clone(),
+            mailerdaemon: d.mailerdaemon.clone(),
+            inline_original: match d.bounces_inline_original.as_str() {
+                "none" => InlineOriginal::None,
+                "all" => InlineOriginal::All,
+                _ => InlineOriginal::Headers,
+            },
+            generate_delay_dsn: d.generate_delay_dsn,
+        };
+        let dsn_id = self.spool.allocate_id();
+        let Some(dsn) = bounce::generate(
+            &settings,
+            &env,
+            &content,
+            &reports,
+            now,
+            &dsn_id.to_string(),
+        ) else {
+            return true;
+        };
+        self.store_new(dsn_id, dsn.envelope, dsn.content).await
+    }
+
+    /// Spools and queues a message made here (a DSN).
+    async fn store_new(&self, id: MessageId, env: Envelope, content: Vec<u8>) -> bool {
+        match self.spool.append_message(id, &env, &content).await {
+            Ok(()) => {
+                log::info!(
+                    "shard {}: DSN {id} queued for <{}>",
+                    self.shard,
+                    env.recipients.first().map_or("", |r| r.address.as_str())
+                );
+                self.accept(id, env, content);
+                true
+            }
+            Err(e) => {
+                log::error!("paniclog: shard {}: storing DSN {id}: {e}", self.shard);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_of("550 5.1.1 no such user"), "5.1.1");
+        assert_eq!(status_of("550 no such user"), "5.0.0");
+        assert_eq!(
+            status_of(
+                "554 5.4.7 [internal] exceeded max time without delivery (last error: 451 x)"
+            ),
+            "4.4.7"
+        );
+        assert_eq!(
+            status_of("550 5.1.10 [internal] NULL MX domain does not accept mail"),
+            "5.1.10"
+        );
+    }
+}

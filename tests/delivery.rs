@@ -247,3 +247,142 @@ fn a_dead_domain_does_not_hold_up_another() {
         "the live domain's message arrives promptly"
     );
 }
+
+#[path = "../src/outbound/dns/tests/server.rs"]
+#[allow(dead_code)]
+mod dns_server;
+
+/// MX resolution end to end: a DNS server on loopback says mail for
+/// mx-path.test goes to mx1.mx-path.test = 127.0.0.1; the receiving
+/// impulse listens there on `remote_smtp_port`. A null-MX domain bounces.
+#[test]
+fn delivers_by_mx_records_and_bounces_null_mx() {
+    let dns = dns_server::TestDns::start();
+    dns.mx("mx-path.test", 300, 10, "mx1.mx-path.test")
+        .a("mx1.mx-path.test", 300, [127, 0, 0, 1]);
+    dns.mx("nomail.test", 300, 0, ".");
+    let receiver = start(&basic_config(
+        "relay_domains = [\"mx-path.test\", \"example.com\"]",
+        "",
+    ));
+    let cfg = basic_config(
+        &format!(
+            "nameservers = [\"{}\"]\nremote_smtp_port = {}\n",
+            dns.addr, receiver.port
+        ),
+        "",
+    )
+    .replace("suspend_delivery = true\n", "")
+        + &format!(
+            "[domain.\"example.com\"]\nroutes = [\"127.0.0.1:{}\"]\n",
+            receiver.port
+        );
+    let sender = start(&cfg);
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@mx-path.test"],
+        "Subject: mx\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@nomail.test"],
+        "Subject: null\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let rdir = receiver.spool_dir(0);
+    // The MX delivery and the null-MX DSN both land at the receiver.
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&rdir).0 == 2),
+        "{:?}\n{}",
+        live(&rdir),
+        sender.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(20), || live(
+        &sender.spool_dir(0)
+    )
+    .1 == 0));
+}
+
+/// A server that says something and then behaves badly.
+fn hostile_server(behaviour: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                match behaviour {
+                    // Accepts the connection, never says a word.
+                    "silent" => std::thread::sleep(Duration::from_secs(30)),
+                    // Greets, then answers EHLO with endless continuation lines.
+                    "endless" => {
+                        let _ = w.write_all(b"220 hi\r\n");
+                        let mut l = String::new();
+                        let _ = r.read_line(&mut l);
+                        for _ in 0..100_000 {
+                            if w.write_all(b"250-more and more and more\r\n").is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // Greets, then answers with garbage.
+                    _ => {
+                        let _ = w.write_all(b"220 hi\r\n");
+                        let mut l = String::new();
+                        let _ = r.read_line(&mut l);
+                        let _ = w.write_all(b"\x00\xffgarbage without a code\r\n");
+                        std::thread::sleep(Duration::from_secs(5));
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn misbehaving_remotes_cost_a_deferral_and_nothing_else() {
+    for behaviour in ["silent", "endless", "garbage"] {
+        let port = hostile_server(behaviour);
+        let mut sender = start(&relay_config(
+            port,
+            "connect_timeout = 1\nehlo_timeout = 1\nretry_interval = 3600",
+        ));
+        let mut c = Client::connect(sender.addr());
+        c.reply();
+        c.cmd("EHLO t");
+        let r = send(
+            &mut c,
+            "a@example.com",
+            &["x@example.net"],
+            "Subject: h\r\n\r\nx\r\n.\r\n",
+        );
+        let id = r.trim_end().rsplit(' ').next().unwrap().to_string();
+        let dir = sender.spool_dir(0);
+        let deferred = wait_until(Duration::from_secs(15), || {
+            let (_, out, _) = run_impulse(&["spool", "show", "--dir", &dir, &id]);
+            out.contains("RETRY")
+        });
+        assert!(
+            deferred,
+            "{behaviour}: no deferral recorded\n{}",
+            sender.log_text()
+        );
+        // Still serving, nothing lost.
+        let mut d = Client::connect(sender.addr());
+        assert!(d.reply().starts_with("220"), "{behaviour}");
+        assert_eq!(
+            sender.stop(Duration::from_secs(10)).code(),
+            Some(0),
+            "{behaviour}"
+        );
+        assert_eq!(live(&dir), (1, 1), "{behaviour}");
+    }
+}

@@ -386,3 +386,47 @@ fn misbehaving_remotes_cost_a_deferral_and_nothing_else() {
         assert_eq!(live(&dir), (1, 1), "{behaviour}");
     }
 }
+
+#[test]
+fn delay_dsn_after_the_configured_time() {
+    let (port, _rx) = fake_server("451 4.2.0 mailbox busy\r\n", false);
+    let notices = start(&basic_config("relay_domains = [\"example.com\"]", ""));
+    let cfg = relay_config(
+        port,
+        "retry_interval = 1\ngenerate_delay_dsn = true\ndelay_dsn_retry_interval = 1\n",
+    ) + &format!(
+        "[domain.\"example.com\"]\nroutes = [\"127.0.0.1:{}\"]\n",
+        notices.port
+    );
+    let sender = start(&cfg);
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["slow@example.net"],
+        "Subject: wait\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let ndir = notices.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&ndir).0 >= 1),
+        "no delay DSN\n{}",
+        sender.log_text()
+    );
+    let (_, out, _) = run_impulse(&["spool", "inspect", &ndir]);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("oldest: "))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (_, show, _) = run_impulse(&["spool", "show", "--dir", &ndir, &id]);
+    assert!(
+        show.contains("Subject: Delayed Mail (still being retried)"),
+        "{show}"
+    );
+    // The original is still queued at the sender.
+    assert_eq!(live(&sender.spool_dir(0)).0, 1);
+}

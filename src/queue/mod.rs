@@ -58,6 +58,8 @@ pub struct Entry {
     deferred: bool,
     /// Last deferral reply, for expiry reports.
     last_reply: Option<Rc<str>>,
+    /// Delay notices sent so far (kept in memory only).
+    pub delay_notices: u32,
 }
 
 impl Entry {
@@ -78,6 +80,7 @@ impl Entry {
             outstanding: 0,
             deferred: false,
             last_reply: None,
+            delay_notices: 0,
         }
     }
 }
@@ -193,6 +196,29 @@ impl Queue {
     /// The entry for an id.
     pub fn get(&self, id: &MessageId) -> Option<&Entry> {
         self.entries.get(id)
+    }
+
+    /// If a delay notice is due for a deferred message, counts it and
+    /// returns the pending recipients and the last deferral reply. The k-th
+    /// notice is due once the message is `interval × (2^k − 1)` old (each
+    /// gap doubling, capped at `max_interval`).
+    pub fn delay_notice_due(
+        &mut self,
+        id: &MessageId,
+        interval_ms: u64,
+        max_interval_ms: u64,
+        now_ms: u64,
+    ) -> Option<(Vec<QueuedRcpt>, Option<Rc<str>>)> {
+        let e = self.entries.get_mut(id)?;
+        let mut due_at = e.received_at_ms;
+        for k in 0..=e.delay_notices.min(63) {
+            due_at = due_at.saturating_add(interval_ms.saturating_mul(1 << k).min(max_interval_ms));
+        }
+        if now_ms < due_at || e.pending.is_empty() {
+            return None;
+        }
+        e.delay_notices += 1;
+        Some((e.pending.clone(), e.last_reply.clone()))
     }
 
     /// Adds a message: ready now if its time has come, else delayed.

@@ -295,3 +295,38 @@ fn simulated_days_of_retries() {
         );
     }
 }
+
+#[test]
+fn delay_notices_at_doubling_ages() {
+    let mut q = Queue::new();
+    q.insert(
+        Entry::new(id(1), 1_000, 0, 0, vec![rcpt(0, "a@x.test")]),
+        1_000,
+    );
+    let hour = 3_600_000;
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + hour - 1)
+        .is_none());
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + hour)
+        .is_some());
+    assert!(
+        q.delay_notice_due(&id(1), hour, 4 * hour, 1_000 + hour)
+            .is_none(),
+        "once per step"
+    );
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + 3 * hour - 1)
+        .is_none());
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + 3 * hour)
+        .is_some());
+    // Gaps cap at the maximum: 1h, 2h, 4h, 4h, ...
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + 7 * hour)
+        .is_some());
+    assert!(q
+        .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + 11 * hour)
+        .is_some());
+    assert_eq!(q.get(&id(1)).unwrap().delay_notices, 4);
+}

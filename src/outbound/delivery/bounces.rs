@@ -72,17 +72,7 @@ impl ShardDelivery {
                 will_retry_until_ms: None,
             })
             .collect();
-        let config = self.control.config.load();
-        let settings = DsnSettings {
-            hostname: config.hostname.clone(),
-            mailerdaemon: d.mailerdaemon.clone(),
-            inline_original: match d.bounces_inline_original.as_str() {
-                "none" => InlineOriginal::None,
-                "all" => InlineOriginal::All,
-                _ => InlineOriginal::Headers,
-            },
-            generate_delay_dsn: d.generate_delay_dsn,
-        };
+        let settings = self.dsn_settings(d);
         let dsn_id = self.spool.allocate_id();
         let Some(dsn) = bounce::generate(
             &settings,
@@ -95,6 +85,68 @@ impl ShardDelivery {
             return true;
         };
         self.store_new(dsn_id, dsn.envelope, dsn.content).await
+    }
+
+    /// Spools a delay DSN for a deferred message when one is due (Momentum's
+    /// delay_dsn: `generate_delay_dsn`, or NOTIFY=DELAY from the client).
+    pub(super) async fn delay_notice(&self, id: MessageId, d: &Delivery) {
+        let due = self.queue.borrow_mut().delay_notice_due(
+            &id,
+            d.delay_dsn_retry_interval.as_millis() as u64,
+            d.delay_dsn_max_retry_interval.as_millis() as u64,
+            now_ms(),
+        );
+        let Some((pending, last)) = due else { return };
+        let Ok((env, content)) = self.fetch(id).await else {
+            return;
+        };
+        let now = now_ms();
+        let until = d.retry.expires_at(env.received_at_ms);
+        let reports: Vec<RecipientReport> = pending
+            .iter()
+            .map(|q| RecipientReport {
+                recipient: env
+                    .recipients
+                    .get(q.index as usize)
+                    .cloned()
+                    .unwrap_or(Recipient {
+                        address: q.address.to_string(),
+                        notify: None,
+                        orcpt: None,
+                    }),
+                action: Action::Delayed,
+                status: last.as_deref().map_or("4.0.0".to_string(), status_of),
+                remote_mta: None,
+                diagnostic: last.as_deref().map(|l| format!("smtp; {l}")),
+                last_attempt_ms: Some(now),
+                will_retry_until_ms: Some(until),
+            })
+            .collect();
+        let settings = self.dsn_settings(d);
+        let dsn_id = self.spool.allocate_id();
+        if let Some(dsn) = bounce::generate(
+            &settings,
+            &env,
+            &content,
+            &reports,
+            now,
+            &dsn_id.to_string(),
+        ) {
+            self.store_new(dsn_id, dsn.envelope, dsn.content).await;
+        }
+    }
+
+    fn dsn_settings(&self, d: &Delivery) -> DsnSettings {
+        DsnSettings {
+            hostname: self.control.config.load().hostname.clone(),
+            mailerdaemon: d.mailerdaemon.clone(),
+            inline_original: match d.bounces_inline_original.as_str() {
+                "none" => InlineOriginal::None,
+                "all" => InlineOriginal::All,
+                _ => InlineOriginal::Headers,
+            },
+            generate_delay_dsn: d.generate_delay_dsn,
+        }
     }
 
     /// Spools and queues a message made here (a DSN).

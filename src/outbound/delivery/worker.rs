@@ -308,8 +308,12 @@ impl ShardDelivery {
                 s.id
             );
         }
-        if s.next == Next::Done {
-            self.content.borrow_mut().remove(&s.id);
+        match s.next {
+            Next::Done => {
+                self.content.borrow_mut().remove(&s.id);
+            }
+            Next::Retry { .. } => self.delay_notice(s.id, d).await,
+            Next::Waiting => {}
         }
     }
 

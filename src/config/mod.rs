@@ -166,6 +166,8 @@ pub struct SpoolSettings {
     pub batch_max_bytes: usize,
     /// Longest wait before a sync.
     pub batch_max_delay: Duration,
+    /// Time between compaction passes; zero disables compaction.
+    pub compact_interval: Duration,
 }
 
 /// The compiled, immutable configuration.
@@ -537,6 +539,7 @@ impl Config {
                 segment_size: int("spool_segment_size", &g),
                 batch_max_bytes: int("spool_batch_max_bytes", &g) as usize,
                 batch_max_delay: Duration::from_micros(int("spool_batch_max_delay_us", &g)),
+                compact_interval: secs("spool_compact_interval_secs", &g),
             },
             relay_domains,
             listeners,

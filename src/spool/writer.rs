@@ -10,6 +10,7 @@
 //! whose write or sync failed, or touch `std::fs` (recovery at open aside).
 
 use super::book::Book;
+use super::maintain::prepend_copies;
 use super::record::{
     encode_message_frame, encode_record, reframe, Outcome, Record, SegmentHeader, FORMAT_VERSION,
     MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
@@ -388,7 +389,13 @@ impl Committer {
             if staged.is_empty() {
                 break; // closed and drained
             }
-            let (buf, frames) = self.prepend_copies(staged.copies, staged.buf, staged.frames);
+            // Every earlier batch is settled here, so the book is exact.
+            let (buf, frames) = prepend_copies(
+                &self.shared.book.borrow(),
+                staged.copies,
+                staged.buf,
+                staged.frames,
+            );
             let (n, bytes) = (frames.len() as u64, buf.len() as u64);
             let result = self.commit(buf, frames).await;
             let mut stats = self.shared.stats.get();
@@ -423,64 +430,6 @@ impl Committer {
         {
             glommio::timer::sleep(delay / 8).await;
         }
-    }
-
-    /// Puts the copy-forward frames of still-live messages in front of the
-    /// batch, each followed by records restating its outcomes and retry
-    /// state, so the copy stands alone once the old segment is gone. Runs
-    /// when every earlier batch is settled, so the book is exact here.
-    fn prepend_copies(
-        &self,
-        copies: Vec<CopyReq>,
-        buf: Vec<u8>,
-        frames: Vec<(usize, usize, BookOp)>,
-    ) -> (Vec<u8>, Vec<(usize, usize, BookOp)>) {
-        if copies.is_empty() {
-            return (buf, frames);
-        }
-        let mut out =
-            Vec::with_capacity(buf.len() + copies.iter().map(|c| c.frame.len()).sum::<usize>());
-        let mut ops = Vec::with_capacity(frames.len() + copies.len());
-        let book = self.shared.book.borrow();
-        for c in copies {
-            if book.segment_of(&c.id) != Some(c.from) {
-                continue; // DONE or moved since it was read
-            }
-            ops.push((out.len(), c.frame.len(), BookOp::Message(c.id)));
-            out.extend_from_slice(&c.frame);
-            let Some(st) = book.state_of(&c.id) else {
-                continue;
-            };
-            for (rcpt, outcome, reply) in &st.finals {
-                let rec = Record::Outcome {
-                    id: c.id,
-                    rcpt: *rcpt,
-                    outcome: *outcome,
-                    reply: reply.to_string(),
-                };
-                let start = out.len();
-                let len = encode_record(&rec, 0, &mut out);
-                ops.push((
-                    start,
-                    len,
-                    BookOp::Outcome(c.id, *rcpt, *outcome, reply.clone()),
-                ));
-            }
-            if let Some((next, attempts)) = st.retry {
-                let rec = Record::Retry {
-                    id: c.id,
-                    next_attempt_ms: next,
-                    attempts,
-                };
-                let start = out.len();
-                let len = encode_record(&rec, 0, &mut out);
-                ops.push((start, len, BookOp::Retry(c.id, next, attempts)));
-            }
-        }
-        let shift = out.len();
-        out.extend_from_slice(&buf);
-        ops.extend(frames.into_iter().map(|(s, l, op)| (s + shift, l, op)));
-        (out, ops)
     }
 
     async fn commit(

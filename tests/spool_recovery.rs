@@ -88,14 +88,18 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
     f.set_len(full - 10).unwrap();
     (&f).write_all(&[0xAB; 5]).unwrap();
     drop(f);
-    assert_eq!(verify(tmp.path()), Ok(1));
+    assert_eq!(verify(tmp.path(), None), Ok(1));
     let rec = reopen(tmp.path());
     let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();
     assert_eq!(live, ids[..2].to_vec());
     assert!(rec.stats.torn_bytes > 0);
     assert_eq!(rec.stats.corrupt_records, 0);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), frames[1].1);
-    assert_eq!(verify(tmp.path()), Ok(0), "repaired spool verifies clean");
+    assert_eq!(
+        verify(tmp.path(), None),
+        Ok(0),
+        "repaired spool verifies clean"
+    );
 }
 
 #[test]
@@ -134,14 +138,14 @@ fn half_created_segment_is_removed_and_garbage_never_aborts() {
 fn tools_report_state() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = fill(tmp.path(), 4, 50);
-    assert_eq!(verify(tmp.path()), Ok(0));
-    assert_eq!(inspect(tmp.path()), Ok(0));
+    assert_eq!(verify(tmp.path(), None), Ok(0));
+    assert_eq!(inspect(tmp.path(), None), Ok(0));
     assert_eq!(show(tmp.path(), &ids[1].to_string()), Ok(0));
     let missing = MessageId { seq: 999, ..ids[0] };
     assert_eq!(show(tmp.path(), &missing.to_string()), Ok(1));
     assert!(show(tmp.path(), "not-an-id").is_err());
     assert!(
-        verify(&tmp.path().join("nope")).is_err(),
+        verify(&tmp.path().join("nope"), None).is_err(),
         "unreadable: exit 2"
     );
 }
@@ -223,4 +227,32 @@ fn disk_full_scenario(mnt: &Path, spool_dir: &Path) {
 
 fn mnt_filler(spool_dir: &Path) -> PathBuf {
     spool_dir.parent().unwrap().join("filler")
+}
+
+/// A segment whose header names another shard (a spool directory copied or
+/// mounted in the wrong place) is skipped with a report and kept on disk;
+/// `verify` flags it.
+#[test]
+fn another_shards_segment_is_skipped_and_kept() {
+    let ours = tempfile::tempdir().unwrap();
+    let ids = fill(ours.path(), 2, 100);
+    let theirs = tempfile::tempdir().unwrap();
+    let dir = theirs.path().to_path_buf();
+    run(async move {
+        let (s, _) = Spool::open(&dir, 2, SpoolOptions::default()).await.unwrap();
+        let id = s.allocate_id();
+        s.append_message(id, &env("x@y.example"), b"other")
+            .await
+            .unwrap();
+        s.close().await.unwrap();
+    });
+    let foreign = seg(ours.path(), 9);
+    std::fs::copy(seg(theirs.path(), 1), &foreign).unwrap();
+    let rec = reopen(ours.path());
+    assert_eq!(rec.stats.foreign_segments, 1);
+    let live: Vec<MessageId> = rec.messages.iter().map(|m| m.id).collect();
+    assert_eq!(live, ids, "only shard 1's messages");
+    assert!(foreign.exists(), "the foreign file is kept");
+    assert_eq!(verify(ours.path(), Some(1)), Ok(1));
+    assert_eq!(verify(theirs.path(), Some(2)), Ok(0));
 }

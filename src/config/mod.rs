@@ -168,6 +168,8 @@ pub struct SpoolSettings {
     pub batch_max_bytes: usize,
     /// Longest wait before a sync.
     pub batch_max_delay: Duration,
+    /// Time between compaction passes; zero disables compaction.
+    pub compact_interval: Duration,
 }
 
 /// DNS settings for `outbound::dns`; unset values fall back to
@@ -603,6 +605,7 @@ impl Config {
                 segment_size: int("spool_segment_size", &g),
                 batch_max_bytes: int("spool_batch_max_bytes", &g) as usize,
                 batch_max_delay: Duration::from_micros(int("spool_batch_max_delay_us", &g)),
+                compact_interval: secs("spool_compact_interval_secs", &g),
             },
             relay_domains,
             dns,

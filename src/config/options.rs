@@ -127,6 +127,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "spool_segment_size", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"64M\""), help: "spool segment file size" },
     OptionDef { name: "spool_batch_max_bytes", scopes: &[G], kind: Kind::Size { min: 4096, max: 1 << 30 }, default: Some("\"1M\""), help: "group commit: bytes per write+sync" },
     OptionDef { name: "spool_batch_max_delay_us", scopes: &[G], kind: Kind::Int { min: 0, max: 1_000_000 }, default: Some("200"), help: "group commit: longest wait for more appends before a sync (microseconds)" },
+    OptionDef { name: "spool_compact_interval_secs", scopes: &[G], kind: Kind::Int { min: 0, max: 86_400 }, default: Some("30"), help: "seconds between spool compaction passes (delete dead segments, copy live messages out of sparse ones); 0 disables" },
     OptionDef { name: "relay_domains", scopes: &[G], kind: Kind::TextList, default: Some("[]"), help: "domains accepted from anyone (\"*.example.com\" = subdomains only)" },
     // --- inbound: peer -> listener -> global ---
     OptionDef { name: "relay_hosts", scopes: &[G, L], kind: Kind::CidrList, default: Some("[\"127.0.0.0/8\", \"::1/128\"]"), help: "client networks that may relay to any domain (global and listener lists are merged)" },

@@ -1,5 +1,6 @@
-//! One shard's life: recover its spool, bind its listeners, serve, and
-//! shut down gracefully when the main thread says so.
+//! One shard's life: recover its spool, bind its listeners, serve, keep
+//! the spool compacted, and shut down gracefully when the main thread says
+//! so.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -75,6 +76,7 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     let _ = tx.send(Startup::Ready { shard, summary });
     drop(recovered);
     let scheduler = glommio::spawn_local(delivery.clone().run());
+    let compactor = glommio::spawn_local(compact_loop(shard, spool.clone(), control.clone()));
     while !control.shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(CONTROL_POLL).await;
     }
@@ -86,6 +88,8 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     while delivery.active_connections() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
         glommio::timer::sleep(CONTROL_POLL).await;
     }
+    // It stops at the shutdown flag once its current pass is through.
+    compactor.await;
     if let Err(e) = spool.close().await {
         log::error!("paniclog: shard {shard}: closing the spool: {e}");
     }
@@ -110,5 +114,31 @@ async fn drain(inbound: &ShardInbound, timeout: Duration) {
         while inbound.active_sessions() > 0 && Instant::now() < grace {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// Runs a spool maintenance pass (`Spool::maintain`) every
+/// `spool_compact_interval_secs` until shutdown. Glommio I/O only, so the
+/// shard keeps serving while it runs.
+async fn compact_loop(shard: usize, spool: Rc<Spool>, control: Arc<Control>) {
+    let mut last = Instant::now();
+    while !control.shutdown.load(Ordering::SeqCst) {
+        glommio::timer::sleep(CONTROL_POLL).await;
+        // Read each time: a reload may change it.
+        let interval = control.config.load().spool.compact_interval;
+        if interval.is_zero() || last.elapsed() < interval {
+            continue;
+        }
+        match spool.maintain().await {
+            Ok(r) if !r.deleted.is_empty() || r.copied > 0 => log::info!(
+                "shard {shard}: spool compaction deleted segment(s) {:?}, copied {} live message(s) ({} bytes) forward",
+                r.deleted,
+                r.copied,
+                r.copied_bytes
+            ),
+            Ok(_) => {}
+            Err(e) => log::error!("paniclog: shard {shard}: spool compaction: {e}"),
+        }
+        last = Instant::now();
     }
 }

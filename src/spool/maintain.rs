@@ -1,16 +1,107 @@
-//! Spool upkeep off the append path: compaction and re-reading messages.
+//! Spool upkeep off the append path: compaction (deleting dead segments,
+//! copying the live messages of sparse ones forward) and re-reading
+//! messages.
 //!
 //! Runs on the shard's executor through glommio file APIs only. Compaction
 //! deletes whole segments in the order the spec's rule allows and syncs the
 //! directory after each; it must never delete a segment whose records still
-//! matter (a live MESSAGE, or a DONE/outcome whose MESSAGE survives).
+//! matter (a live MESSAGE, or a DONE/outcome whose MESSAGE survives), and a
+//! copy-forward never touches the old segment: it only appends.
 
-use super::record::{check_frame, decode_message_parts, RecordType, FRAME_HEADER_LEN};
+use super::book::Book;
+use super::record::{check_frame, decode_message_parts, put_id, RecordType, FRAME_HEADER_LEN};
+use super::record::{encode_record, Record};
+use super::writer::{BookOp, CopyReq};
 use super::{segment_file_name, Spool, SpoolError};
-use crate::message::Envelope;
+use crate::message::{Envelope, MessageId};
 use glommio::io::{BufferedFile, Directory};
 
+/// An old segment is copied forward when its live MESSAGE bytes are at
+/// most this share of its size: copying costs about that share of a
+/// segment's write, and frees the whole segment.
+pub const COPY_FORWARD_MAX_LIVE_PERCENT: u64 = 25;
+/// Most MESSAGE bytes one maintenance pass copies (whole segments only;
+/// the first segment is always taken).
+pub const COPY_FORWARD_MAX_BYTES_PER_PASS: u64 = 16 << 20;
+
+/// What one maintenance pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintainReport {
+    /// Segments deleted.
+    pub deleted: Vec<u32>,
+    /// Live messages copied into the active segment.
+    pub copied: u64,
+    /// Their bytes.
+    pub copied_bytes: u64,
+}
+
 impl Spool {
+    /// One maintenance pass: delete dead segments, copy the live messages
+    /// of sparse old segments forward, then delete what that freed.
+    pub async fn maintain(&self) -> Result<MaintainReport, SpoolError> {
+        let mut report = MaintainReport {
+            deleted: self.compact().await?,
+            ..MaintainReport::default()
+        };
+        let (copied, copied_bytes) = self.copy_forward().await?;
+        report.copied = copied;
+        report.copied_bytes = copied_bytes;
+        if copied > 0 {
+            report.deleted.extend(self.compact().await?);
+        }
+        Ok(report)
+    }
+
+    /// Copies the live messages of sparse old segments (see
+    /// [`COPY_FORWARD_MAX_LIVE_PERCENT`]) into the active segment, each
+    /// followed by its outcome and retry state, and waits until the copies
+    /// are durable. The old segments are left for [`Spool::compact`].
+    /// Returns (messages, bytes) copied.
+    pub async fn copy_forward(&self) -> Result<(u64, u64), SpoolError> {
+        let plan = self.shared.book.borrow().copy_plan(
+            self.shared.active_segment.get(),
+            COPY_FORWARD_MAX_LIVE_PERCENT,
+            COPY_FORWARD_MAX_BYTES_PER_PASS,
+        );
+        if plan.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut copies = Vec::with_capacity(plan.len());
+        let mut i = 0;
+        while i < plan.len() {
+            let seg = plan[i].seg;
+            let path = self.dir.join(segment_file_name(seg));
+            let file = BufferedFile::open(&path)
+                .await
+                .map_err(|e| SpoolError::from_glommio("opening segment", e))?;
+            let mut result = Ok(());
+            while i < plan.len() && plan[i].seg == seg {
+                let c = plan[i];
+                i += 1;
+                match read_frame(&file, seg, c.offset, c.len, Some(c.id)).await {
+                    Ok(frame) => copies.push(CopyReq {
+                        id: c.id,
+                        from: seg,
+                        frame,
+                    }),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let _ = file.close().await;
+            if let Err(e) = result {
+                log::error!("paniclog: spool copy-forward stopped: {e}");
+                return Err(e);
+            }
+        }
+        let n = copies.len() as u64;
+        let bytes = copies.iter().map(|c| c.frame.len() as u64).sum();
+        self.stage_copies(copies).await?;
+        Ok((n, bytes))
+    }
+
     /// Deletes every old segment none of whose records still matters
     /// (oldest first, syncing the directory after each removal). Returns
     /// the segments deleted. The active segment is never deleted.
@@ -62,17 +153,101 @@ impl Spool {
         let file = BufferedFile::open(&path)
             .await
             .map_err(|e| SpoolError::from_glommio("opening segment", e))?;
-        let read = file.read_at(u64::from(offset), len as usize).await;
+        let read = read_frame(&file, segment, offset, len, None).await;
         let _ = file.close().await;
-        let buf = read.map_err(|e| SpoolError::from_glommio("reading segment", e))?;
-        let corrupt =
-            |what: &str| SpoolError::Io(format!("{}@{offset}: {what}", segment_file_name(segment)));
-        let frame = check_frame(&buf, u64::from(offset)).map_err(|e| corrupt(&e.to_string()))?;
-        if frame.record_type != RecordType::Message || frame.len != len as usize {
-            return Err(corrupt("not the MESSAGE record expected"));
-        }
-        let (_, env, body) = decode_message_parts(&buf[FRAME_HEADER_LEN..frame.len])
-            .map_err(|e| corrupt(&e.to_string()))?;
+        let buf = read?;
+        let (_, env, body) = decode_message_parts(&buf[FRAME_HEADER_LEN..])
+            .map_err(|e| corrupt(segment, offset, &e.to_string()))?;
         Ok((env, body.to_vec()))
     }
+}
+
+fn corrupt(segment: u32, offset: u32, what: &str) -> SpoolError {
+    SpoolError::Io(format!("{}@{offset}: {what}", segment_file_name(segment)))
+}
+
+/// Reads the MESSAGE frame at `segment:offset` and checks it (CRC, type,
+/// length, and the id when given).
+async fn read_frame(
+    file: &BufferedFile,
+    segment: u32,
+    offset: u32,
+    len: u32,
+    id: Option<MessageId>,
+) -> Result<Vec<u8>, SpoolError> {
+    let buf = file
+        .read_at(u64::from(offset), len as usize)
+        .await
+        .map_err(|e| SpoolError::from_glommio("reading segment", e))?;
+    let frame = check_frame(&buf, u64::from(offset))
+        .map_err(|e| corrupt(segment, offset, &e.to_string()))?;
+    if frame.record_type != RecordType::Message || frame.len != len as usize {
+        return Err(corrupt(segment, offset, "not the MESSAGE record expected"));
+    }
+    if let Some(id) = id {
+        let mut want = Vec::with_capacity(14);
+        put_id(&mut want, &id);
+        if buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + want.len()) != Some(&want[..]) {
+            return Err(corrupt(segment, offset, "MESSAGE of another id"));
+        }
+    }
+    Ok(buf.to_vec())
+}
+
+/// Puts the copy-forward frames of still-live messages in front of the
+/// batch, each followed by records restating its outcomes and retry
+/// state, so the copy stands alone once the old segment is gone. The
+/// commit task calls it when every earlier batch is settled, so `book` is
+/// exact.
+pub(super) fn prepend_copies(
+    book: &Book,
+    copies: Vec<CopyReq>,
+    buf: Vec<u8>,
+    frames: Vec<(usize, usize, BookOp)>,
+) -> (Vec<u8>, Vec<(usize, usize, BookOp)>) {
+    if copies.is_empty() {
+        return (buf, frames);
+    }
+    let mut out =
+        Vec::with_capacity(buf.len() + copies.iter().map(|c| c.frame.len()).sum::<usize>());
+    let mut ops = Vec::with_capacity(frames.len() + copies.len());
+    for c in copies {
+        if book.segment_of(&c.id) != Some(c.from) {
+            continue; // DONE or moved since it was read
+        }
+        ops.push((out.len(), c.frame.len(), BookOp::Message(c.id)));
+        out.extend_from_slice(&c.frame);
+        let Some(st) = book.state_of(&c.id) else {
+            continue;
+        };
+        for (rcpt, outcome, reply) in &st.finals {
+            let rec = Record::Outcome {
+                id: c.id,
+                rcpt: *rcpt,
+                outcome: *outcome,
+                reply: reply.to_string(),
+            };
+            let start = out.len();
+            let len = encode_record(&rec, 0, &mut out);
+            ops.push((
+                start,
+                len,
+                BookOp::Outcome(c.id, *rcpt, *outcome, reply.clone()),
+            ));
+        }
+        if let Some((next, attempts)) = st.retry {
+            let rec = Record::Retry {
+                id: c.id,
+                next_attempt_ms: next,
+                attempts,
+            };
+            let start = out.len();
+            let len = encode_record(&rec, 0, &mut out);
+            ops.push((start, len, BookOp::Retry(c.id, next, attempts)));
+        }
+    }
+    let shift = out.len();
+    out.extend_from_slice(&buf);
+    ops.extend(frames.into_iter().map(|(s, l, op)| (s + shift, l, op)));
+    (out, ops)
 }

@@ -10,6 +10,7 @@
 //! on a shard at runtime (only during `Spool::open` recovery and in offline
 //! `tools`), or abort start-up because of one bad record.
 
+mod book;
 mod maintain;
 pub mod record;
 pub mod recovery;
@@ -17,6 +18,9 @@ pub mod scan;
 pub mod tools;
 mod writer;
 
+pub use maintain::{
+    MaintainReport, COPY_FORWARD_MAX_BYTES_PER_PASS, COPY_FORWARD_MAX_LIVE_PERCENT,
+};
 pub use record::Outcome;
 pub use recovery::{QueuedMessage, Recovered};
 pub use writer::{Fault, Spool, SpoolStats};

@@ -317,7 +317,8 @@ fn put_opt_str(out: &mut Vec<u8>, s: &Option<String>) {
     }
 }
 
-fn put_id(out: &mut Vec<u8>, id: &MessageId) {
+/// Appends the 14-byte id encoding (SPEC.md 1.4).
+pub(crate) fn put_id(out: &mut Vec<u8>, id: &MessageId) {
     out.extend_from_slice(&id.epoch_ms.to_le_bytes());
     out.extend_from_slice(&id.shard.to_le_bytes());
     out.extend_from_slice(&id.seq.to_le_bytes());

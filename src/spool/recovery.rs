@@ -5,11 +5,12 @@
 //! tails (only when asked to repair), skips corrupt records with a paniclog
 //! entry, and never fails because of one bad record or segment.
 
+use super::book::Book;
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
 use super::{parse_segment_file_name, SpoolError};
 use crate::message::MessageId;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// One recipient still waiting for delivery.
@@ -59,6 +60,8 @@ pub struct RecoveryStats {
     pub corrupt_records: u64,
     /// Segments whose header was unreadable.
     pub bad_headers: u32,
+    /// Segments whose header names another shard: skipped, file kept.
+    pub foreign_segments: u32,
 }
 
 /// What recovery hands to the queue.
@@ -68,72 +71,6 @@ pub struct Recovered {
     pub messages: Vec<QueuedMessage>,
     /// Counts.
     pub stats: RecoveryStats,
-}
-
-/// Compaction bookkeeping: which segments still matter.
-#[derive(Debug, Default)]
-pub(crate) struct Book {
-    /// Live message -> segment holding its MESSAGE record.
-    live: HashMap<MessageId, u32>,
-    /// Per existing segment: live messages originating there, and the
-    /// origin segments of every message its records mention.
-    segs: BTreeMap<u32, SegInfo>,
-}
-
-#[derive(Debug, Default)]
-struct SegInfo {
-    live: u32,
-    origins: BTreeSet<u32>,
-}
-
-impl Book {
-    /// Notes that segment `seg` exists.
-    pub(crate) fn add_segment(&mut self, seg: u32) {
-        self.segs.entry(seg).or_default();
-    }
-    /// A MESSAGE record for `id` landed in `seg`.
-    pub(crate) fn on_message(&mut self, seg: u32, id: MessageId) {
-        self.live.insert(id, seg);
-        self.segs.entry(seg).or_default().live += 1;
-    }
-    /// An OUTCOME/RETRY/DONE record for `id` landed in `seg`.
-    pub(crate) fn on_ref(&mut self, seg: u32, id: MessageId, done: bool) {
-        let origin = self.live.get(&id).copied().unwrap_or(seg);
-        self.segs.entry(seg).or_default().origins.insert(origin);
-        if done && self.live.remove(&id).is_some() {
-            if let Some(info) = self.segs.get_mut(&origin) {
-                info.live = info.live.saturating_sub(1);
-            }
-        }
-    }
-    /// Is `id` live?
-    pub(crate) fn is_live(&self, id: &MessageId) -> bool {
-        self.live.contains_key(id)
-    }
-    /// Segments that may be deleted now, oldest first. A segment goes when
-    /// none of its messages is live and every older segment its records
-    /// mention goes before it (else a DONE or outcome would be lost while
-    /// the MESSAGE it cancels survives).
-    pub(crate) fn deletable(&self, active: u32) -> Vec<u32> {
-        let mut out: Vec<u32> = Vec::new();
-        for (&seg, info) in &self.segs {
-            if seg >= active || info.live > 0 {
-                continue;
-            }
-            let ok = info
-                .origins
-                .iter()
-                .all(|o| *o == seg || !self.segs.contains_key(o) || out.binary_search(o).is_ok());
-            if ok {
-                out.push(seg);
-            }
-        }
-        out
-    }
-    /// Forgets a deleted segment.
-    pub(crate) fn remove_segment(&mut self, seg: u32) {
-        self.segs.remove(&seg);
-    }
 }
 
 /// Internal results the writer needs besides [`Recovered`].
@@ -170,10 +107,19 @@ pub fn map_segment(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
     Ok(Some(map))
 }
 
+/// Rebuilds shard `shard`'s live queue from `dir` without changing any
+/// file (offline tools and tests). `None` accepts segments of any shard.
+pub fn recover_read_only(dir: &Path, shard: Option<u16>) -> Result<Recovered, SpoolError> {
+    recover_dir(dir, shard, false).map(|(rec, _)| rec)
+}
+
 /// Scans every segment of `dir` and rebuilds the live queue. With `repair`,
 /// torn tails are truncated and empty half-created segments removed.
+/// Segments whose header names a shard other than `shard` are skipped and
+/// reported, never changed.
 pub(crate) fn recover_dir(
     dir: &Path,
+    shard: Option<u16>,
     repair: bool,
 ) -> Result<(Recovered, RecoveryState), SpoolError> {
     let mut rec = Recovered::default();
@@ -197,7 +143,19 @@ pub(crate) fn recover_dir(
             }
             continue;
         }
-        st.book.add_segment(*n);
+        if let Some(h) = scan.header.filter(|h| shard.is_some_and(|s| s != h.shard)) {
+            // Someone copied or mounted another shard's spool here: its
+            // messages belong to that shard. Keep the file for a human.
+            rec.stats.foreign_segments += 1;
+            log::error!(
+                "paniclog: spool segment {} belongs to shard {}, not {}: skipped, file kept",
+                path.display(),
+                h.shard,
+                shard.unwrap_or_default()
+            );
+            continue;
+        }
+        st.book.add_segment(*n, scan.valid_end);
         if let Some(h) = scan.header {
             st.max_epoch_ms = st.max_epoch_ms.max(h.created_ms);
         } else {
@@ -266,7 +224,15 @@ fn apply_scan(
                     stats.records += 1;
                     let received_at_ms = env.received_at_ms;
                     st.max_epoch_ms = st.max_epoch_ms.max(id.epoch_ms);
-                    st.book.on_message(seg, id);
+                    st.book
+                        .on_message(seg, id, f.offset as u32, f.frame.len as u32);
+                    if let Some(m) = msgs.get_mut(&id) {
+                        // A copy-forward: the message moves, its state stays.
+                        m.segment = seg;
+                        m.offset = f.offset as u32;
+                        m.len = f.frame.len as u32;
+                        continue;
+                    }
                     let pending = env
                         .recipients
                         .into_iter()
@@ -297,7 +263,8 @@ fn apply_scan(
         match decode_payload(f.frame.record_type, payload) {
             Ok(r) => {
                 stats.records += 1;
-                apply_record(seg, r, st, msgs);
+                let end = f.offset + f.frame.len as u64;
+                apply_record(seg, end, r, st, msgs);
             }
             Err(e) => undecodable(stats, path, f.offset, &e),
         }
@@ -315,31 +282,38 @@ fn undecodable(stats: &mut RecoveryStats, path: &Path, off: u64, e: &dyn std::fm
 
 fn apply_record(
     seg: u32,
+    end: u64,
     r: super::record::Record,
     st: &mut RecoveryState,
     msgs: &mut HashMap<MessageId, QueuedMessage>,
 ) {
     use super::record::Record;
-    let id = r.id();
-    st.book.on_ref(seg, id, matches!(r, Record::Done { .. }));
     match r {
         Record::Message { .. } => {}
-        Record::Outcome { rcpt, outcome, .. } => {
+        Record::Outcome {
+            id,
+            rcpt,
+            outcome,
+            reply,
+        } => {
+            st.book.on_outcome(seg, end, id, rcpt, outcome, &reply);
             if let (Some(m), true) = (msgs.get_mut(&id), outcome.is_final()) {
                 m.pending.retain(|p| p.index != rcpt);
             }
         }
         Record::Retry {
+            id,
             next_attempt_ms,
             attempts,
-            ..
         } => {
+            st.book.on_retry(seg, end, id, next_attempt_ms, attempts);
             if let Some(m) = msgs.get_mut(&id) {
                 m.next_attempt_ms = next_attempt_ms;
                 m.attempts = attempts;
             }
         }
-        Record::Done { .. } => {
+        Record::Done { id } => {
+            st.book.on_done(seg, end, id);
             msgs.remove(&id);
         }
     }

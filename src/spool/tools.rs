@@ -21,11 +21,18 @@ pub enum SpoolCommand {
     Verify {
         /// Spool directory of one shard.
         dir: PathBuf,
+        /// The shard owning the directory (default: from a `shard-N`
+        /// directory name, else the shard most segment headers name).
+        #[arg(long)]
+        shard: Option<u16>,
     },
     /// Print counts by state and recipient domain, and the oldest message.
     Inspect {
         /// Spool directory of one shard.
         dir: PathBuf,
+        /// The shard owning the directory (default as for verify).
+        #[arg(long)]
+        shard: Option<u16>,
     },
     /// Print one message's envelope, headers and state records.
     Show {
@@ -49,8 +56,8 @@ const SHOW_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Runs a spool subcommand, printing to stdout/stderr.
 pub fn run(cmd: SpoolCommand) -> ExitCode {
     let r = match cmd {
-        SpoolCommand::Verify { dir } => verify(&dir),
-        SpoolCommand::Inspect { dir } => inspect(&dir),
+        SpoolCommand::Verify { dir, shard } => verify(&dir, shard),
+        SpoolCommand::Inspect { dir, shard } => inspect(&dir, shard),
         SpoolCommand::Show { dir, config, id } => match dir {
             Some(dir) => show(&dir, &id),
             None => shard_dir(config.as_deref(), &id).and_then(|dir| show(&dir, &id)),
@@ -73,9 +80,33 @@ fn shard_dir(config: Option<&Path>, id: &str) -> Result<PathBuf, String> {
     Ok(config.spool_dir(usize::from(id.shard)))
 }
 
+/// The shard that owns `dir`: from a `shard-N` directory name, else the
+/// shard named by most valid segment headers (None if there is none).
+pub fn infer_shard(dir: &Path) -> Option<u16> {
+    let named = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("shard-"))
+        .and_then(|n| n.parse().ok());
+    if named.is_some() {
+        return named;
+    }
+    let mut votes: BTreeMap<u16, u32> = BTreeMap::new();
+    for (_, path) in list_segments(dir).ok()? {
+        let Ok(Some(map)) = map_segment(&path) else {
+            continue;
+        };
+        if let Ok(h) = SegmentHeader::decode(&map) {
+            *votes.entry(h.shard).or_default() += 1;
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s)
+}
+
 /// Checks every segment; returns the exit code (0 clean, 1 problems).
-pub fn verify(dir: &Path) -> Result<u8, String> {
+pub fn verify(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
     let segs = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let shard = shard.or_else(|| infer_shard(dir));
     let mut problems = 0u64;
     let mut records = 0u64;
     for (n, path) in &segs {
@@ -84,6 +115,14 @@ pub fn verify(dir: &Path) -> Result<u8, String> {
         let scan = scan_segment(buf);
         let name = path.display();
         match scan.header {
+            Some(h) if shard.is_some_and(|s| s != h.shard) => {
+                problems += 1;
+                println!(
+                    "{name}: header names shard {}, not {}: recovery skips this segment",
+                    h.shard,
+                    shard.unwrap_or_default()
+                );
+            }
             Some(h) if h.segment == *n => {}
             Some(h) => {
                 problems += 1;
@@ -126,8 +165,9 @@ pub fn verify(dir: &Path) -> Result<u8, String> {
 }
 
 /// Prints queue counts by state and domain and the oldest live message.
-pub fn inspect(dir: &Path) -> Result<u8, String> {
-    let (rec, _) = recover_dir(dir, false).map_err(|e| e.to_string())?;
+pub fn inspect(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
+    let shard = shard.or_else(|| infer_shard(dir));
+    let (rec, _) = recover_dir(dir, shard, false).map_err(|e| e.to_string())?;
     let s = &rec.stats;
     let awaiting_retry = rec.messages.iter().filter(|m| m.attempts > 0).count();
     let all_final = rec.messages.iter().filter(|m| m.pending.is_empty()).count();
@@ -139,8 +179,8 @@ pub fn inspect(dir: &Path) -> Result<u8, String> {
     );
     println!("pending recipients: {}", s.recipients_pending);
     println!(
-        "problems: corrupt records {}, torn bytes {}, bad headers {}",
-        s.corrupt_records, s.torn_bytes, s.bad_headers
+        "problems: corrupt records {}, torn bytes {}, bad headers {}, other shards' segments {}",
+        s.corrupt_records, s.torn_bytes, s.bad_headers, s.foreign_segments
     );
     let mut domains: BTreeMap<&str, u64> = BTreeMap::new();
     for m in &rec.messages {

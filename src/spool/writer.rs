@@ -9,11 +9,13 @@
 //! sync covering its record completed, acknowledge anything from a batch
 //! whose write or sync failed, or touch `std::fs` (recovery at open aside).
 
+use super::book::Book;
+use super::maintain::prepend_copies;
 use super::record::{
     encode_message_frame, encode_record, reframe, Outcome, Record, SegmentHeader, FORMAT_VERSION,
     MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
 };
-use super::recovery::{recover_dir, Book, Recovered};
+use super::recovery::{recover_dir, Recovered};
 use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Envelope, MessageId};
 use glommio::io::{Directory, DmaFile, OpenOptions};
@@ -53,7 +55,7 @@ pub struct SpoolStats {
 
 /// Completion shared by every waiter of one batch.
 #[derive(Default)]
-struct Batch {
+pub(super) struct Batch {
     result: RefCell<Option<Result<(), SpoolError>>>,
     wakers: RefCell<Vec<Waker>>,
 }
@@ -68,27 +70,44 @@ impl Batch {
 }
 
 /// What the bookkeeping must learn once a frame is durable.
-#[derive(Copy, Clone)]
-enum BookOp {
+pub(super) enum BookOp {
     Message(MessageId),
-    Ref(MessageId),
+    Outcome(MessageId, u32, Outcome, Box<str>),
+    Retry(MessageId, u64, u32),
     Done(MessageId),
+}
+
+/// A live message's MESSAGE frame, read back from an old segment, to be
+/// written again at the front of the next batch (copy-forward).
+pub(super) struct CopyReq {
+    pub(super) id: MessageId,
+    /// Segment the frame was read from; the copy is dropped if the message
+    /// moved or ended meanwhile.
+    pub(super) from: u32,
+    pub(super) frame: Vec<u8>,
 }
 
 /// Frames waiting for the next commit.
 #[derive(Default)]
-struct Staging {
+pub(super) struct Staging {
     buf: Vec<u8>,
     frames: Vec<(usize, usize, BookOp)>,
-    batch: Rc<Batch>,
+    pub(super) copies: Vec<CopyReq>,
+    pub(super) batch: Rc<Batch>,
+}
+
+impl Staging {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.copies.is_empty()
+    }
 }
 
 /// State shared by the `Spool` handle and its commit task.
 pub(super) struct Shared {
     opts: SpoolOptions,
-    staging: RefCell<Staging>,
+    pub(super) staging: RefCell<Staging>,
     committer: RefCell<Option<Waker>>,
-    closed: Cell<bool>,
+    pub(super) closed: Cell<bool>,
     fault: Cell<Option<Fault>>,
     pub(super) book: RefCell<Book>,
     pub(super) active_segment: Cell<u32>,
@@ -96,7 +115,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    fn kick(&self) {
+    pub(super) fn kick(&self) {
         if let Some(w) = self.committer.borrow_mut().take() {
             w.wake();
         }
@@ -131,7 +150,7 @@ impl Spool {
         // Recovery runs before the shard serves anything: blocking std::fs
         // and memmap2 are fine here.
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::from_io("creating spool", &e))?;
-        let (recovered, state) = recover_dir(dir, true)?;
+        let (recovered, state) = recover_dir(dir, Some(shard), true)?;
         let epoch_ms = now_ms().max(state.max_epoch_ms.saturating_add(1));
         let dir_handle = Directory::open(dir)
             .await
@@ -223,8 +242,8 @@ impl Spool {
             outcome,
             reply: reply.to_string(),
         };
-        self.stage(BookOp::Ref(id), |buf| encode_record(&rec, 0, buf))
-            .await
+        let op = BookOp::Outcome(id, rcpt, outcome, reply.into());
+        self.stage(op, |buf| encode_record(&rec, 0, buf)).await
     }
 
     /// Appends a RETRY record (same durability).
@@ -239,8 +258,8 @@ impl Spool {
             next_attempt_ms,
             attempts,
         };
-        self.stage(BookOp::Ref(id), |buf| encode_record(&rec, 0, buf))
-            .await
+        let op = BookOp::Retry(id, next_attempt_ms, attempts);
+        self.stage(op, |buf| encode_record(&rec, 0, buf)).await
     }
 
     /// Appends a DONE record (same durability).
@@ -298,15 +317,35 @@ impl Spool {
             st.batch.clone()
         };
         self.shared.kick();
-        poll_fn(|cx| {
-            if let Some(r) = batch.result.borrow().as_ref() {
-                return Poll::Ready(r.clone());
-            }
-            batch.wakers.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        wait_batch(batch).await
     }
+
+    /// Queues copy-forward frames for the front of the next batch and
+    /// waits until that batch is durable.
+    pub(super) async fn stage_copies(&self, copies: Vec<CopyReq>) -> Result<(), SpoolError> {
+        if self.shared.closed.get() {
+            return Err(SpoolError::Closed);
+        }
+        let batch = {
+            let mut st = self.shared.staging.borrow_mut();
+            st.copies.extend(copies);
+            st.batch.clone()
+        };
+        self.shared.kick();
+        wait_batch(batch).await
+    }
+}
+
+/// Resolves with the batch's result once its commit finished.
+async fn wait_batch(batch: Rc<Batch>) -> Result<(), SpoolError> {
+    poll_fn(|cx| {
+        if let Some(r) = batch.result.borrow().as_ref() {
+            return Poll::Ready(r.clone());
+        }
+        batch.wakers.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
 }
 
 impl Drop for Spool {
@@ -338,7 +377,7 @@ impl Committer {
         loop {
             let shared = self.shared.clone();
             poll_fn(|cx| {
-                if !shared.staging.borrow().frames.is_empty() || shared.closed.get() {
+                if !shared.staging.borrow().is_empty() || shared.closed.get() {
                     return Poll::Ready(());
                 }
                 *shared.committer.borrow_mut() = Some(cx.waker().clone());
@@ -347,11 +386,18 @@ impl Committer {
             .await;
             self.linger().await;
             let staged = std::mem::take(&mut *self.shared.staging.borrow_mut());
-            if staged.frames.is_empty() {
+            if staged.is_empty() {
                 break; // closed and drained
             }
-            let (n, bytes) = (staged.frames.len() as u64, staged.buf.len() as u64);
-            let result = self.commit(staged.buf, &staged.frames).await;
+            // Every earlier batch is settled here, so the book is exact.
+            let (buf, frames) = prepend_copies(
+                &self.shared.book.borrow(),
+                staged.copies,
+                staged.buf,
+                staged.frames,
+            );
+            let (n, bytes) = (frames.len() as u64, buf.len() as u64);
+            let result = self.commit(buf, frames).await;
             let mut stats = self.shared.stats.get();
             if result.is_ok() {
                 stats.records += n;
@@ -389,7 +435,7 @@ impl Committer {
     async fn commit(
         &mut self,
         mut buf: Vec<u8>,
-        frames: &[(usize, usize, BookOp)],
+        frames: Vec<(usize, usize, BookOp)>,
     ) -> Result<(), SpoolError> {
         if self.file.is_none() {
             // A previous failure left no usable segment.
@@ -397,8 +443,8 @@ impl Committer {
         }
         let seg_size = self.shared.opts.segment_size;
         let mut run_start = 0;
-        let mut landed: Vec<(u32, BookOp)> = Vec::with_capacity(frames.len());
-        for &(start, len, op) in frames {
+        let mut landed: Vec<(u32, u64, usize, BookOp)> = Vec::with_capacity(frames.len());
+        for (start, len, op) in frames {
             if self.tail + len as u64 > seg_size && self.tail > SEGMENT_HEADER_LEN as u64 {
                 let run = buf[run_start..start].to_vec();
                 self.write_sync(run).await?;
@@ -406,19 +452,23 @@ impl Committer {
                 run_start = start;
             }
             reframe(&mut buf[start..start + len], self.tail);
+            landed.push((self.seg_no, self.tail, len, op));
             self.tail += len as u64;
-            landed.push((self.seg_no, op));
         }
         if run_start > 0 {
             buf.drain(..run_start);
         }
         self.write_sync(buf).await?;
         let mut book = self.shared.book.borrow_mut();
-        for (seg, op) in landed {
+        for (seg, off, len, op) in landed {
+            let end = off + len as u64;
             match op {
-                BookOp::Message(id) => book.on_message(seg, id),
-                BookOp::Ref(id) => book.on_ref(seg, id, false),
-                BookOp::Done(id) => book.on_ref(seg, id, true),
+                BookOp::Message(id) => book.on_message(seg, id, off as u32, len as u32),
+                BookOp::Outcome(id, rcpt, outcome, reply) => {
+                    book.on_outcome(seg, end, id, rcpt, outcome, &reply)
+                }
+                BookOp::Retry(id, next, n) => book.on_retry(seg, end, id, next, n),
+                BookOp::Done(id) => book.on_done(seg, end, id),
             }
         }
         Ok(())
@@ -539,7 +589,10 @@ impl Committer {
         self.tail = 0;
         self.tail_block.clear();
         self.shared.active_segment.set(n);
-        self.shared.book.borrow_mut().add_segment(n);
+        self.shared
+            .book
+            .borrow_mut()
+            .add_segment(n, SEGMENT_HEADER_LEN as u64);
         let r = self.try_write_sync(header.encode().to_vec()).await;
         if let Err(e) = r {
             log::error!("paniclog: spool cannot start segment {n}: {e}");

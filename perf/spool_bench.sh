@@ -36,6 +36,8 @@ start() {
 shards = $1
 spoolbase = "$2"
 hostname = "bench.test"
+# Receive-only measurement: queue, never deliver (no DNS, no outbound traffic).
+suspend_delivery = true
 [listener.esmtp]
 listen = ["127.0.0.1:$PORT"]
 max_connections_per_ip = 10000

@@ -29,12 +29,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Where a queued message's content is.
-enum Content {
-    /// Kept from reception.
-    Resident(Rc<Envelope>, Rc<[u8]>),
-    /// Found at recovery: re-read from the spool.
-    Spooled { segment: u32, offset: u32, len: u32 },
+/// Largest total of message content kept in memory per shard. A message
+/// stays resident from reception to its first deferral; beyond this budget,
+/// and after a deferral, its content is read back from the spool.
+const MAX_RESIDENT_OCTETS: usize = 256 << 20;
+
+/// Content kept from reception for the first attempt.
+struct Resident {
+    env: Rc<Envelope>,
+    body: Rc<[u8]>,
 }
 
 /// A shard's outbound side.
@@ -44,7 +47,8 @@ pub struct ShardDelivery {
     spool: Rc<Spool>,
     resolver: Rc<Resolver>,
     queue: RefCell<Queue>,
-    content: RefCell<HashMap<MessageId, Content>>,
+    resident: RefCell<HashMap<MessageId, Resident>>,
+    resident_octets: std::cell::Cell<usize>,
     active: RefCell<HashMap<Rc<str>, u32>>,
     /// Idle connections per domain wait on these for new work.
     idle: RefCell<HashMap<Rc<str>, Signal>>,
@@ -67,7 +71,8 @@ impl ShardDelivery {
             spool,
             resolver,
             queue: RefCell::new(Queue::new()),
-            content: RefCell::new(HashMap::new()),
+            resident: RefCell::new(HashMap::new()),
+            resident_octets: std::cell::Cell::new(0),
             active: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
             kick: Notify::default(),
@@ -83,14 +88,6 @@ impl ShardDelivery {
                     address: p.address.clone(),
                 })
                 .collect();
-            d.content.borrow_mut().insert(
-                m.id,
-                Content::Spooled {
-                    segment: m.segment,
-                    offset: m.offset,
-                    len: m.len,
-                },
-            );
             d.queue.borrow_mut().insert(
                 Entry::new(
                     m.id,
@@ -122,11 +119,27 @@ impl ShardDelivery {
             })
             .collect();
         let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
-        self.content
-            .borrow_mut()
-            .insert(id, Content::Resident(Rc::new(env), Rc::from(content)));
+        let octets = self.resident_octets.get() + content.len();
+        if octets <= MAX_RESIDENT_OCTETS {
+            self.resident_octets.set(octets);
+            self.resident.borrow_mut().insert(
+                id,
+                Resident {
+                    env: Rc::new(env),
+                    body: Rc::from(content),
+                },
+            );
+        }
         let ready = self.queue.borrow_mut().insert(entry, now_ms());
         self.work_arrived(&ready);
+    }
+
+    /// Forgets a message's in-memory content (done, or deferred).
+    fn release(&self, id: &MessageId) {
+        if let Some(r) = self.resident.borrow_mut().remove(id) {
+            self.resident_octets
+                .set(self.resident_octets.get().saturating_sub(r.body.len()));
+        }
     }
 
     /// Wakes idle connections of these domains, and the scheduler.

@@ -156,6 +156,11 @@ impl Book {
     }
 
     /// The segment holding `id`'s current MESSAGE record, if live.
+    /// Where a live message's MESSAGE frame is: (segment, offset, length).
+    pub(crate) fn location_of(&self, id: &MessageId) -> Option<(u32, u32, u32)> {
+        self.live.get(id).map(|l| (l.seg, l.offset, l.len))
+    }
+
     pub(crate) fn segment_of(&self, id: &MessageId) -> Option<u32> {
         self.live.get(id).map(|l| l.seg)
     }

@@ -141,6 +141,32 @@ impl Spool {
         result.map(|()| deleted)
     }
 
+    /// Reads a live message by id, wherever compaction has put it.
+    pub async fn read_live(&self, id: MessageId) -> Result<(Envelope, Vec<u8>), SpoolError> {
+        let mut last = None;
+        // Compaction may move the message (and delete the old segment)
+        // while a read is on its way: a second look finds the new place.
+        for _ in 0..2 {
+            let location = self.shared.book.borrow().location_of(&id);
+            let Some((segment, offset, len)) = location else {
+                return Err(SpoolError::Io(format!(
+                    "message {id} is not live in the spool"
+                )));
+            };
+            if last
+                .as_ref()
+                .is_some_and(|(at, _)| *at == (segment, offset, len))
+            {
+                break;
+            }
+            match self.read_message(segment, offset, len).await {
+                Ok(x) => return Ok(x),
+                Err(e) => last = Some(((segment, offset, len), e)),
+            }
+        }
+        Err(last.map_or(SpoolError::Closed, |(_, e)| e))
+    }
+
     /// Re-reads a MESSAGE record (e.g. located by a `QueuedMessage`) and
     /// returns its envelope and body, checking the frame's CRC again.
     pub async fn read_message(

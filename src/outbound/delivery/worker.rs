@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{now_ms, Content, ShardDelivery};
+use super::{now_ms, ShardDelivery};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
 use crate::outbound::dns::MxResult;
@@ -184,23 +184,10 @@ impl ShardDelivery {
         &self,
         id: MessageId,
     ) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
-        let location = match self.content.borrow().get(&id) {
-            Some(Content::Resident(env, body)) => return Ok((env.clone(), body.clone())),
-            Some(Content::Spooled {
-                segment,
-                offset,
-                len,
-            }) => (*segment, *offset, *len),
-            None => {
-                return Err(SpoolError::Io(format!(
-                    "message {id} has no content on record"
-                )))
-            }
-        };
-        let (env, body) = self
-            .spool
-            .read_message(location.0, location.1, location.2)
-            .await?;
+        if let Some(r) = self.resident.borrow().get(&id) {
+            return Ok((r.env.clone(), r.body.clone()));
+        }
+        let (env, body) = self.spool.read_live(id).await?;
         Ok((Rc::new(env), Rc::from(body)))
     }
 
@@ -309,10 +296,11 @@ impl ShardDelivery {
             );
         }
         match s.next {
-            Next::Done => {
-                self.content.borrow_mut().remove(&s.id);
+            Next::Done => self.release(&s.id),
+            Next::Retry { .. } => {
+                self.delay_notice(s.id, d).await;
+                self.release(&s.id);
             }
-            Next::Retry { .. } => self.delay_notice(s.id, d).await,
             Next::Waiting => {}
         }
     }

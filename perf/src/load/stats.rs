@@ -23,30 +23,39 @@ pub enum Class {
     Error,
 }
 
-/// Classifies a transaction result by the reply that decided it.
-/// A message with some recipients refused takes the worst refusal's class.
+/// Classifies a transaction result by the replies that decided it: a
+/// refused MAIL; else the RCPT refusals plus, if some RCPT was accepted,
+/// a refused content (a 554 "no valid recipients" after every RCPT was
+/// refused only echoes those refusals). Any 5xx makes it permanent.
 pub fn classify(r: &TransactionResult) -> Class {
-    if r.recipients.iter().all(|x| x.outcome.is_delivered()) && !r.recipients.is_empty() {
+    if !r.recipients.is_empty() && r.recipients.iter().all(|x| x.outcome.is_delivered()) {
         return Class::Accepted;
     }
-    let mail_failed = r.mail_reply.as_ref().filter(|m| !m.is_positive());
-    let refusals = r
-        .recipients
-        .iter()
-        .filter_map(|x| x.rcpt_reply.as_ref())
-        .filter(|x| !x.is_positive());
-    let decisive = mail_failed
-        .into_iter()
-        .chain(r.data_reply.as_ref().filter(|d| !d.is_positive()))
-        .chain(refusals);
-    let mut class = None;
-    for reply in decisive {
-        if reply.is_permanent() {
-            return Class::Permanent;
+    let class_of = |permanent: bool| {
+        if permanent {
+            Class::Permanent
+        } else {
+            Class::Transient
         }
-        class = Some(Class::Transient);
+    };
+    if let Some(m) = r.mail_reply.as_ref().filter(|m| !m.is_positive()) {
+        return class_of(m.is_permanent());
     }
-    class.unwrap_or(Class::Error)
+    let replies = || r.recipients.iter().filter_map(|x| x.rcpt_reply.as_ref());
+    let any_accepted = replies().any(|x| x.is_positive());
+    let mut decisive: Vec<_> = replies().filter(|x| !x.is_positive()).collect();
+    if any_accepted {
+        match &r.data_reply {
+            // Recipients accepted but no final reply: the session failed.
+            None => return Class::Error,
+            Some(d) if !d.is_positive() => decisive.push(d),
+            Some(_) => {}
+        }
+    }
+    if decisive.is_empty() {
+        return Class::Error;
+    }
+    class_of(decisive.iter().any(|x| x.is_permanent()))
 }
 
 /// Live counters of one executor; written by it, read by the main thread.

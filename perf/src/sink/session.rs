@@ -244,6 +244,7 @@ fn count_accepted(
     }
     let rcpts = env.recipients.len() as u64;
     l.all.accepted(now, rcpts, latency);
+    l.note_time(unix_micros());
     if latency.is_none() {
         l.unstamped += 1;
     }

@@ -179,6 +179,10 @@ pub struct Local {
     pub unstamped: u64,
     /// Messages that could not be stored (`--store`).
     pub store_errors: u64,
+    /// Wall clock of the first and last accepted message (Unix µs; 0 = none).
+    pub first_unix_us: u64,
+    /// See above.
+    pub last_unix_us: u64,
 }
 
 impl Local {
@@ -195,6 +199,19 @@ impl Local {
         self.all.merge(&o.all);
         self.unstamped += o.unstamped;
         self.store_errors += o.store_errors;
+        self.note_time(o.first_unix_us);
+        self.note_time(o.last_unix_us);
+    }
+
+    /// Widens the first/last window to include `unix_us` (0 is ignored).
+    pub fn note_time(&mut self, unix_us: u64) {
+        if unix_us == 0 {
+            return;
+        }
+        if self.first_unix_us == 0 || unix_us < self.first_unix_us {
+            self.first_unix_us = unix_us;
+        }
+        self.last_unix_us = self.last_unix_us.max(unix_us);
     }
 }
 
@@ -280,6 +297,10 @@ pub struct Report {
     pub unstamped: u64,
     /// Messages that could not be written to --store.
     pub store_errors: u64,
+    /// Wall clock of the first accepted message, Unix microseconds (0 = none).
+    pub first_message_unix_us: u64,
+    /// Wall clock of the last accepted message, Unix microseconds (0 = none).
+    pub last_message_unix_us: u64,
     /// By listening address.
     pub addresses: BTreeMap<String, AddrRow>,
     /// By recipient domain.
@@ -319,6 +340,8 @@ impl Report {
             total: DomainRow::of(&local.all),
             unstamped: local.unstamped,
             store_errors: local.store_errors,
+            first_message_unix_us: local.first_unix_us,
+            last_message_unix_us: local.last_unix_us,
             addresses,
             domains: local
                 .domains

@@ -54,6 +54,7 @@ fn drive(chunks: &[&[u8]]) -> (Received, Vec<u8>, bool) {
                 }
                 Step::Authenticate { password, .. } => s.auth_result(password == "pass"),
                 Step::StartTls => s.tls_started(),
+                Step::Recipient(_) => s.recipient_checked(None),
                 Step::Message(m) => {
                     received.push(*m);
                     seq += 1;

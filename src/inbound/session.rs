@@ -145,6 +145,8 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     None => break,
                 }
             }
+            // Not asked for (`confirm_recipients` is off); accept if it comes.
+            Step::Recipient(_) => sess.recipient_checked(None),
             Step::Message(msg) => {
                 let (envelope, body) = *msg;
                 let result = store(&state, &config, sess.is_tls(), envelope, body).await;

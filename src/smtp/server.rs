@@ -6,9 +6,9 @@
 //! Calls only the pure parsers beside it. No sockets, no clock, no disk, no
 //! async: the driver (`inbound`) does all of that.
 //!
-//! Pausing: after `process()` returns `Authenticate`, `StartTls` or
-//! `Message`, the session waits for `auth_result`, `tls_started` or
-//! `message_stored`; until then `process()` returns `NeedInput` and consumes
+//! Pausing: after `process()` returns `Authenticate`, `StartTls`,
+//! `Recipient` or `Message`, the session waits for `auth_result`,
+//! `tls_started`, `recipient_checked` or `message_stored`; until then `process()` returns `NeedInput` and consumes
 //! nothing (input fed meanwhile stays buffered, in order). After answering,
 //! the driver calls `process()` again to run any pipelined input.
 
@@ -45,6 +45,9 @@ pub enum Step {
     },
     /// The 220 is in the output: flush it, handshake, call `tls_started`.
     StartTls,
+    /// Only with `confirm_recipients(true)`: this RCPT passed every check
+    /// of the session; decide it with `recipient_checked`.
+    Recipient(String),
     /// Store this message, then call `message_stored`.
     Message(Box<(Envelope, Vec<u8>)>),
     /// Flush the output and close the connection.
@@ -60,6 +63,7 @@ enum Phase {
     Bdat(BdatChunk),
     WaitAuth(String),
     WaitTls,
+    WaitRcpt(Recipient),
     WaitStore,
     Closed,
 }
@@ -115,6 +119,8 @@ pub struct ServerSession {
     /// Octets after `pos` already searched for CRLF without success.
     line_scanned: usize,
     output: Vec<u8>,
+    /// Hand accepted RCPTs to the driver (`Step::Recipient`) before 250.
+    confirm_recipients: bool,
 }
 
 impl ServerSession {
@@ -139,6 +145,7 @@ impl ServerSession {
             discard_cr: false,
             line_scanned: 0,
             output: Vec::new(),
+            confirm_recipients: false,
         };
         s.send(greeting);
         s
@@ -168,7 +175,9 @@ impl ServerSession {
         loop {
             let flow = match self.phase {
                 Phase::Closed => return Step::Close,
-                Phase::WaitAuth(_) | Phase::WaitTls | Phase::WaitStore => return Step::NeedInput,
+                Phase::WaitAuth(_) | Phase::WaitTls | Phase::WaitRcpt(_) | Phase::WaitStore => {
+                    return Step::NeedInput
+                }
                 Phase::Command => self.command_phase(),
                 Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
                     self.auth_phase()
@@ -237,6 +246,34 @@ impl ServerSession {
         self.pos = 0;
         self.line_scanned = 0;
         self.phase = Phase::Command;
+    }
+
+    /// With `true`, every RCPT that passes the session's own checks is
+    /// handed to the driver as `Step::Recipient` before it is answered
+    /// (a sink injecting failures, a policy lookup). Off by default.
+    pub fn confirm_recipients(&mut self, on: bool) {
+        self.confirm_recipients = on;
+    }
+
+    /// Answer to `Step::Recipient`: `None` accepts (250 2.1.5), `Some(reply)`
+    /// refuses with it (421 closes). A refusal decided by the driver does not
+    /// count towards `max_errors_per_session`: the client did nothing wrong.
+    pub fn recipient_checked(&mut self, refusal: Option<Reply>) {
+        let Phase::WaitRcpt(recipient) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        match (refusal, self.txn.as_mut()) {
+            (None, Some(txn)) => {
+                txn.recipients.push(recipient);
+                self.send(Reply::new(250, "2.1.5", "Ok"));
+            }
+            (Some(reply), _) if reply.code == 421 => self.close_with(reply),
+            (Some(reply), Some(txn)) => {
+                txn.rcpt_refused = true;
+                self.send(reply);
+            }
+            (_, None) => {}
+        }
     }
 
     /// Answer to `Step::Message`: `Ok(id)` sends 250, `Err(reply)` sends that reply.
@@ -400,13 +437,25 @@ impl ServerSession {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),
             Command::Mail { path, params } => self.mail(path, &params),
-            Command::Rcpt { path, params } => {
-                let reply = self.rcpt(path, &params);
-                if let (true, Some(txn)) = (reply.is_error(), self.txn.as_mut()) {
-                    txn.rcpt_refused = true;
+            Command::Rcpt { path, params } => match self.rcpt(path, &params) {
+                Ok(recipient) if self.confirm_recipients => {
+                    let address = recipient.address.clone();
+                    self.phase = Phase::WaitRcpt(recipient);
+                    return Flow::Yield(Step::Recipient(address));
                 }
-                reply
-            }
+                Ok(recipient) => {
+                    if let Some(txn) = self.txn.as_mut() {
+                        txn.recipients.push(recipient);
+                    }
+                    Reply::new(250, "2.1.5", "Ok")
+                }
+                Err(reply) => {
+                    if let Some(txn) = self.txn.as_mut() {
+                        txn.rcpt_refused = true;
+                    }
+                    reply
+                }
+            },
             Command::Data => return self.data(),
             Command::Bdat { size, last } => return self.bdat(size, last),
             Command::Rset => {
@@ -503,19 +552,20 @@ impl ServerSession {
         Reply::new(250, "2.1.0", "Ok")
     }
 
-    fn rcpt(&mut self, path: &str, params: &[Param<'_>]) -> Reply {
+    /// Checks a RCPT; `Ok` is the recipient to accept.
+    fn rcpt(&self, path: &str, params: &[Param<'_>]) -> Result<Recipient, Reply> {
         let Some(txn) = self.txn.as_ref() else {
-            return Reply::new(503, "5.5.1", "need MAIL command");
+            return Err(Reply::new(503, "5.5.1", "need MAIL command"));
         };
         if txn.bdat.is_some() {
-            return Reply::new(503, "5.5.1", "RCPT not allowed after BDAT");
+            return Err(Reply::new(503, "5.5.1", "RCPT not allowed after BDAT"));
         }
         if !self.esmtp && !params.is_empty() {
-            return Reply::new(555, "5.5.4", "parameters require EHLO");
+            return Err(Reply::new(555, "5.5.4", "parameters require EHLO"));
         }
         let rp = match rcpt_params(params) {
             Ok(rp) => rp,
-            Err(e) => return e.reply(),
+            Err(e) => return Err(e.reply()),
         };
         // RFC 5321 §4.5.1: "<Postmaster>" without a domain must be accepted;
         // it means this host, and then faces the same relay check.
@@ -524,23 +574,20 @@ impl ServerSession {
         } else {
             match parse_mailbox(path, txn.params.smtputf8) {
                 Ok(m) => m.to_string(),
-                Err(e) => return address_reply(e, false),
+                Err(e) => return Err(address_reply(e, false)),
             }
         };
         if txn.recipients.len() >= self.settings.max_recipients_per_message {
-            return Reply::new(452, "4.5.3", "too many recipients");
+            return Err(Reply::new(452, "4.5.3", "too many recipients"));
         }
         if !self.may_relay_to(&address) {
-            return Reply::new(550, "5.7.1", "relaying denied");
+            return Err(Reply::new(550, "5.7.1", "relaying denied"));
         }
-        if let Some(txn) = self.txn.as_mut() {
-            txn.recipients.push(Recipient {
-                address,
-                notify: rp.notify,
-                orcpt: rp.orcpt,
-            });
-        }
-        Reply::new(250, "2.1.5", "Ok")
+        Ok(Recipient {
+            address,
+            notify: rp.notify,
+            orcpt: rp.orcpt,
+        })
     }
 
     fn may_relay_to(&self, mailbox: &str) -> bool {

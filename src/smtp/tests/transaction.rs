@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::message::{BodyType, DsnRet, Notify, Recipient};
+use crate::smtp::reply::Reply;
 
 const OK_MAIL: &str = "250 2.1.0 Ok\r\n";
 const OK_RCPT: &str = "250 2.1.5 Ok\r\n";
@@ -393,4 +394,66 @@ fn ehlo_resets_transaction() {
     expect(&mut s, "MAIL FROM:<a@b.example>\r\n", OK_MAIL);
     expect(&mut s, "EHLO again\r\n", EHLO_PLAIN);
     expect(&mut s, "MAIL FROM:<a@b.example>\r\n", OK_MAIL);
+}
+
+#[test]
+fn recipient_hook_is_off_by_default_and_pauses_when_on() {
+    let mut s = greeted();
+    expect(&mut s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+    expect(&mut s, "RCPT TO:<x@example.com>\r\n", "250 2.1.5 Ok\r\n");
+
+    let mut s = greeted();
+    s.confirm_recipients(true);
+    // Pipelined: the session stops at each RCPT until the driver decides.
+    let (out, step) = exchange(
+        &mut s,
+        "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<y@example.com>\r\n\
+         RCPT TO:<z@elsewhere.example>\r\nDATA\r\n",
+    );
+    assert_eq!(out, "250 2.1.0 Ok\r\n");
+    assert_eq!(step, Step::Recipient("x@example.com".into()));
+    assert_eq!(s.process(), Step::NeedInput, "paused until decided");
+    s.recipient_checked(Some(Reply::new(451, "4.7.1", "greylisted")));
+    assert_eq!(s.process(), Step::Recipient("y@example.com".into()));
+    s.recipient_checked(None);
+    // The session's own checks come first: relaying is refused without asking.
+    let (out, step) = exchange(&mut s, "");
+    assert_eq!(
+        out,
+        "451 4.7.1 greylisted\r\n250 2.1.5 Ok\r\n550 5.7.1 relaying denied\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(step, Step::NeedInput);
+    let (_, step) = exchange(&mut s, "Subject: t\r\n\r\nhi\r\n.\r\n");
+    let Step::Message(msg) = step else {
+        panic!("expected a message, got {step:?}")
+    };
+    let addrs: Vec<_> = msg
+        .0
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(addrs, ["y@example.com"]);
+}
+
+#[test]
+fn recipient_hook_refusals_do_not_count_as_client_errors_and_421_closes() {
+    let mut st = settings();
+    st.max_errors_per_session = 1;
+    let mut s = session_with(st);
+    s.confirm_recipients(true);
+    expect(&mut s, "EHLO c\r\n", EHLO_PLAIN);
+    expect(&mut s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+    for _ in 0..3 {
+        let (_, step) = exchange(&mut s, "RCPT TO:<x@example.com>\r\n");
+        assert_eq!(step, Step::Recipient("x@example.com".into()));
+        s.recipient_checked(Some(Reply::new(550, "5.1.1", "no such user")));
+        assert_eq!(s.process(), Step::NeedInput);
+        assert_eq!(text(s.take_output()), "550 5.1.1 no such user\r\n");
+    }
+    let (_, step) = exchange(&mut s, "RCPT TO:<x@example.com>\r\n");
+    assert_eq!(step, Step::Recipient("x@example.com".into()));
+    s.recipient_checked(Some(Reply::new(421, "4.7.0", "too busy")));
+    assert_eq!(s.process(), Step::Close);
+    assert_eq!(text(s.take_output()), "421 4.7.0 too busy\r\n");
 }

@@ -50,6 +50,10 @@ pub struct Args {
     /// Stop once this many messages were accepted.
     #[arg(short = 'e', long)]
     pub expect: Option<u64>,
+    /// Stop once this many recipients were accepted (an MTA may split a
+    /// message into one transaction per destination domain).
+    #[arg(long)]
+    pub expect_recipients: Option<u64>,
     /// Executors (one pinned per core); 0 = one per allowed CPU.
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
@@ -176,7 +180,8 @@ fn run(args: Args) -> Result<(), String> {
         if signalled.load(Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if args.expect.is_some_and(|n| got >= n) {
+        let rcpts = global.recipients.load(Relaxed);
+        if args.expect.is_some_and(|n| got >= n) || args.expect_recipients.is_some_and(|n| rcpts >= n) {
             std::thread::sleep(EXPECT_GRACE);
             break;
         }

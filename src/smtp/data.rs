@@ -53,7 +53,7 @@ impl Body {
 
     /// Appends content octets.
     pub fn push(&mut self, chunk: &[u8]) {
-        if chunk.iter().any(|&b| b >= 0x80) {
+        if !self.flags.eight_bit && !chunk.is_ascii() {
             self.flags.eight_bit = true;
         }
         self.len = self.len.saturating_add(chunk.len() as u64);
@@ -108,7 +108,24 @@ impl DataDecoder {
     /// Consumes input; returns `(octets consumed, finished)`.
     pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
         let mut run = Vec::with_capacity(input.len().min(64 * 1024));
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            // Fast path: inside a line, copy up to the next CR, LF or NUL.
+            if self.state == State::Mid {
+                let rest = &input[i..];
+                let n = memchr::memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
+                if n > 0 {
+                    self.line_octets += n;
+                    if self.line_octets > self.max_line_octets {
+                        self.body.flags.line_too_long = true;
+                    }
+                    run.extend_from_slice(&rest[..n]);
+                    i += n;
+                    continue;
+                }
+            }
+            let b = input[i];
+            i += 1;
             self.line_octets += 1;
             if self.line_octets > self.max_line_octets {
                 self.body.flags.line_too_long = true;
@@ -118,7 +135,7 @@ impl DataDecoder {
             }
             if self.step(b, &mut run) {
                 self.body.push(&run);
-                return (i + 1, true);
+                return (i, true);
             }
         }
         self.body.push(&run);

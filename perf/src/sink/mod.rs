@@ -181,7 +181,9 @@ fn run(args: Args) -> Result<(), String> {
             break;
         }
         let rcpts = global.recipients.load(Relaxed);
-        if args.expect.is_some_and(|n| got >= n) || args.expect_recipients.is_some_and(|n| rcpts >= n) {
+        if args.expect.is_some_and(|n| got >= n)
+            || args.expect_recipients.is_some_and(|n| rcpts >= n)
+        {
             std::thread::sleep(EXPECT_GRACE);
             break;
         }

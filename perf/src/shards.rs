@@ -5,52 +5,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 /// Locked memory each executor's ring registers.
 const IO_MEMORY_OCTETS: usize = 1 << 20;
-/// Open files wanted (every connection is a descriptor).
-const WANTED_NOFILE: u64 = 1 << 20;
 
-/// CPUs this process may run on, in order.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is valid; the pointer lives for the call.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                .filter(|c| libc::CPU_ISSET(*c, &set))
-                .collect();
-            if !cpus.is_empty() {
-                return cpus;
-            }
-        }
-    }
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-}
-
-/// Raises the soft limits for locked memory and open files.
-pub fn raise_limits() {
-    for res in [libc::RLIMIT_MEMLOCK, libc::RLIMIT_NOFILE] {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: lim is a valid rlimit for the duration of the calls.
-        unsafe {
-            if libc::getrlimit(res, &mut lim) != 0 {
-                continue;
-            }
-            if res == libc::RLIMIT_NOFILE && lim.rlim_max < WANTED_NOFILE {
-                let more = libc::rlimit {
-                    rlim_cur: WANTED_NOFILE,
-                    rlim_max: WANTED_NOFILE,
-                };
-                if libc::setrlimit(res, &more) == 0 {
-                    continue;
-                }
-            }
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(res, &lim);
-        }
-    }
-}
+pub use impulse::runtime::{allowed_cpus, raise_limits};
 
 /// Runs `count` executors (pinned to the allowed CPUs while there are
 /// enough), each running `task(shard)`; returns their results in order.

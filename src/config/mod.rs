@@ -23,7 +23,7 @@ use ipnet::IpNet;
 pub use delivery::{Delivery, DeliveryTable, Route, TlsMode};
 use options::OptionDef;
 use parse::{Entry, RawConfig, Value, Values};
-pub use resources::{Credentials, TlsMaterial};
+pub use resources::{client_tls, Credentials, TlsMaterial};
 
 /// The configuration embedded in the binary (`conf/impulse.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/impulse.toml");

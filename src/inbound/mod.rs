@@ -5,7 +5,6 @@
 //! May call: config (snapshot), smtp::server, spool. Never blocks the
 //! shard: all socket and disk I/O is glommio's.
 
-mod conn;
 mod session;
 
 use std::cell::{Cell, RefCell};

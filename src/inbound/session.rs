@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_lite::future;
 use glommio::net::TcpStream;
 
-use super::conn::Conn;
 use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::message::Envelope;
+use crate::runtime::conn::{with_timeout, Conn};
 use crate::smtp::reply::Reply;
 use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
@@ -135,7 +135,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     break;
                 }
                 let Some(tls) = &listener.tls else { break };
-                let handshake = conn.start_tls(tls.server.clone());
+                let handshake = conn.accept_tls(tls.server.clone());
                 match with_timeout(inbound.idle_time, handshake).await {
                     Some(Ok(())) => sess.tls_started(),
                     Some(Err(e)) => {
@@ -236,13 +236,5 @@ async fn read(
         async { Wake::Data(conn.read(buf).await) },
         future::or(stop, timer),
     )
-    .await
-}
-
-async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
     .await
 }

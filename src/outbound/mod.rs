@@ -4,7 +4,6 @@
 //! May call: config (snapshot), queue, spool, smtp::client. Never blocks a
 //! shard: DNS and sockets are glommio I/O.
 
-mod conn;
 pub mod delivery;
 pub mod dns;
 mod session;

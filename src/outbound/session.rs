@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_lite::future;
 
-use super::conn::ClientConn;
 use crate::config::{Delivery, TlsMode};
+use crate::runtime::conn::{with_timeout, Conn};
 use crate::smtp::client::{
     ClientSession, ClientSettings, ClientStep, ServerReply, SessionError, Stage, TlsPolicy,
     Transaction, TransactionResult,
@@ -20,7 +20,7 @@ const READ_OCTETS: usize = 4096;
 /// A connection that reached `Ready` (greeting, EHLO, STARTTLS done).
 pub struct Outbound {
     session: ClientSession,
-    conn: ClientConn,
+    conn: Conn,
     buf: Vec<u8>,
     /// The host name used for TLS and logs.
     pub host: String,
@@ -83,16 +83,14 @@ impl Outbound {
             body: d.body_timeout,
             rset: d.rset_timeout,
         };
-        let conn = ClientConn::connect(addr, d.connect_timeout)
-            .await
-            .map_err(|e| {
-                let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
-                    (450, "Connection Timed Out".to_string())
-                } else {
-                    (451, format!("connect to {addr} failed: {e}"))
-                };
-                ServerReply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
-            })?;
+        let conn = Conn::connect(addr, d.connect_timeout).await.map_err(|e| {
+            let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
+                (450, "Connection Timed Out".to_string())
+            } else {
+                (451, format!("connect to {addr} failed: {e}"))
+            };
+            ServerReply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
+        })?;
         let mut out = Outbound {
             session: ClientSession::new(client_settings(d), false),
             conn,
@@ -203,7 +201,7 @@ impl Outbound {
                     let name = self.host.clone();
                     match with_timeout(
                         self.timeouts.ehlo,
-                        self.conn.start_tls(config.clone(), &name),
+                        self.conn.connect_tls(config.clone(), &name),
                     )
                     .await
                     {
@@ -224,12 +222,4 @@ impl Outbound {
             }
         }
     }
-}
-
-async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
 }

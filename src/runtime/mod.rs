@@ -6,6 +6,7 @@
 //! other; the only shared state is [`Control`]: the current config snapshot
 //! (read at each new session) and the shutdown flag.
 
+pub mod conn;
 pub mod logger;
 mod shard;
 pub mod shutdown;
@@ -67,7 +68,7 @@ const WANTED_NOFILE: u64 = 1 << 20;
 /// Raises soft limits to the hard limits for locked memory and open files
 /// (and, where permitted, the open-files hard limit itself: every session
 /// is a descriptor).
-fn raise_limits() {
+pub fn raise_limits() {
     for res in [libc::RLIMIT_MEMLOCK, libc::RLIMIT_NOFILE] {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
@@ -96,7 +97,7 @@ fn raise_limits() {
 }
 
 /// CPUs this process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: set is a plain bitmask struct, valid to zero-initialise and pass by pointer.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -120,7 +120,12 @@ async fn session(ctx: &Ctx, mut conn: Conn) -> u64 {
                     client.tls_failed();
                     continue;
                 };
-                match with_timeout(ctx.timeout, conn.connect_tls(tls)).await {
+                match with_timeout(
+                    ctx.timeout,
+                    conn.connect_tls(tls, crate::net::SINK_TLS_NAME),
+                )
+                .await
+                {
                     Some(Ok(())) => client.tls_started(),
                     _ => client.tls_failed(),
                 }

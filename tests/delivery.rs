@@ -430,3 +430,70 @@ fn delay_dsn_after_the_configured_time() {
     // The original is still queued at the sender.
     assert_eq!(live(&sender.spool_dir(0)).0, 1);
 }
+
+#[test]
+fn outbound_starttls_required_and_opportunistic_and_never_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let tls_receiver = start_in(
+        dir,
+        free_port(),
+        &basic_config(
+            "relay_domains = [\"tls.test\", \"opp.test\"]",
+            "tls_certificate = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        ),
+    );
+    let plain_receiver = start(&basic_config("relay_domains = [\"plain.test\"]", ""));
+    let cfg = basic_config("", "").replace("suspend_delivery = true\n", "")
+        + &format!(
+            "[domain.\"tls.test\"]\nroutes = [\"127.0.0.1:{0}\"]\ntls = \"required\"\n\
+             [domain.\"opp.test\"]\nroutes = [\"127.0.0.1:{0}\"]\n\
+             [domain.\"plain.test\"]\nroutes = [\"127.0.0.1:{1}\"]\ntls = \"required\"\nretry_interval = 3600\n",
+            tls_receiver.port, plain_receiver.port
+        );
+    let sender = start(&cfg);
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@tls.test"],
+        "Subject: tls\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@plain.test"],
+        "Subject: plain\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    // The default (opportunistic) uses STARTTLS when offered, too.
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@opp.test"],
+        "Subject: opp\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let tdir = tls_receiver.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&tdir).0 == 2),
+        "TLS deliveries\n{}",
+        sender.log_text()
+    );
+    let received =
+        impulse::spool::recovery::recover_read_only(std::path::Path::new(&tdir), None).unwrap();
+    assert_eq!(received.messages.len(), 2);
+    for m in &received.messages {
+        let (_, show, _) = run_impulse(&["spool", "show", "--dir", &tdir, &m.id.to_string()]);
+        assert!(show.contains("with ESMTPS"), "received over TLS:\n{show}");
+    }
+    // The plain receiver offers no STARTTLS: required TLS defers, never sends in the clear.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(live(&plain_receiver.spool_dir(0)).0, 0);
+    assert_eq!(live(&sender.spool_dir(0)), (1, 1));
+}

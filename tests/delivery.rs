@@ -497,3 +497,34 @@ fn outbound_starttls_required_and_opportunistic_and_never_in_the_clear() {
     assert_eq!(live(&plain_receiver.spool_dir(0)).0, 0);
     assert_eq!(live(&sender.spool_dir(0)), (1, 1));
 }
+
+#[test]
+fn one_connection_carries_many_messages_even_after_refusals() {
+    let (port, rx) = fake_server("550 5.1.1 no such user\r\n", false);
+    let sender = start(&relay_config(
+        port,
+        "generate_bounces = false\nmax_outbound_connections = 1",
+    ));
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    for n in 0..5 {
+        assert!(send(
+            &mut c,
+            "a@example.com",
+            &[&format!("u{n}@example.net")],
+            "Subject: r\r\n\r\nx\r\n.\r\n"
+        )
+        .starts_with("250"));
+    }
+    let dir = sender.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&dir).0 == 0),
+        "{:?}",
+        live(&dir)
+    );
+    let lines: Vec<String> = rx.try_iter().collect();
+    let ehlos = lines.iter().filter(|l| l.starts_with("EHLO")).count();
+    let rcpts = lines.iter().filter(|l| l.starts_with("RCPT")).count();
+    assert_eq!((ehlos, rcpts), (1, 5), "{lines:?}");
+}

@@ -145,9 +145,10 @@ impl Outbound {
         }
     }
 
-    /// True while another transaction can be sent.
-    pub fn is_ready(&mut self) -> bool {
-        matches!(self.session.poll(), ClientStep::Ready)
+    /// Waits until the next transaction can be sent (e.g. after an RSET
+    /// that followed a refused transaction); false when the session ended.
+    pub async fn ready(&mut self) -> bool {
+        matches!(self.step(None).await, Event::Ready)
     }
 
     /// QUIT and close.

@@ -249,7 +249,7 @@ impl ShardDelivery {
                         };
                         results.push((q.index, r));
                     }
-                    if !conn.is_ready() {
+                    if !conn.ready().await {
                         broken = Some(reply(
                             "451 4.4.2 [internal] connection closed by remote host".into(),
                         ));

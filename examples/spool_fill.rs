@@ -32,6 +32,10 @@ fn main() {
             let (spool, _) = Spool::open(dir.as_ref(), shard, SpoolOptions::default())
                 .await
                 .expect("open");
+            // Messages "arrive" now, so expiry and retries behave as for real mail.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             let env = Rc::new(Envelope {
                 mail_from: "fill@example.org".into(),
                 ret: None,
@@ -46,7 +50,7 @@ fn main() {
                 auth_user: None,
                 peer: None,
                 helo: "fill".into(),
-                received_at_ms: 0,
+                received_at_ms: now_ms,
             });
             let body = Rc::new(vec![b'q'; body_len]);
             let left = Rc::new(Cell::new(count));

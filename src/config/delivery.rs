@@ -114,8 +114,6 @@ pub struct Delivery {
     pub body_timeout: Duration,
     /// RSET and QUIT replies.
     pub rset_timeout: Duration,
-    /// Rest after no host could be reached.
-    pub host_failure_retry: Duration,
     /// Retry and expiry.
     pub retry: RetryPolicy,
     /// Send DSNs for failures.
@@ -202,7 +200,6 @@ pub fn compile(
         rcptto_timeout: secs("rcptto_timeout", chain),
         body_timeout: secs("body_timeout", chain),
         rset_timeout: secs("rset_timeout", chain),
-        host_failure_retry: secs("host_failure_retry", chain),
         retry: RetryPolicy {
             retry_interval_ms: int("retry_interval", chain) * 1000,
             max_retry_interval_ms: int("max_retry_interval", chain) * 1000,

@@ -172,7 +172,6 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "rcptto_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for a RCPT reply" },
     OptionDef { name: "body_timeout", scopes: &[G, D], kind: SECS, default: Some("600"), help: "seconds to wait for the reply after the final dot" },
     OptionDef { name: "rset_timeout", scopes: &[G, D], kind: SECS, default: Some("30"), help: "seconds to wait for the RSET and QUIT replies" },
-    OptionDef { name: "host_failure_retry", scopes: &[G, D], kind: SECS, default: Some("120"), help: "seconds a domain rests after none of its hosts could be reached" },
     OptionDef { name: "generate_bounces", scopes: &[G, D], kind: Kind::Bool, default: Some("true"), help: "send DSNs for failures after acceptance" },
     OptionDef { name: "mailerdaemon", scopes: &[G, D], kind: Kind::Text, default: None, help: "From: of DSNs (default mailer-daemon@hostname)" },
     OptionDef { name: "bounces_inline_original", scopes: &[G, D], kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), help: "how much of the original a DSN carries (RET= can ask for less)" },

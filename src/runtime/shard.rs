@@ -28,7 +28,7 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
         batch_max_bytes: config.spool.batch_max_bytes,
         batch_max_delay: config.spool.batch_max_delay,
     };
-    let (spool, recovered) = match Spool::open(&dir, shard as u16, opts).await {
+    let (spool, mut recovered) = match Spool::open(&dir, shard as u16, opts).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Startup::Failed {
@@ -45,7 +45,7 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
         control.clone(),
         spool.clone(),
         resolver,
-        &recovered.messages,
+        std::mem::take(&mut recovered.messages),
     );
     let started = ShardInbound::start(
         shard,
@@ -75,6 +75,11 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     );
     let _ = tx.send(Startup::Ready { shard, summary });
     drop(recovered);
+    // Recovery's transient lists are gone: hand their pages back.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let scheduler = glommio::spawn_local(delivery.clone().run());
     let compactor = glommio::spawn_local(compact_loop(shard, spool.clone(), control.clone()));
     while !control.shutdown.load(Ordering::SeqCst) {

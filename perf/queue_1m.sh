@@ -3,9 +3,9 @@
 # and the time for the first delivery after the receiving side comes back".
 #   1. QUEUED 4 KiB messages (one recipient each, all for example.net) are
 #      queued through SMTP: smtp-source -> `impulse serve` with
-#      suspend_delivery = true, then that server is stopped. (Not
-#      examples/spool_fill: it writes received_at_ms = 0, so every message is
-#      past message_expiration at its first deferral and fails with a DSN.)
+#      suspend_delivery = true, then that server is stopped. (Through SMTP
+#      rather than examples/spool_fill, so the spool holds exactly what real
+#      reception writes.)
 #   2. `impulse serve` starts again on that spool with routes =
 #      ["127.0.0.1:PORT"], nothing listening on PORT: every connection is
 #      refused, so each shard defers its whole ready queue at once (worker.rs

@@ -30,6 +30,13 @@ impl QueuedRcpt {
     pub fn domain(&self) -> String {
         domain_of(&self.address)
     }
+
+    /// True when the address is in `domain` (lower-case), without allocating.
+    pub fn in_domain(&self, domain: &str) -> bool {
+        self.address
+            .rsplit_once('@')
+            .map_or(domain.is_empty(), |(_, d)| d.eq_ignore_ascii_case(domain))
+    }
 }
 
 /// The lower-cased domain of an address (empty for a bare local part).
@@ -293,7 +300,7 @@ impl Queue {
             let recipients: Vec<QueuedRcpt> = e
                 .pending
                 .iter()
-                .filter(|r| r.domain() == *domain)
+                .filter(|r| r.in_domain(domain))
                 .cloned()
                 .collect();
             debug_assert!(

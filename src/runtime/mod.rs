@@ -136,7 +136,7 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         config: ArcSwap::from_pointee(config),
         shutdown: AtomicBool::new(false),
     });
-    let signals = signal_thread(control.clone(), config_path);
+    let signals = signal_thread(control.clone(), config_path)?;
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for shard in 0..count {
@@ -194,12 +194,13 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
 const SHARD_IO_MEMORY: usize = 1 << 20;
 
 /// SIGTERM/SIGINT start a graceful shutdown; SIGHUP reloads the config.
-fn signal_thread(control: Arc<Control>, path: Option<PathBuf>) -> signal_hook::iterator::Handle {
+fn signal_thread(
+    control: Arc<Control>,
+    path: Option<PathBuf>,
+) -> Result<signal_hook::iterator::Handle, ServeError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => panic!("cannot install signal handlers: {e}"),
-    };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| ServeError::Startup(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
@@ -214,9 +215,8 @@ fn signal_thread(control: Arc<Control>, path: Option<PathBuf>) -> signal_hook::i
                 }
             }
         })
-        .map(|_| ())
-        .unwrap_or_else(|e| log::error!("cannot start the signal thread: {e}"));
-    handle
+        .map_err(|e| ServeError::Startup(format!("cannot start the signal thread: {e}")))?;
+    Ok(handle)
 }
 
 fn reload(control: &Control, path: Option<&std::path::Path>) {

@@ -528,3 +528,51 @@ fn one_connection_carries_many_messages_even_after_refusals() {
     let rcpts = lines.iter().filter(|l| l.starts_with("RCPT")).count();
     assert_eq!((ehlos, rcpts), (1, 5), "{lines:?}");
 }
+
+/// A host that greets with 421 and hangs up.
+fn busy_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in l.incoming().flatten() {
+            let _ = stream.write_all(b"421 4.3.2 busy, try another\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn next_host_after_a_refused_connection_or_a_4xx_greeting() {
+    let receiver = start(&basic_config("relay_domains = [\"example.net\"]", ""));
+    let dead = free_port();
+    let busy = busy_server();
+    let cfg = basic_config(
+        &format!(
+            "routes = [\"127.0.0.1:{dead}\", \"127.0.0.1:{busy}\", \"127.0.0.1:{}\"]\n",
+            receiver.port
+        ),
+        "",
+    )
+    .replace("suspend_delivery = true\n", "");
+    let sender = start(&cfg);
+    let mut c = Client::connect(sender.addr());
+    c.reply();
+    c.cmd("EHLO t");
+    assert!(send(
+        &mut c,
+        "a@example.com",
+        &["x@example.net"],
+        "Subject: next\r\n\r\nx\r\n.\r\n"
+    )
+    .starts_with("250"));
+    let rdir = receiver.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&rdir).0 == 1),
+        "third host gets it\n{}",
+        sender.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(20), || live(
+        &sender.spool_dir(0)
+    )
+    .0 == 0));
+}

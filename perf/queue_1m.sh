@@ -38,9 +38,14 @@ SESSIONS=${SESSIONS:-100}
 export PATH=$PATH:/usr/sbin
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build -q --release -p impulse --bin impulse >&2
-cargo build -q --release -p impulse-perf --bin impulse-sink >&2
+cargo build -q --release -p impulse-perf --bin impulse-sink --bin impulse-load >&2
 BIN=$TARGET/release/impulse
 SINK=$TARGET/release/impulse-sink
+LOAD=$TARGET/release/impulse-load
+# Fairness probe: while the big queue drains, TRICKLE messages for another
+# domain (d1.example, same route) are sent; their end-to-end latency shows
+# whether one huge domain delays the others.
+TRICKLE=${TRICKLE:-20}
 WORK=$(mktemp -d /var/tmp/queue1m.XXXXXX)
 PID= SINK_PID=
 cleanup() {
@@ -154,7 +159,12 @@ done
 # 3. The receiving side comes back.
 RETRY_AT=$(echo "$SETTLE0 + $RETRY" | bc)
 SINK_T0=$(now)
-"$SINK" -l "127.0.0.1:$SINK_PORT" -q --json --expect "$QUEUED" --duration "$(echo "$RETRY_AT - $SINK_T0 + $DRAIN_SECS" | bc)" > "$WORK/sink.json" 2> "$WORK/sink.err" & SINK_PID=$!
+"$SINK" -l "127.0.0.1:$SINK_PORT" -q --json --expect "$((QUEUED + TRICKLE))" --duration "$(echo "$RETRY_AT - $SINK_T0 + $DRAIN_SECS" | bc)" > "$WORK/sink.json" 2> "$WORK/sink.err" & SINK_PID=$!
+if [ "$TRICKLE" -gt 0 ]; then
+  # Three seconds into the drain, the trickle goes in (1 connection, 10/s).
+  sleep "$(echo "$RETRY_AT + 3 - $(now)" | bc | sed 's/^-.*/0/')"
+  "$LOAD" -t "127.0.0.1:$PORT" --shards 1 -c 1 -m "$TRICKLE" --rate 10 --domains 1 -s "$SIZE" -q --json > "$WORK/trickle.json" 2>&1 || true
+fi
 wait "$SINK_PID" || { cat "$WORK/sink.err" >&2; exit 1; }
 SINK_PID=
 FIRST=$(json "$WORK/sink.json" "d['first_message_unix_us']/1e6")
@@ -166,6 +176,9 @@ RETRY_TO_FIRST=$(sub "$FIRST" "$RETRY_AT")
 RATE=$(echo "$GOT / ($LAST - $FIRST)" | bc)
 HWM2=$(rss_kib VmHWM)
 echo "DELIVERY sink_start_after_settle_s=$(sub "$SINK_T0" "$SETTLE0") sink_start_to_first_s=$SINK_TO_FIRST earliest_retry_to_first_s=$RETRY_TO_FIRST delivered=$GOT first_to_last_s=$(sub "$LAST" "$FIRST") msgs_per_s=$RATE peak_rss_kib_after_drain=$HWM2 rss_kib_after_drain=$(rss_kib VmRSS)"
+if [ "$TRICKLE" -gt 0 ]; then
+  echo "TRICKLE sent=$TRICKLE accepted_by_impulse=$(json "$WORK/trickle.json" "d['messages']['accepted']") delivered=$(json "$WORK/sink.json" "d['domains'].get('d1.example', {}).get('messages', 0)") e2e_ms p50=$(json "$WORK/sink.json" "d['domains']['d1.example']['latency']['p50_us']/1000") p99=$(json "$WORK/sink.json" "d['domains']['d1.example']['latency']['p99_us']/1000") max=$(json "$WORK/sink.json" "d['domains']['d1.example']['latency']['max_us']/1000") big_domain_delivered_by_then=see_sink_json"
+fi
 grep -E 'paniclog|ERROR|WARN|dropped' "$WORK/serve.log" | head -5 | sed 's/^/SERVE LOG: /' || true
 
 echo "RESULT queued=$QUEUED size=$SIZE shards=$SHARDS retry_interval_s=$RETRY all_deferred_after_start_s=$(sub "$DEFER_DONE" "$T0") rss_mib=$((RSS / 1024)) peak_rss_mib=$((HWM / 1024)) bytes_per_deferred_msg=$PER_MSG sink_start_to_first_delivery_s=$SINK_TO_FIRST earliest_retry_to_first_delivery_s=$RETRY_TO_FIRST drain_msgs_per_s=$RATE delivered=$GOT"

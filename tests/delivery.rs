@@ -22,6 +22,26 @@ fn live(dir: &str) -> (u64, u64) {
     (num("live messages: "), num("pending recipients: "))
 }
 
+/// A client that has been greeted and has said EHLO.
+fn client(s: &Server) -> Client {
+    let mut c = Client::connect(s.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO t").starts_with("250"));
+    c
+}
+
+/// `impulse spool show` of the oldest message in a spool.
+fn show_oldest(dir: &str) -> String {
+    let (_, out, _) = run_impulse(&["spool", "inspect", dir]);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("oldest: "))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an oldest message")
+        .to_string();
+    run_impulse(&["spool", "show", "--dir", dir, &id]).1
+}
+
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -59,9 +79,7 @@ fn relays_to_the_next_hop_and_finishes_every_message() {
         "",
     ));
     let sender = start(&relay_config(receiver.port, ""));
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    assert!(c.cmd("EHLO t").starts_with("250"));
+    let mut c = client(&sender);
     for n in 0..20 {
         let r = send(
             &mut c,
@@ -154,9 +172,7 @@ fn permanent_failure_is_recorded_and_bounced_to_the_sender() {
             bounces.port
         );
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     assert!(send(
         &mut c,
         "a@example.com",
@@ -173,6 +189,24 @@ fn permanent_failure_is_recorded_and_bounced_to_the_sender() {
         "{:?}",
         live(&dir)
     );
+    let bdir = bounces.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&bdir).0 == 1),
+        "one DSN arrives: {:?}\n{}",
+        live(&bdir),
+        sender.log_text()
+    );
+    let show = show_oldest(&bdir);
+    for needle in [
+        "from=\"\"",
+        "rcpt[0]=\"a@example.com\"",
+        "multipart/report",
+        "report-type=delivery-status",
+        "Auto-Submitted: auto-replied",
+        "Subject: Undelivered Mail Returned to Sender",
+    ] {
+        assert!(show.contains(needle), "{needle} missing in\n{show}");
+    }
 }
 
 #[test]
@@ -185,9 +219,7 @@ fn transient_failures_defer_with_a_retry_time() {
         };
         let (port, rx) = fake_server(reply, drop_in_data);
         let mut sender = start(&relay_config(port, "retry_interval = 3600"));
-        let mut c = Client::connect(sender.addr());
-        c.reply();
-        c.cmd("EHLO t");
+        let mut c = client(&sender);
         let r = send(
             &mut c,
             "a@example.com",
@@ -222,9 +254,7 @@ fn a_dead_domain_does_not_hold_up_another() {
             "[domain.\"dead.test\"]\nroutes = [\"127.0.0.1:{dead}\"]\nconnect_timeout = 2\n"
         );
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     for _ in 0..50 {
         assert!(send(
             &mut c,
@@ -278,9 +308,7 @@ fn delivers_by_mx_records_and_bounces_null_mx() {
             receiver.port
         );
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     assert!(send(
         &mut c,
         "a@example.com",
@@ -355,9 +383,7 @@ fn misbehaving_remotes_cost_a_deferral_and_nothing_else() {
             port,
             "connect_timeout = 1\nehlo_timeout = 1\nretry_interval = 3600",
         ));
-        let mut c = Client::connect(sender.addr());
-        c.reply();
-        c.cmd("EHLO t");
+        let mut c = client(&sender);
         let r = send(
             &mut c,
             "a@example.com",
@@ -399,9 +425,7 @@ fn delay_dsn_after_the_configured_time() {
         notices.port
     );
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     assert!(send(
         &mut c,
         "a@example.com",
@@ -415,14 +439,7 @@ fn delay_dsn_after_the_configured_time() {
         "no delay DSN\n{}",
         sender.log_text()
     );
-    let (_, out, _) = run_impulse(&["spool", "inspect", &ndir]);
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("oldest: "))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let (_, show, _) = run_impulse(&["spool", "show", "--dir", &ndir, &id]);
+    let show = show_oldest(&ndir);
     assert!(
         show.contains("Subject: Delayed Mail (still being retried)"),
         "{show}"
@@ -454,9 +471,7 @@ fn outbound_starttls_required_and_opportunistic_and_never_in_the_clear() {
             tls_receiver.port, plain_receiver.port
         );
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     assert!(send(
         &mut c,
         "a@example.com",
@@ -505,9 +520,7 @@ fn one_connection_carries_many_messages_even_after_refusals() {
         port,
         "generate_bounces = false\nmax_outbound_connections = 1",
     ));
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     for n in 0..5 {
         assert!(send(
             &mut c,
@@ -555,9 +568,7 @@ fn next_host_after_a_refused_connection_or_a_4xx_greeting() {
     )
     .replace("suspend_delivery = true\n", "");
     let sender = start(&cfg);
-    let mut c = Client::connect(sender.addr());
-    c.reply();
-    c.cmd("EHLO t");
+    let mut c = client(&sender);
     assert!(send(
         &mut c,
         "a@example.com",

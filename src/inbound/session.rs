@@ -121,10 +121,16 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 }
             }
             Step::Authenticate { user, password, .. } => {
-                let ok = listener
-                    .credentials
-                    .as_ref()
-                    .is_some_and(|c| c.verify(&user, &password));
+                // Password hashing costs thousands of rounds: off the shard.
+                let ok = match listener.credentials.clone() {
+                    Some(creds) => {
+                        let name = user.clone();
+                        glommio::executor()
+                            .spawn_blocking(move || creds.verify(&name, &password))
+                            .await
+                    }
+                    None => false,
+                };
                 if !ok {
                     log::info!("shard {}: AUTH failed for {user:?} from {ip}", state.shard);
                 }

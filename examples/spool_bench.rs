@@ -4,7 +4,7 @@
 //!        [batch_delay_us=0] [body_bytes=4096]
 //! Prints throughput, batches, and append latency percentiles.
 
-use impulse::message::{Envelope, Recipient};
+use impulse::message::Envelope;
 use impulse::spool::{Spool, SpoolOptions};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -34,20 +34,8 @@ fn main() {
             };
             let (spool, _) = Spool::open(dir.as_ref(), 0, opts).await.expect("open");
             let env = Rc::new(Envelope {
-                mail_from: "bench@example.org".into(),
-                ret: None,
-                envid: None,
-                body_type: Default::default(),
-                smtputf8: false,
-                recipients: vec![Recipient {
-                    address: "sink@example.net".into(),
-                    notify: None,
-                    orcpt: None,
-                }],
-                auth_user: None,
-                peer: None,
                 helo: "bench".into(),
-                received_at_ms: 0,
+                ..Envelope::new("bench@example.org", &["sink@example.net"])
             });
             let body = Rc::new(vec![b'x'; body_len]);
             let lat: Rc<RefCell<Vec<u32>>> = Rc::default();

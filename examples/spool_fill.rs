@@ -5,7 +5,7 @@
 //! Appends COUNT MESSAGE records (one recipient each) with group commit,
 //! then prints the time taken and, after reopening, the recovery time.
 
-use impulse::message::{Envelope, Recipient};
+use impulse::message::Envelope;
 use impulse::spool::{Spool, SpoolOptions};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -37,20 +37,9 @@ fn main() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let env = Rc::new(Envelope {
-                mail_from: "fill@example.org".into(),
-                ret: None,
-                envid: None,
-                body_type: Default::default(),
-                smtputf8: false,
-                recipients: vec![Recipient {
-                    address: "queued@example.net".into(),
-                    notify: None,
-                    orcpt: None,
-                }],
-                auth_user: None,
-                peer: None,
                 helo: "fill".into(),
                 received_at_ms: now_ms,
+                ..Envelope::new("fill@example.org", &["queued@example.net"])
             });
             let body = Rc::new(vec![b'q'; body_len]);
             let left = Rc::new(Cell::new(count));

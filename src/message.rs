@@ -112,6 +112,17 @@ pub struct Recipient {
     pub orcpt: Option<String>,
 }
 
+impl Recipient {
+    /// A recipient without DSN parameters.
+    pub fn new(address: impl Into<String>) -> Recipient {
+        Recipient {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
 /// Everything about a message except its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
@@ -135,4 +146,23 @@ pub struct Envelope {
     pub helo: String,
     /// Reception time, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+}
+
+impl Envelope {
+    /// An envelope with these addresses and nothing else set (7-bit, no
+    /// DSN parameters, no client details, received at time 0).
+    pub fn new(mail_from: impl Into<String>, recipients: &[&str]) -> Envelope {
+        Envelope {
+            mail_from: mail_from.into(),
+            ret: None,
+            envid: None,
+            body_type: BodyType::SevenBit,
+            smtputf8: false,
+            recipients: recipients.iter().map(|r| Recipient::new(*r)).collect(),
+            auth_user: None,
+            peer: None,
+            helo: String::new(),
+            received_at_ms: 0,
+        }
+    }
 }

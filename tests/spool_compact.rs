@@ -5,7 +5,7 @@
 //! back exactly the live queue it had before: nothing lost, nothing DONE
 //! revived, no settled recipient pending again.
 
-use impulse::message::{Envelope, MessageId, Recipient};
+use impulse::message::{Envelope, MessageId};
 use impulse::spool::recovery::{list_segments, recover_read_only};
 use impulse::spool::scan::scan_segment;
 use impulse::spool::{segment_file_name, Fault, Outcome, Recovered, Spool, SpoolOptions};
@@ -18,26 +18,13 @@ const MESSAGES: u32 = 80;
 const BODY_BYTES: usize = 2000;
 
 fn env() -> Envelope {
-    let rcpt = |a: &str| Recipient {
-        address: a.into(),
-        notify: None,
-        orcpt: None,
-    };
     Envelope {
-        mail_from: "s@example.org".into(),
-        ret: None,
-        envid: None,
-        body_type: Default::default(),
-        smtputf8: false,
-        recipients: vec![
-            rcpt("a@x.example"),
-            rcpt("b@y.example"),
-            rcpt("c@z.example"),
-        ],
-        auth_user: None,
-        peer: None,
         helo: "h".into(),
         received_at_ms: 1,
+        ..Envelope::new(
+            "s@example.org",
+            &["a@x.example", "b@y.example", "c@z.example"],
+        )
     }
 }
 

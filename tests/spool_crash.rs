@@ -3,7 +3,7 @@
 //! random moment, reopens the spool and checks that every acknowledged
 //! MESSAGE is live and every acknowledged DONE took effect.
 
-use impulse::message::{Envelope, MessageId, Recipient};
+use impulse::message::{Envelope, MessageId};
 use impulse::spool::{Spool, SpoolOptions};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -16,20 +16,9 @@ const ROUNDS: u32 = 3;
 
 fn env() -> Envelope {
     Envelope {
-        mail_from: "s@example.org".into(),
-        ret: None,
-        envid: None,
-        body_type: Default::default(),
-        smtputf8: false,
-        recipients: vec![Recipient {
-            address: "r@example.net".into(),
-            notify: None,
-            orcpt: None,
-        }],
-        auth_user: None,
-        peer: None,
         helo: "h".into(),
         received_at_ms: 1,
+        ..Envelope::new("s@example.org", &["r@example.net"])
     }
 }
 

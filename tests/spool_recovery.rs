@@ -1,6 +1,6 @@
 //! Recovery, disk-full and offline-tool tests against real files.
 
-use impulse::message::{Envelope, MessageId, Recipient};
+use impulse::message::{Envelope, MessageId};
 use impulse::spool::tools::{inspect, show, verify};
 use impulse::spool::{Spool, SpoolError, SpoolOptions};
 use std::io::Write;
@@ -8,20 +8,9 @@ use std::path::{Path, PathBuf};
 
 fn env(rcpt: &str) -> Envelope {
     Envelope {
-        mail_from: "s@example.org".into(),
-        ret: None,
-        envid: None,
-        body_type: Default::default(),
-        smtputf8: false,
-        recipients: vec![Recipient {
-            address: rcpt.into(),
-            notify: None,
-            orcpt: None,
-        }],
-        auth_user: None,
-        peer: None,
         helo: "h".into(),
         received_at_ms: 1,
+        ..Envelope::new("s@example.org", &[rcpt])
     }
 }
 

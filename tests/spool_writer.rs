@@ -1,29 +1,17 @@
 //! Group-commit writer tests on real glommio executors in temp dirs.
 
-use impulse::message::{Envelope, MessageId, Recipient};
+use impulse::message::{Envelope, MessageId};
 use impulse::spool::{Fault, Outcome, Spool, SpoolError, SpoolOptions};
 use std::path::Path;
 use std::rc::Rc;
 
 fn env(rcpts: &[&str]) -> Envelope {
     Envelope {
-        mail_from: "sender@example.org".into(),
-        ret: None,
         envid: Some("ENV1".into()),
-        body_type: Default::default(),
-        smtputf8: false,
-        recipients: rcpts
-            .iter()
-            .map(|r| Recipient {
-                address: r.to_string(),
-                notify: None,
-                orcpt: None,
-            })
-            .collect(),
-        auth_user: None,
         peer: Some("192.0.2.1".parse().unwrap()),
         helo: "client.example.org".into(),
         received_at_ms: 1_700_000_000_000,
+        ..Envelope::new("sender@example.org", rcpts)
     }
 }
 

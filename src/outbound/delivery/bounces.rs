@@ -59,11 +59,7 @@ impl ShardDelivery {
                     .recipients
                     .get(f.rcpt.index as usize)
                     .cloned()
-                    .unwrap_or(Recipient {
-                        address: f.rcpt.address.to_string(),
-                        notify: None,
-                        orcpt: None,
-                    }),
+                    .unwrap_or_else(|| Recipient::new(f.rcpt.address.to_string())),
                 action: Action::Failed,
                 status: status_of(&f.reply),
                 remote_mta: remote.map(str::to_string),
@@ -109,11 +105,7 @@ impl ShardDelivery {
                     .recipients
                     .get(q.index as usize)
                     .cloned()
-                    .unwrap_or(Recipient {
-                        address: q.address.to_string(),
-                        notify: None,
-                        orcpt: None,
-                    }),
+                    .unwrap_or_else(|| Recipient::new(q.address.to_string())),
                 action: Action::Delayed,
                 status: last.as_deref().map_or("4.0.0".to_string(), status_of),
                 remote_mta: None,

@@ -228,11 +228,7 @@ impl ShardDelivery {
                     env.recipients
                         .get(q.index as usize)
                         .cloned()
-                        .unwrap_or(Recipient {
-                            address: q.address.to_string(),
-                            notify: None,
-                            orcpt: None,
-                        })
+                        .unwrap_or_else(|| Recipient::new(q.address.to_string()))
                 })
                 .collect();
             match conn

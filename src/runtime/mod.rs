@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::spool::SpoolLock;
 
 /// What the shards read from the main thread.
 pub struct Control {
@@ -132,6 +133,9 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     for n in config.unused_shard_overrides(count) {
         log::warn!("[shard.{n}] is ignored: only {count} shard(s) run");
     }
+    // Held until serve returns: no second process, and no second shard,
+    // may write to these directories. Taken before anything binds.
+    let _locks = lock_spools(&config, count)?;
     let control = Arc::new(Control {
         config: ArcSwap::from_pointee(config),
         shutdown: AtomicBool::new(false),
@@ -188,6 +192,24 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             Ok(())
         }
     }
+}
+
+/// Locks every shard's spool directory (see [`SpoolLock`]).
+fn lock_spools(config: &Config, count: usize) -> Result<Vec<SpoolLock>, ServeError> {
+    (0..count)
+        .map(|shard| {
+            let dir = shard_spool_dir(config, shard);
+            SpoolLock::acquire(&dir, shard as u16)
+                .map_err(|e| ServeError::Startup(format!("shard {shard}: spool: {e}")))
+        })
+        .collect()
+}
+
+/// Shard `shard`'s spool directory; relative paths are taken from the
+/// working directory at start-up.
+pub fn shard_spool_dir(config: &Config, shard: usize) -> PathBuf {
+    let dir = config.spool_dir(shard);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Locked memory each shard's ring registers.

@@ -20,9 +20,7 @@ const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The shard's main task.
 pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     let config = control.config.load_full();
-    // Relative spool paths are taken from the working directory at start-up.
-    let dir =
-        std::path::absolute(config.spool_dir(shard)).unwrap_or_else(|_| config.spool_dir(shard));
+    let dir = super::shard_spool_dir(&config, shard);
     let opts = SpoolOptions {
         segment_size: config.spool.segment_size,
         batch_max_bytes: config.spool.batch_max_bytes,

@@ -11,6 +11,7 @@
 //! `tools`), or abort start-up because of one bad record.
 
 mod book;
+pub mod lock;
 mod maintain;
 pub mod record;
 pub mod recovery;
@@ -18,6 +19,7 @@ pub mod scan;
 pub mod tools;
 mod writer;
 
+pub use lock::SpoolLock;
 pub use maintain::{
     MaintainReport, COPY_FORWARD_MAX_BYTES_PER_PASS, COPY_FORWARD_MAX_LIVE_PERCENT,
 };

@@ -1,7 +1,10 @@
 //! Disk full at the server level: the real binary with its spool on a
 //! 2 MiB tmpfs answers 452 4.3.1 once the spool cannot take a message,
 //! keeps serving other commands, accepts mail again once space returns,
-//! and keeps every message it acknowledged.
+//! and keeps every message it acknowledged. With a next hop, a full disk
+//! clears by itself once the queue drains (outcomes are written from the
+//! shard's reserve), a restart on a full disk comes up and delivers what
+//! it holds, and nothing delivered is ever sent twice.
 
 mod common;
 
@@ -82,8 +85,11 @@ fn disk_full_gives_452_then_recovers_when_space_returns() {
         return;
     };
     let spoolbase: PathBuf = fs.path().to_path_buf();
-    let config = basic_config("spool_segment_size = \"1M\"", "")
-        .replace("{dir}/spool", &spoolbase.display().to_string());
+    let config = basic_config(
+        "spool_segment_size = \"1M\"\nspool_reserve_size = \"256K\"",
+        "",
+    )
+    .replace("{dir}/spool", &spoolbase.display().to_string());
     let mut server = start(&config);
     let spool = spoolbase.join("shard-0");
     let body = format!(
@@ -146,6 +152,178 @@ fn disk_full_gives_452_then_recovers_when_space_returns() {
         "the failure was logged:\n{}",
         server.log_text()
     );
+    drop(server);
+    drop(fs);
+}
+
+/// The relay config for a spool on `spoolbase` delivering to `sink_port`.
+/// Compaction's own timer is off: only the full-disk upkeep frees space.
+fn relay_on(spoolbase: &Path, sink_port: u16) -> String {
+    basic_config(
+        &format!(
+            "spool_segment_size = \"1M\"\nspool_reserve_size = \"256K\"\n\
+             spool_compact_interval_secs = 0\nroutes = [\"127.0.0.1:{sink_port}\"]\n\
+             retry_interval = 1\nmax_retry_interval = 1"
+        ),
+        "",
+    )
+    .replace("suspend_delivery = true\n", "")
+    .replace("{dir}/spool", &spoolbase.display().to_string())
+}
+
+/// Sends messages tagged `X-Token: N` until one is refused; returns the
+/// acknowledged tokens and the refusal.
+fn fill(c: &mut Client, first: usize) -> (Vec<String>, String) {
+    let filler = format!("{}\r\n", "f".repeat(70)).repeat(BODY_LINES);
+    let mut acked = Vec::new();
+    for n in first..first + MAX_MESSAGES_TO_FILL {
+        let r = send(c, &format!("X-Token: {n}\r\n\r\n{filler}.\r\n"));
+        match queued(&r) {
+            Some(_) => acked.push(n.to_string()),
+            None => return (acked, r),
+        }
+    }
+    panic!("the spool never filled up");
+}
+
+/// Retries a one-message transaction (the MAIL may be refused) until one is
+/// acknowledged or `limit` passes; returns its token.
+fn accepted_again(server: &Server, token: usize, limit: Duration) -> Option<String> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        // A new session each time: refusals count as session errors.
+        let mut c = Client::connect(server.addr());
+        assert!(c.reply().starts_with("220"));
+        assert!(c.cmd("EHLO again.test").starts_with("250"));
+        let mail = c.cmd("MAIL FROM:<a@example.org>");
+        if mail.starts_with("250") {
+            assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
+            assert!(c.cmd("DATA").starts_with("354"));
+            let r = c.cmd(&format!("X-Token: {token}\r\n\r\nagain\r\n."));
+            if queued(&r).is_some() {
+                return Some(token.to_string());
+            }
+            eprintln!("not yet accepted: {r}");
+        } else {
+            assert!(mail.starts_with("452 4.3.1"), "{mail}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Waits until the sink holds every token in `acked`.
+fn wait_delivered(sink: &common::sink::TokenSink, acked: &[String], server: &Server) {
+    let start = std::time::Instant::now();
+    loop {
+        let got: HashSet<String> = sink.tokens().into_iter().collect();
+        if acked.iter().all(|t| got.contains(t)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {} acknowledged messages delivered:\n{}",
+            acked.iter().filter(|t| got.contains(*t)).count(),
+            acked.len(),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each acknowledged token reached the sink exactly once, and nothing else did.
+fn exactly_once(sink: &common::sink::TokenSink, acked: &[String]) {
+    let got = sink.tokens();
+    let mut seen = HashSet::new();
+    let dups: Vec<&String> = got.iter().filter(|t| !seen.insert(*t)).collect();
+    assert!(dups.is_empty(), "delivered twice: {dups:?}");
+    let want: HashSet<&String> = acked.iter().collect();
+    assert_eq!(
+        seen, want,
+        "delivered set differs from the acknowledged set"
+    );
+}
+
+#[test]
+fn a_full_disk_clears_by_itself_once_the_queue_drains() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+        return;
+    };
+    let sink = common::sink::TokenSink::start(true);
+    let mut server = start(&relay_on(fs.path(), sink.port));
+    let mut c = Client::connect(server.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let (mut acked, refusal) = fill(&mut c, 0);
+    assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
+    assert!(!acked.is_empty());
+    // While the disk is full, MAIL already says so (no body is sent for it),
+    // or the spool has room again; both are fine, nothing else is.
+    let mail = c.cmd("MAIL FROM:<a@example.org>");
+    assert!(
+        mail.starts_with("452 4.3.1") || mail.starts_with("250"),
+        "{mail}"
+    );
+    assert!(c.cmd("RSET").starts_with("250"));
+    wait_delivered(&sink, &acked, &server);
+    // The file system was never resized: the records of those deliveries
+    // let compaction free the space, and reception resumes by itself.
+    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
+    acked.push(again);
+    wait_delivered(&sink, &acked, &server);
+    assert!(c.cmd("QUIT").starts_with("221"));
+    assert_eq!(server.stop(Duration::from_secs(20)).code(), Some(0));
+    // Every delivery was recorded: nothing is left to send again.
+    let spool = fs.path().join("shard-0");
+    let rec = recover_read_only(&spool, Some(0)).expect("recover");
+    assert_eq!(rec.messages.len(), 0, "delivered messages still live");
+    exactly_once(&sink, &acked);
+    drop(server);
+    drop(fs);
+}
+
+#[test]
+fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+        return;
+    };
+    let sink = common::sink::TokenSink::start(false);
+    let config = relay_on(fs.path(), sink.port);
+    let mut server = start(&config);
+    let mut c = Client::connect(server.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let (mut acked, refusal) = fill(&mut c, 0);
+    assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
+    drop(c);
+    assert_eq!(server.stop(Duration::from_secs(20)).code(), Some(0));
+    // Same full disk, receiver still down: the server comes up.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_in(dir, port, &config);
+    let mut c = Client::connect(server.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mail = c.cmd("MAIL FROM:<a@example.org>");
+    assert!(mail.starts_with("452 4.3.1"), "new mail refused: {mail}");
+    drop(c);
+    // The receiver returns: what was held is delivered and recorded, the
+    // space comes back, and new mail is taken again.
+    sink.set_up(true);
+    wait_delivered(&sink, &acked, &server);
+    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
+    acked.push(again);
+    wait_delivered(&sink, &acked, &server);
+    let mut server = server;
+    assert_eq!(server.stop(Duration::from_secs(20)).code(), Some(0));
+    let spool = fs.path().join("shard-0");
+    let rec = recover_read_only(&spool, Some(0)).expect("recover");
+    assert_eq!(rec.messages.len(), 0, "delivered messages still live");
+    exactly_once(&sink, &acked);
     drop(server);
     drop(fs);
 }

@@ -170,6 +170,8 @@ pub struct SpoolSettings {
     pub batch_max_delay: Duration,
     /// Time between compaction passes; zero disables compaction.
     pub compact_interval: Duration,
+    /// Space held back for outcome records on a full disk.
+    pub reserve_bytes: u64,
 }
 
 /// DNS settings for `outbound::dns`; unset values fall back to
@@ -606,6 +608,7 @@ impl Config {
                 batch_max_bytes: int("spool_batch_max_bytes", &g) as usize,
                 batch_max_delay: Duration::from_micros(int("spool_batch_max_delay_us", &g)),
                 compact_interval: secs("spool_compact_interval_secs", &g),
+                reserve_bytes: int("spool_reserve_size", &g),
             },
             relay_domains,
             dns,

@@ -127,6 +127,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "spool_segment_size", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"64M\""), help: "spool segment file size" },
     OptionDef { name: "spool_batch_max_bytes", scopes: &[G], kind: Kind::Size { min: 4096, max: 1 << 30 }, default: Some("\"1M\""), help: "group commit: bytes per write+sync" },
     OptionDef { name: "spool_batch_max_delay_us", scopes: &[G], kind: Kind::Int { min: 0, max: 1_000_000 }, default: Some("200"), help: "group commit: longest wait for more appends before a sync (microseconds)" },
+    OptionDef { name: "spool_reserve_size", scopes: &[G], kind: Kind::Size { min: 0, max: 1 << 40 }, default: Some("\"16M\""), help: "disk space each shard holds back so outcomes, DSNs and a new segment can be written when the disk is full; while it is in use new mail gets 452 4.3.1" },
     OptionDef { name: "spool_compact_interval_secs", scopes: &[G], kind: Kind::Int { min: 0, max: 86_400 }, default: Some("30"), help: "seconds between spool compaction passes (delete dead segments, copy live messages out of sparse ones); 0 disables" },
     OptionDef { name: "relay_domains", scopes: &[G], kind: Kind::TextList, default: Some("[]"), help: "domains accepted from anyone (\"*.example.com\" = subdomains only)" },
     // --- inbound: peer -> listener -> global ---

@@ -115,7 +115,11 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 }
                 match read(&state, &mut conn, &mut buf, limit, sess.in_transaction()).await {
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
-                    Wake::Data(Ok(n)) => sess.feed(&buf[..n]),
+                    Wake::Data(Ok(n)) => {
+                        // A full spool is told at MAIL and RCPT, before a body.
+                        sess.refuse_mail((!state.spool.takes_mail()).then(spool_full_reply));
+                        sess.feed(&buf[..n]);
+                    }
                     Wake::Timeout => sess.timeout(),
                     Wake::Shutdown => sess.shutdown(),
                 }
@@ -195,6 +199,14 @@ async fn store(
         }
         Err(e) => Err(spool_failure(&e)),
     }
+}
+
+fn spool_full_reply() -> Reply {
+    Reply::new(
+        452,
+        "4.3.1",
+        "Insufficient system storage: spool full, try again later",
+    )
 }
 
 fn spool_failure(e: &SpoolError) -> Reply {

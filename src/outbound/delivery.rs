@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::dns::Resolver;
 use crate::message::{Envelope, MessageId};
 use crate::queue::{Entry, Queue, QueuedRcpt};
+use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::Control;
 use crate::spool::Spool;
@@ -54,7 +55,12 @@ pub struct ShardDelivery {
     idle: RefCell<HashMap<Rc<str>, Signal>>,
     kick: Notify,
     stop: Signal,
+    /// One "settled as" line per domain and kind per interval.
+    repeats: RefCell<RepeatLimiter<(Rc<str>, &'static str)>>,
 }
+
+/// Interval of the repetitive per-domain operational lines.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ShardDelivery {
     /// Builds the engine with the messages recovered from the spool.
@@ -77,6 +83,7 @@ impl ShardDelivery {
             idle: RefCell::new(HashMap::new()),
             kick: Notify::default(),
             stop: Signal::default(),
+            repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),
         });
         let now = now_ms();
         // Moves (not copies) each recipient: a million-message queue is built

@@ -108,3 +108,68 @@ pub fn drain() {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Keeps a repetitive operational line (the same kind of event for the
+/// same key, e.g. a domain's deferrals) to one per interval: the first
+/// line of an interval is written, the rest are counted and the count is
+/// reported with the next line written. Never for accounting lines (one
+/// per message outcome): those are the record, not noise. One per shard;
+/// the clock is passed in.
+pub struct RepeatLimiter<K> {
+    interval: Duration,
+    seen: std::collections::HashMap<K, (Instant, u64)>,
+}
+
+/// Most keys a limiter remembers; past it, intervals that ended are forgotten.
+const REPEAT_LIMITER_MAX_KEYS: usize = 4096;
+
+impl<K: std::hash::Hash + Eq + Clone> RepeatLimiter<K> {
+    /// A limiter letting one line per `interval` through for each key.
+    pub fn new(interval: Duration) -> Self {
+        RepeatLimiter {
+            interval,
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Should a line for `key` be written at `now`? `Some(n)`: write it, and
+    /// say that `n` similar lines were held back before it; `None`: hold it
+    /// back (it is counted).
+    pub fn admit(&mut self, key: &K, now: Instant) -> Option<u64> {
+        if let Some((since, held)) = self.seen.get_mut(key) {
+            if now.duration_since(*since) < self.interval {
+                *held += 1;
+                return None;
+            }
+            let n = *held;
+            *since = now;
+            *held = 0;
+            return Some(n);
+        }
+        if self.seen.len() >= REPEAT_LIMITER_MAX_KEYS {
+            let interval = self.interval;
+            self.seen
+                .retain(|_, (since, held)| *held > 0 || now.duration_since(*since) < interval);
+        }
+        self.seen.insert(key.clone(), (now, 0));
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_key_per_interval_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut l = RepeatLimiter::new(Duration::from_secs(10));
+        assert_eq!(l.admit(&"a", t0), Some(0));
+        for i in 1..100 {
+            assert_eq!(l.admit(&"a", t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(l.admit(&"b", t0), Some(0), "keys are independent");
+        assert_eq!(l.admit(&"a", t0 + Duration::from_secs(10)), Some(99));
+        assert_eq!(l.admit(&"a", t0 + Duration::from_secs(11)), None);
+    }
+}

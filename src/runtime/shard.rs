@@ -14,6 +14,8 @@ use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
 use crate::spool::{Spool, SpoolOptions};
 
+/// Spool maintenance interval while the disk is full.
+const LOW_SPACE_MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long sessions get to write their 421 and close after the deadline.
 const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -25,6 +27,7 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
         segment_size: config.spool.segment_size,
         batch_max_bytes: config.spool.batch_max_bytes,
         batch_max_delay: config.spool.batch_max_delay,
+        reserve_bytes: config.spool.reserve_bytes,
     };
     let (spool, mut recovered) = match Spool::open(&dir, shard as u16, opts).await {
         Ok(s) => s,
@@ -127,8 +130,13 @@ async fn compact_loop(shard: usize, spool: Rc<Spool>, control: Arc<Control>) {
     let mut last = Instant::now();
     while !control.shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(CONTROL_POLL).await;
-        // Read each time: a reload may change it.
-        let interval = control.config.load().spool.compact_interval;
+        // Read each time: a reload may change it. On a full disk, space
+        // must come back soon whatever the configured interval.
+        let interval = if spool.low_on_space() {
+            LOW_SPACE_MAINTAIN_INTERVAL
+        } else {
+            control.config.load().spool.compact_interval
+        };
         if interval.is_zero() || last.elapsed() < interval {
             continue;
         }

@@ -121,6 +121,9 @@ pub struct ServerSession {
     output: Vec<u8>,
     /// Hand accepted RCPTs to the driver (`Step::Recipient`) before 250.
     confirm_recipients: bool,
+    /// While set, MAIL and RCPT get this reply (the server is short of a
+    /// resource, e.g. spool space): refused before any body is sent.
+    refuse_mail: Option<Reply>,
 }
 
 impl ServerSession {
@@ -146,6 +149,7 @@ impl ServerSession {
             line_scanned: 0,
             output: Vec::new(),
             confirm_recipients: false,
+            refuse_mail: None,
         };
         s.send(greeting);
         s
@@ -246,6 +250,12 @@ impl ServerSession {
         self.pos = 0;
         self.line_scanned = 0;
         self.phase = Phase::Command;
+    }
+
+    /// With `Some(reply)`, MAIL and RCPT are answered with `reply` until it
+    /// is cleared (the driver sets it when the server cannot take mail).
+    pub fn refuse_mail(&mut self, reply: Option<Reply>) {
+        self.refuse_mail = reply;
     }
 
     /// With `true`, every RCPT that passes the session's own checks is
@@ -517,6 +527,9 @@ impl ServerSession {
         if self.txn.is_some() {
             return Reply::new(503, "5.5.1", "nested MAIL command");
         }
+        if let Some(r) = &self.refuse_mail {
+            return r.clone();
+        }
         let max = s.max_receptions_per_connection;
         if max != 0 && self.receptions >= max {
             return Reply::new(421, "4.7.0", "too many messages in this session");
@@ -557,6 +570,9 @@ impl ServerSession {
         let Some(txn) = self.txn.as_ref() else {
             return Err(Reply::new(503, "5.5.1", "need MAIL command"));
         };
+        if let Some(r) = &self.refuse_mail {
+            return Err(r.clone());
+        }
         if txn.bdat.is_some() {
             return Err(Reply::new(503, "5.5.1", "RCPT not allowed after BDAT"));
         }

@@ -239,6 +239,11 @@ impl Book {
         out
     }
 
+    /// A segment's live MESSAGE bytes and its end offset.
+    pub(crate) fn usage(&self, seg: u32) -> Option<(u64, u64)> {
+        self.segs.get(&seg).map(|i| (i.live_bytes, i.end))
+    }
+
     /// Forgets a deleted segment.
     pub(crate) fn remove_segment(&mut self, seg: u32) {
         self.segs.remove(&seg);

@@ -11,6 +11,7 @@
 use super::book::Book;
 use super::record::{check_frame, decode_message_parts, put_id, RecordType, FRAME_HEADER_LEN};
 use super::record::{encode_record, Record};
+use super::space::free_bytes;
 use super::writer::{BookOp, CopyReq};
 use super::{segment_file_name, Spool, SpoolError};
 use crate::message::{Envelope, MessageId};
@@ -23,6 +24,10 @@ pub const COPY_FORWARD_MAX_LIVE_PERCENT: u64 = 25;
 /// Most MESSAGE bytes one maintenance pass copies (whole segments only;
 /// the first segment is always taken).
 pub const COPY_FORWARD_MAX_BYTES_PER_PASS: u64 = 16 << 20;
+
+/// On a full disk, the active segment is closed (so that it can be
+/// deleted or emptied) once it is at least this big...
+pub const LOW_SPACE_ROLL_MIN_BYTES: u64 = 256 << 10;
 
 /// What one maintenance pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,18 +43,49 @@ pub struct MaintainReport {
 impl Spool {
     /// One maintenance pass: delete dead segments, copy the live messages
     /// of sparse old segments forward, then delete what that freed.
+    ///
+    /// While the spool is low on space it also closes a mostly dead active
+    /// segment (the next pass can then delete it), copies forward only what
+    /// the free space allows, and ends by trying to take the reserve back,
+    /// which lets new mail in again.
     pub async fn maintain(&self) -> Result<MaintainReport, SpoolError> {
+        let low = self.shared.space.is_low();
+        if low {
+            self.roll_if_mostly_dead();
+        }
         let mut report = MaintainReport {
             deleted: self.compact().await?,
             ..MaintainReport::default()
         };
-        let (copied, copied_bytes) = self.copy_forward().await?;
+        let budget = if low {
+            free_bytes(&self.dir).unwrap_or(0) / 2
+        } else {
+            COPY_FORWARD_MAX_BYTES_PER_PASS
+        };
+        let (copied, copied_bytes) = self.copy_forward_within(budget).await?;
         report.copied = copied;
         report.copied_bytes = copied_bytes;
         if copied > 0 {
             report.deleted.extend(self.compact().await?);
         }
+        if low {
+            self.shared.space.try_recover(&self.dir).await;
+        }
         Ok(report)
+    }
+
+    /// Asks the committer for a new segment when the active one is big
+    /// and its live messages are a small share of it.
+    fn roll_if_mostly_dead(&self) {
+        let active = self.shared.active_segment.get();
+        let usage = self.shared.book.borrow().usage(active);
+        if let Some((live, end)) = usage {
+            if end >= LOW_SPACE_ROLL_MIN_BYTES && live * 100 <= end * COPY_FORWARD_MAX_LIVE_PERCENT
+            {
+                self.shared.roll_wanted.set(true);
+                self.shared.kick();
+            }
+        }
     }
 
     /// Copies the live messages of sparse old segments (see
@@ -58,12 +94,20 @@ impl Spool {
     /// are durable. The old segments are left for [`Spool::compact`].
     /// Returns (messages, bytes) copied.
     pub async fn copy_forward(&self) -> Result<(u64, u64), SpoolError> {
+        self.copy_forward_within(COPY_FORWARD_MAX_BYTES_PER_PASS)
+            .await
+    }
+
+    /// [`Spool::copy_forward`] of at most `max_bytes` (whole segments only;
+    /// without a full disk the first segment is always taken).
+    pub async fn copy_forward_within(&self, max_bytes: u64) -> Result<(u64, u64), SpoolError> {
         let plan = self.shared.book.borrow().copy_plan(
             self.shared.active_segment.get(),
             COPY_FORWARD_MAX_LIVE_PERCENT,
-            COPY_FORWARD_MAX_BYTES_PER_PASS,
+            max_bytes,
         );
-        if plan.is_empty() {
+        let planned: u64 = plan.iter().map(|c| u64::from(c.len)).sum();
+        if plan.is_empty() || (self.shared.space.is_low() && planned > max_bytes) {
             return Ok((0, 0));
         }
         let mut copies = Vec::with_capacity(plan.len());

@@ -16,6 +16,7 @@ mod maintain;
 pub mod record;
 pub mod recovery;
 pub mod scan;
+mod space;
 pub mod tools;
 mod writer;
 
@@ -23,7 +24,7 @@ pub use lock::SpoolLock;
 pub use maintain::{
     MaintainReport, COPY_FORWARD_MAX_BYTES_PER_PASS, COPY_FORWARD_MAX_LIVE_PERCENT,
 };
-pub use record::Outcome;
+pub use record::{Outcome, Record};
 pub use recovery::{QueuedMessage, Recovered};
 pub use writer::{Fault, Spool, SpoolStats};
 
@@ -40,6 +41,9 @@ pub struct SpoolOptions {
     /// Zero means "flush as soon as the previous sync finished", which
     /// already batches everything that arrived during that sync.
     pub batch_max_delay: Duration,
+    /// Disk space held back for outcome, retry, DONE and DSN records and
+    /// for starting a segment when the disk is full (0: none).
+    pub reserve_bytes: u64,
 }
 
 /// Default segment size: 64 MiB.
@@ -48,6 +52,8 @@ pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 /// Default batching delay (measured: see `examples/spool_bench.rs`).
 pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_micros(0);
+/// Default space reserve per shard: 16 MiB (about 100,000 outcome records).
+pub const DEFAULT_RESERVE_BYTES: u64 = 16 << 20;
 /// Largest segment size accepted: frame offsets are checked modulo 2^32.
 pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 31;
 
@@ -57,6 +63,7 @@ impl Default for SpoolOptions {
             segment_size: DEFAULT_SEGMENT_SIZE_BYTES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             batch_max_delay: DEFAULT_BATCH_MAX_DELAY,
+            reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }

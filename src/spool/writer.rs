@@ -16,6 +16,7 @@ use super::record::{
     MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
 };
 use super::recovery::{recover_dir, Recovered};
+use super::space::Space;
 use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Envelope, MessageId};
 use glommio::io::{Directory, DmaFile, OpenOptions};
@@ -112,6 +113,11 @@ pub(super) struct Shared {
     pub(super) book: RefCell<Book>,
     pub(super) active_segment: Cell<u32>,
     stats: Cell<SpoolStats>,
+    /// The reserve for records that must be written on a full disk.
+    pub(super) space: Space,
+    /// Compaction asks the committer to start a new segment, so that a
+    /// mostly dead active one can be deleted (needed on a full disk).
+    pub(super) roll_wanted: Cell<bool>,
 }
 
 impl Shared {
@@ -155,6 +161,7 @@ impl Spool {
         let dir_handle = Directory::open(dir)
             .await
             .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
+        let space = Space::open(dir, opts.reserve_bytes).await?;
         let seg_no = state.next_segment.max(1);
         let shared = Rc::new(Shared {
             opts,
@@ -165,6 +172,8 @@ impl Spool {
             book: RefCell::new(state.book),
             active_segment: Cell::new(seg_no),
             stats: Cell::new(SpoolStats::default()),
+            space,
+            roll_wanted: Cell::new(false),
         });
         let mut committer = Committer {
             shared: shared.clone(),
@@ -177,7 +186,20 @@ impl Spool {
             tail: 0,
             durable: 0,
         };
-        committer.roll(seg_no).await?;
+        if let Err(e) = committer.roll(seg_no).await {
+            // A full disk must not keep the shard from delivering what it
+            // holds: start the segment from the reserve, or later.
+            if !matches!(e, SpoolError::DiskFull(_)) {
+                return Err(e);
+            }
+            if !committer.shared.space.give_up().await || committer.roll(seg_no).await.is_err() {
+                log::error!(
+                    "paniclog: spool {}: disk full at start-up: serving without an active \
+                     segment until space is available",
+                    dir.display()
+                );
+            }
+        }
         let task = glommio::spawn_local(committer.run());
         let spool = Spool {
             dir: dir.to_path_buf(),
@@ -211,9 +233,27 @@ impl Spool {
         id
     }
 
-    /// Appends a MESSAGE record; resolves only after the fdatasync covering
-    /// it completed.
+    /// Appends a MESSAGE record of new mail; resolves only after the
+    /// fdatasync covering it completed. Refused at once while the spool is
+    /// low on space ([`Spool::low_on_space`]).
     pub async fn append_message(
+        &self,
+        id: MessageId,
+        env: &Envelope,
+        body: &[u8],
+    ) -> Result<(), SpoolError> {
+        if !self.shared.space.try_recover(&self.dir).await {
+            return Err(SpoolError::DiskFull(
+                "spool low on space: new mail refused until space is back".into(),
+            ));
+        }
+        self.append_generated_message(id, env, body).await
+    }
+
+    /// Appends a MESSAGE record the server made itself (a DSN). Unlike
+    /// [`Spool::append_message`] it may use the reserve: the failure it
+    /// reports cannot be recorded before it is durable.
+    pub async fn append_generated_message(
         &self,
         id: MessageId,
         env: &Envelope,
@@ -260,6 +300,73 @@ impl Spool {
         };
         let op = BookOp::Retry(id, next_attempt_ms, attempts);
         self.stage(op, |buf| encode_record(&rec, 0, buf)).await
+    }
+
+    /// Appends a settlement in one batch: OUTCOME records for `finals`
+    /// (recipient index, outcome, reply), then DONE or RETRY when `then`
+    /// says so. All of it is durable, or none of it is acknowledged.
+    pub async fn append_settlement(
+        &self,
+        id: MessageId,
+        finals: &[(u32, Outcome, &str)],
+        then: Option<Record>,
+    ) -> Result<(), SpoolError> {
+        if self.shared.closed.get() {
+            return Err(SpoolError::Closed);
+        }
+        let batch = {
+            let mut st = self.shared.staging.borrow_mut();
+            for &(rcpt, outcome, reply) in finals {
+                let rec = Record::Outcome {
+                    id,
+                    rcpt,
+                    outcome,
+                    reply: reply.to_string(),
+                };
+                let start = st.buf.len();
+                let len = encode_record(&rec, 0, &mut st.buf);
+                st.frames
+                    .push((start, len, BookOp::Outcome(id, rcpt, outcome, reply.into())));
+            }
+            match then {
+                Some(rec @ Record::Done { .. }) => {
+                    let start = st.buf.len();
+                    let len = encode_record(&rec, 0, &mut st.buf);
+                    st.frames.push((start, len, BookOp::Done(id)));
+                }
+                Some(
+                    rec @ Record::Retry {
+                        next_attempt_ms,
+                        attempts,
+                        ..
+                    },
+                ) => {
+                    let start = st.buf.len();
+                    let len = encode_record(&rec, 0, &mut st.buf);
+                    st.frames
+                        .push((start, len, BookOp::Retry(id, next_attempt_ms, attempts)));
+                }
+                _ => {}
+            }
+            if st.frames.is_empty() {
+                return Ok(());
+            }
+            st.batch.clone()
+        };
+        self.shared.kick();
+        wait_batch(batch).await
+    }
+
+    /// True while new mail is refused because the disk is full; outcome
+    /// and DSN records are still written, from the reserve.
+    pub fn low_on_space(&self) -> bool {
+        self.shared.space.is_low()
+    }
+
+    /// Would a new message be taken now? False while the disk is full and
+    /// has not got room back; what MAIL asks before a client sends a body.
+    pub fn takes_mail(&self) -> bool {
+        self.shared.space.room_for_mail(&self.dir)
     }
 
     /// Appends a DONE record (same durability).
@@ -377,17 +484,31 @@ impl Committer {
         loop {
             let shared = self.shared.clone();
             poll_fn(|cx| {
-                if !shared.staging.borrow().is_empty() || shared.closed.get() {
+                if !shared.staging.borrow().is_empty()
+                    || shared.closed.get()
+                    || shared.roll_wanted.get()
+                {
                     return Poll::Ready(());
                 }
                 *shared.committer.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             })
             .await;
+            if self.shared.roll_wanted.replace(false)
+                && self.tail > SEGMENT_HEADER_LEN as u64
+                && !self.shared.closed.get()
+            {
+                if let Err(e) = self.roll(self.seg_no + 1).await {
+                    log::error!("paniclog: spool cannot start a new segment: {e}");
+                }
+            }
             self.linger().await;
             let staged = std::mem::take(&mut *self.shared.staging.borrow_mut());
             if staged.is_empty() {
-                break; // closed and drained
+                if self.shared.closed.get() {
+                    break; // closed and drained
+                }
+                continue; // woken only to roll
             }
             // Every earlier batch is settled here, so the book is exact.
             let (buf, frames) = prepend_copies(
@@ -407,6 +528,11 @@ impl Committer {
                 stats.failed_batches += 1;
             }
             self.shared.stats.set(stats);
+            if let Err(SpoolError::DiskFull(_)) = &result {
+                // The waiters retry what must be written; the reserve is
+                // theirs now, and new mail is refused.
+                self.shared.space.give_up().await;
+            }
             staged.batch.complete(result);
         }
         if let Some(f) = self.file.take() {
@@ -415,6 +541,7 @@ impl Committer {
         // Close explicitly: a dropped glommio handle closes its fd lazily,
         // which can keep the file system busy after shutdown.
         let _ = self.dir_handle.close().await;
+        self.shared.space.close().await;
     }
 
     /// Waits up to `batch_max_delay` for more appends, unless the batch is

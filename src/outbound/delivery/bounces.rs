@@ -6,6 +6,7 @@ use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
 use crate::queue::{Final, EXPIRED_REPLY};
+use crate::spool::SpoolError;
 
 /// The enhanced status a DSN reports for a failure reply.
 fn status_of(reply: &str) -> String {
@@ -28,19 +29,24 @@ fn status_of(reply: &str) -> String {
     }
 }
 
+/// A DSN made and not yet queued.
+pub(super) struct Dsn {
+    id: MessageId,
+    envelope: Envelope,
+    content: Vec<u8>,
+}
+
 impl ShardDelivery {
-    /// Spools a DSN for the failed recipients of a message, if one is due.
-    /// Returns false only when a DSN was due and could not be stored.
-    pub(super) async fn bounce(
+    /// Makes the DSN for the failed recipients of a message, if one is due
+    /// (none for a null sender, or when the original cannot be read: that
+    /// is logged, and no retry can make it readable).
+    pub(super) async fn make_dsn(
         &self,
         id: MessageId,
         failures: &[&Final],
         remote: Option<&str>,
         d: &Delivery,
-    ) -> bool {
-        if failures.is_empty() || !d.generate_bounces {
-            return true;
-        }
+    ) -> Option<Dsn> {
         let (env, content) = match self.fetch(id).await {
             Ok(x) => x,
             Err(e) => {
@@ -48,7 +54,7 @@ impl ShardDelivery {
                     "paniclog: shard {}: no DSN for {id}: cannot read it: {e}",
                     self.shard
                 );
-                return false;
+                return None;
             }
         };
         let now = now_ms();
@@ -70,17 +76,40 @@ impl ShardDelivery {
             .collect();
         let settings = self.dsn_settings(d);
         let dsn_id = self.spool.allocate_id();
-        let Some(dsn) = bounce::generate(
+        let dsn = bounce::generate(
             &settings,
             &env,
             &content,
             &reports,
             now,
             &dsn_id.to_string(),
-        ) else {
-            return true;
-        };
-        self.store_new(dsn_id, dsn.envelope, dsn.content).await
+        )?;
+        Some(Dsn {
+            id: dsn_id,
+            envelope: dsn.envelope,
+            content: dsn.content,
+        })
+    }
+
+    /// Spools a DSN (from the reserve, if the disk is full).
+    pub(super) async fn store_dsn(&self, dsn: &Dsn) -> Result<(), SpoolError> {
+        self.spool
+            .append_generated_message(dsn.id, &dsn.envelope, &dsn.content)
+            .await
+    }
+
+    /// Queues a DSN once it is durable.
+    pub(super) fn accept_dsn(&self, dsn: Dsn) {
+        log::info!(
+            "shard {}: DSN {} queued for <{}>",
+            self.shard,
+            dsn.id,
+            dsn.envelope
+                .recipients
+                .first()
+                .map_or("", |r| r.address.as_str())
+        );
+        self.accept(dsn.id, dsn.envelope, dsn.content);
     }
 
     /// Spools a delay DSN for a deferred message when one is due (Momentum's
@@ -124,7 +153,20 @@ impl ShardDelivery {
             now,
             &dsn_id.to_string(),
         ) {
-            self.store_new(dsn_id, dsn.envelope, dsn.content).await;
+            // A delay notice is advice: one that cannot be stored now is
+            // logged, and the next one is due at the next interval.
+            let dsn = Dsn {
+                id: dsn_id,
+                envelope: dsn.envelope,
+                content: dsn.content,
+            };
+            match self.store_dsn(&dsn).await {
+                Ok(()) => self.accept_dsn(dsn),
+                Err(e) => log::error!(
+                    "paniclog: shard {}: storing delay DSN {dsn_id}: {e}",
+                    self.shard
+                ),
+            }
         }
     }
 
@@ -138,25 +180,6 @@ impl ShardDelivery {
                 _ => InlineOriginal::Headers,
             },
             generate_delay_dsn: d.generate_delay_dsn,
-        }
-    }
-
-    /// Spools and queues a message made here (a DSN).
-    async fn store_new(&self, id: MessageId, env: Envelope, content: Vec<u8>) -> bool {
-        match self.spool.append_message(id, &env, &content).await {
-            Ok(()) => {
-                log::info!(
-                    "shard {}: DSN {id} queued for <{}>",
-                    self.shard,
-                    env.recipients.first().map_or("", |r| r.address.as_str())
-                );
-                self.accept(id, env, content);
-                true
-            }
-            Err(e) => {
-                log::error!("paniclog: shard {}: storing DSN {id}: {e}", self.shard);
-                false
-            }
         }
     }
 }

@@ -15,7 +15,12 @@ use crate::outbound::dns::MxResult;
 use crate::outbound::session::Outbound;
 use crate::queue::{Job, Next, RcptResult, Settlement};
 use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
-use crate::spool::{Outcome, SpoolError};
+use crate::spool::{Outcome, Record, SpoolError};
+
+/// First wait before writing an outcome again after a spool failure.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest wait between such attempts.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Jobs settled concurrently when a whole domain is settled at once.
 const SETTLE_CONCURRENCY: usize = 256;
@@ -283,14 +288,17 @@ impl ShardDelivery {
             .settle(job, results, &d.retry, now_ms());
         let failures: Vec<&crate::queue::Final> =
             s.finals.iter().filter(|f| !f.delivered).collect();
-        self.bounce(s.id, &failures, remote, d).await;
-        if let Err(e) = self.record(&s).await {
-            log::error!(
-                "paniclog: shard {}: recording results of {}: {e}",
-                self.shard,
-                s.id
-            );
+        // Neither may be forgotten: each is retried until it is durable,
+        // and this connection (with this message) waits for it.
+        if !failures.is_empty() && d.generate_bounces {
+            if let Some(dsn) = self.make_dsn(s.id, &failures, remote, d).await {
+                self.until_durable(s.id, "spooling its DSN", || self.store_dsn(&dsn))
+                    .await;
+                self.accept_dsn(dsn);
+            }
         }
+        self.until_durable(s.id, "recording its results", || self.record(&s))
+            .await;
         match s.next {
             Next::Done => self.release(&s.id),
             Next::Retry { .. } => {
@@ -301,22 +309,74 @@ impl ShardDelivery {
         }
     }
 
-    /// Writes OUTCOME records, then DONE or RETRY.
+    /// Writes OUTCOME records, then DONE or RETRY, in one batch.
     async fn record(&self, s: &Settlement) -> Result<(), SpoolError> {
-        for f in &s.finals {
-            let outcome = if f.delivered {
-                Outcome::Delivered
-            } else {
-                Outcome::Failed
-            };
-            self.spool
-                .append_outcome(s.id, f.rcpt.index, outcome, &f.reply)
-                .await?;
-        }
-        match s.next {
-            Next::Done => self.spool.append_done(s.id).await,
-            Next::Retry { at, attempts } => self.spool.append_retry(s.id, at, attempts).await,
-            Next::Waiting => Ok(()),
+        let finals: Vec<(u32, Outcome, &str)> = s
+            .finals
+            .iter()
+            .map(|f| {
+                let outcome = if f.delivered {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Failed
+                };
+                (f.rcpt.index, outcome, &*f.reply)
+            })
+            .collect();
+        let then = match s.next {
+            Next::Done => Some(Record::Done { id: s.id }),
+            Next::Retry { at, attempts } => Some(Record::Retry {
+                id: s.id,
+                next_attempt_ms: at,
+                attempts,
+            }),
+            Next::Waiting => None,
+        };
+        self.spool.append_settlement(s.id, &finals, then).await
+    }
+
+    /// Runs `write` until it succeeds, waiting longer after each failure
+    /// (a full disk, an I/O error). Gives up only when the spool is closed
+    /// (shutdown): the work is then repeated after the restart, never lost.
+    async fn until_durable<F, Fut>(&self, id: MessageId, what: &str, mut write: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SpoolError>>,
+    {
+        let mut delay = RECORD_RETRY_FIRST;
+        let mut failures = 0u64;
+        loop {
+            match write().await {
+                Ok(()) => {
+                    if failures > 0 {
+                        log::info!(
+                            "shard {}: {id}: {what} succeeded after {failures} failed attempt(s)",
+                            self.shard
+                        );
+                    }
+                    return;
+                }
+                Err(SpoolError::Closed) => {
+                    log::error!(
+                        "paniclog: shard {}: {id}: {what}: spool closed; the attempt is repeated after restart",
+                        self.shard
+                    );
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    // 1st, 2nd, 4th, 8th ... failure: the log shows it is
+                    // stuck without a line per retry.
+                    if failures.is_power_of_two() {
+                        log::error!(
+                            "paniclog: shard {}: {id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits",
+                            self.shard
+                        );
+                    }
+                    glommio::timer::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX);
+                }
+            }
         }
     }
 
@@ -331,11 +391,27 @@ impl ShardDelivery {
         if jobs.is_empty() {
             return;
         }
-        log::info!(
-            "shard {}: {domain}: {} message(s) settled as {result:?}",
-            self.shard,
-            jobs.len()
-        );
+        let kind = match &result {
+            RcptResult::Delivered(_) => "delivered",
+            RcptResult::Failed(_) => "failed",
+            RcptResult::Deferred(_) => "deferred",
+        };
+        let admitted = self
+            .repeats
+            .borrow_mut()
+            .admit(&(domain.clone(), kind), std::time::Instant::now());
+        if let Some(held) = admitted {
+            let also = if held > 0 {
+                format!(" ({held} similar line(s) for this domain held back)")
+            } else {
+                String::new()
+            };
+            log::info!(
+                "shard {}: {domain}: {} message(s) settled as {result:?}{also}",
+                self.shard,
+                jobs.len()
+            );
+        }
         let jobs = Rc::new(jobs);
         let per_task = jobs.len().div_ceil(SETTLE_CONCURRENCY);
         let mut tasks = Vec::new();

@@ -1,0 +1,84 @@
+//! A next hop for tests that records the `X-Token:` header of every
+//! message it accepts, and can be switched down (421 at the greeting).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A running token sink.
+pub struct TokenSink {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    tokens: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenSink {
+    /// Starts a sink on 127.0.0.1, up or down.
+    pub fn start(up: bool) -> TokenSink {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = l.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(up));
+        let tokens = Arc::new(Mutex::new(Vec::new()));
+        let (u, t) = (up.clone(), tokens.clone());
+        std::thread::spawn(move || {
+            for stream in l.incoming().flatten() {
+                let (u, t) = (u.clone(), t.clone());
+                std::thread::spawn(move || session(stream, &u, &t));
+            }
+        });
+        TokenSink { port, up, tokens }
+    }
+
+    /// Switches the sink up (accepting) or down (421 at the greeting).
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Every token received so far, in arrival order (repeats included).
+    pub fn tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap().clone()
+    }
+}
+
+fn session(stream: std::net::TcpStream, up: &AtomicBool, tokens: &Mutex<Vec<String>>) {
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    if !up.load(Ordering::SeqCst) {
+        let _ = w.write_all(b"421 4.3.2 sink down\r\n");
+        return;
+    }
+    let _ = w.write_all(b"220 sink ESMTP\r\n");
+    let (mut line, mut in_data, mut token) = (String::new(), false, None);
+    while r.read_line(&mut line).unwrap_or(0) > 0 {
+        let cmd = line.trim_end().to_string();
+        line.clear();
+        if in_data {
+            if cmd == "." {
+                in_data = false;
+                if let Some(t) = token.take() {
+                    tokens.lock().unwrap().push(t);
+                }
+                let _ = w.write_all(b"250 2.0.0 ok\r\n");
+            } else if let Some(t) = cmd.strip_prefix("X-Token: ") {
+                token.get_or_insert_with(|| t.to_string());
+            }
+            continue;
+        }
+        let up_cmd = cmd.to_ascii_uppercase();
+        let reply: &[u8] = if up_cmd.starts_with("EHLO") {
+            b"250-sink\r\n250 PIPELINING\r\n"
+        } else if up_cmd == "DATA" {
+            in_data = true;
+            b"354 go\r\n"
+        } else if up_cmd == "QUIT" {
+            let _ = w.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            b"250 ok\r\n"
+        };
+        if w.write_all(reply).is_err() {
+            return;
+        }
+    }
+}

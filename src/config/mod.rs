@@ -8,6 +8,7 @@
 pub mod delivery;
 pub mod options;
 pub mod parse;
+pub mod reload;
 pub mod report;
 mod resources;
 

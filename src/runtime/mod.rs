@@ -19,7 +19,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::{reload, Config};
 use crate::spool::SpoolLock;
 
 /// What the shards read from the main thread.
@@ -243,23 +243,21 @@ fn signal_thread(
 
 fn reload(control: &Control, path: Option<&std::path::Path>) {
     match Config::load(path) {
-        Ok(new) => {
+        Ok(mut new) => {
             let old = control.config.load();
-            for l in &new.listeners {
-                let before = old
-                    .listeners
-                    .iter()
-                    .find(|o| o.name == l.name)
-                    .map(|o| &o.listen);
-                if before != Some(&l.listen) {
-                    log::warn!("reload: listener {} addresses changed; bound sockets change only on restart", l.name);
-                }
-            }
+            let restart = reload::restart_only_changes(&old, &new);
+            reload::keep_restart_only(&mut new, &old);
             control.config.store(Arc::new(new));
-            log::info!(
-                "reload: configuration {} applied to new sessions",
-                path.map_or("(embedded)".into(), |p| p.display().to_string())
-            );
+            let name = path.map_or("(embedded)".into(), |p| p.display().to_string());
+            if restart.is_empty() {
+                log::info!("reload: configuration {name} applied to new sessions");
+            } else {
+                log::warn!(
+                    "reload: configuration {name} applied to new sessions, except {}, which \
+                     need a restart to take effect and keep their running values until then",
+                    restart.join(", ")
+                );
+            }
         }
         Err(errors) => {
             log::error!("reload: configuration rejected, keeping the running one:\n{errors}");

@@ -42,7 +42,9 @@ pub struct SpoolOptions {
     /// already batches everything that arrived during that sync.
     pub batch_max_delay: Duration,
     /// Disk space held back for outcome, retry, DONE and DSN records and
-    /// for starting a segment when the disk is full (0: none).
+    /// for starting a segment when the disk is full. 0 (the default of this
+    /// struct, for tools and tests): no reserve, every append tries the
+    /// disk. The server's config default is [`DEFAULT_RESERVE_BYTES`].
     pub reserve_bytes: u64,
 }
 
@@ -52,7 +54,8 @@ pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 /// Default batching delay (measured: see `examples/spool_bench.rs`).
 pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_micros(0);
-/// Default space reserve per shard: 16 MiB (about 100,000 outcome records).
+/// The server's default space reserve per shard (`spool_reserve_size`):
+/// 16 MiB, about 100,000 outcome records.
 pub const DEFAULT_RESERVE_BYTES: u64 = 16 << 20;
 /// Largest segment size accepted: frame offsets are checked modulo 2^32.
 pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 31;
@@ -63,7 +66,7 @@ impl Default for SpoolOptions {
             segment_size: DEFAULT_SEGMENT_SIZE_BYTES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             batch_max_delay: DEFAULT_BATCH_MAX_DELAY,
-            reserve_bytes: DEFAULT_RESERVE_BYTES,
+            reserve_bytes: 0,
         }
     }
 }

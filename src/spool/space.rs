@@ -86,10 +86,11 @@ impl Space {
     /// An append met a full disk: refuse new mail and hand the reserve to
     /// the records that must be written. Returns true if space was freed.
     pub(super) async fn give_up(&self) -> bool {
-        self.low.set(true);
         let Some(file) = self.file() else {
+            // No reserve configured: every append simply tries the disk.
             return false;
         };
+        self.low.set(true);
         if self.held_bytes.get() == 0 {
             return false;
         }

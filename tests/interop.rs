@@ -158,3 +158,45 @@ fn python_smtplib_starttls_and_login() {
     let s = start_in(dir, free_port(), &cfg);
     smtplib(s.port, "tls");
 }
+
+/// A password file for alice and a listener that offers AUTH without TLS
+/// (so the plain test client can time the replies), with `extra` options.
+fn auth_config(dir: &std::path::Path, extra: &str) -> String {
+    let params = sha_crypt::Sha512Params::new(5000).unwrap();
+    let hash = sha_crypt::sha512_simple("s3cret", &params).unwrap();
+    std::fs::write(dir.join("passwd"), format!("alice:{hash}\n")).unwrap();
+    basic_config(
+        "",
+        &format!("auth_password_file = \"passwd\"\nauth_requires_tls = false\n{extra}"),
+    )
+}
+
+fn plain(authzid: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let raw = format!("{authzid}\0{user}\0{password}");
+    format!(
+        "AUTH PLAIN {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn greeted_from(src: [u8; 4], s: &Server) -> Client {
+    let mut c = Client::connect_from(src, s.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.test").contains("AUTH PLAIN LOGIN"));
+    c
+}
+
+/// RFC 4616 §2: an authorization identity other than the user's own is
+/// refused even with the right password.
+#[test]
+fn auth_plain_with_a_foreign_authzid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = auth_config(dir.path(), "");
+    let s = start_in(dir, free_port(), &cfg);
+    let mut c = greeted_from([127, 0, 0, 1], &s);
+    let r = c.cmd(&plain("postmaster", "alice", "s3cret"));
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+    let r = c.cmd(&plain("alice", "alice", "s3cret"));
+    assert!(r.starts_with("235 2.7.0"), "acting as yourself: {r}");
+}

@@ -117,6 +117,19 @@ impl ServerSession {
     }
 
     fn credentials(&mut self, authzid: String, user: String, password: String) -> Flow {
+        // RFC 4616 §2: a server must refuse an authorization identity the
+        // authenticated user may not act as. No user may act for another
+        // here, so only "" (act as yourself) or the user's own name pass.
+        // Refused before the password is checked, so it reveals nothing
+        // about the password and is not a guess the driver has to slow.
+        if !authzid.is_empty() && authzid != user {
+            self.error(Reply::new(
+                535,
+                "5.7.8",
+                "not authorized to act for the requested identity",
+            ));
+            return Flow::Continue;
+        }
         self.phase = Phase::WaitAuth(user.clone());
         Flow::Yield(Step::Authenticate {
             authzid,

@@ -167,6 +167,32 @@ fn auth_plain_challenge_and_failures() {
     );
 }
 
+/// RFC 4616 §2: an authorization identity other than the authenticated
+/// one is refused (nobody may act for another user); "" or the user's own
+/// name is fine.
+#[test]
+fn auth_plain_refuses_a_foreign_authorization_identity() {
+    // base64("admin\0user\0pass")
+    const AS_ADMIN: &str = "YWRtaW4AdXNlcgBwYXNz";
+    let mut s = tls_greeted();
+    let (out, step) = exchange(&mut s, &format!("AUTH PLAIN {AS_ADMIN}\r\n"));
+    assert_eq!(
+        out,
+        "535 5.7.8 not authorized to act for the requested identity\r\n"
+    );
+    assert_eq!(step, Step::NeedInput, "no credentials handed to the driver");
+    assert_eq!(s.auth_user(), None);
+    // Same through the 334 challenge.
+    expect(&mut s, "AUTH PLAIN\r\n", "334 \r\n");
+    let (out, _) = exchange(&mut s, &format!("{AS_ADMIN}\r\n"));
+    assert!(out.starts_with("535 5.7.8 "), "{out}");
+    // base64("user\0user\0pass"): acting as yourself is allowed.
+    let (out, step) = exchange(&mut s, "AUTH PLAIN dXNlcgB1c2VyAHBhc3M=\r\n");
+    assert_eq!((out.as_str(), step), ("", creds("user", "user", "pass")));
+    s.auth_result(true);
+    assert_eq!(s.auth_user(), Some("user"));
+}
+
 #[test]
 fn auth_login_exchange() {
     let mut s = tls_greeted();

@@ -187,6 +187,73 @@ fn greeted_from(src: [u8; 4], s: &Server) -> Client {
     c
 }
 
+/// Each failed AUTH in a session waits before its 535, longer each time,
+/// so guessing passwords in one session is slow. (Lower bounds on a wait
+/// the server imposes; nothing here asserts that anything is fast.)
+#[test]
+fn failed_auth_is_answered_after_a_growing_delay() {
+    // The default auth_failure_delay_ms.
+    const DELAY_MS: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = auth_config(dir.path(), "");
+    let s = start_in(dir, free_port(), &cfg);
+    let mut c = greeted_from([127, 0, 0, 1], &s);
+    let mut waited = Vec::new();
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        let r = c.cmd(&plain("", "alice", "wrong"));
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+        waited.push(t.elapsed());
+    }
+    let base = std::time::Duration::from_millis(DELAY_MS);
+    assert!(waited[0] >= base, "first failure after {:?}", waited[0]);
+    assert!(
+        waited[1] >= base * 2,
+        "second failure after {:?}",
+        waited[1]
+    );
+    let r = c.cmd(&plain("", "alice", "s3cret"));
+    assert!(
+        r.starts_with("235 2.7.0"),
+        "the right password still works: {r}"
+    );
+}
+
+/// Failures from one address add up across sessions: past
+/// `auth_failures_per_ip` AUTH is refused with 421 4.7.0 and the session
+/// closed, even with the right password; other addresses are unaffected.
+#[test]
+fn failed_auth_budget_per_address_spans_sessions() {
+    const BUDGET: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = auth_config(
+        dir.path(),
+        &format!(
+            "auth_failure_delay_ms = 0\nauth_failures_per_ip = {BUDGET}\nauth_failure_window_secs = 600\n"
+        ),
+    );
+    let s = start_in(dir, free_port(), &cfg);
+    for _ in 0..BUDGET {
+        let mut c = greeted_from([127, 0, 0, 1], &s);
+        let r = c.cmd(&plain("", "alice", "wrong"));
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    for password in ["wrong", "s3cret"] {
+        let mut c = greeted_from([127, 0, 0, 1], &s);
+        let r = c.cmd(&plain("", "alice", password));
+        assert!(r.starts_with("421 4.7.0"), "over budget: {r}");
+        assert!(c.closed(), "the session ends after the 421");
+    }
+    s.wait_log(
+        "AUTH refused for 127.0.0.1",
+        std::time::Duration::from_secs(10),
+    );
+    let mut other = greeted_from([127, 0, 0, 2], &s);
+    let r = other.cmd(&plain("", "alice", "s3cret"));
+    assert!(r.starts_with("235 2.7.0"), "another address: {r}");
+}
+
 /// RFC 4616 §2: an authorization identity other than the user's own is
 /// refused even with the right password.
 #[test]

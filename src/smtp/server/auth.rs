@@ -60,6 +60,21 @@ impl ServerSession {
         }
     }
 
+    /// Answer to `Step::Authenticate` when the driver will not check the
+    /// credentials because the client's address is over its failed-AUTH
+    /// budget: 421 4.7.0, then `Step::Close`.
+    pub fn auth_refused_too_many_failures(&mut self) {
+        if !matches!(self.phase, Phase::WaitAuth(_)) {
+            return;
+        }
+        self.phase = Phase::Command;
+        let text = format!(
+            "{} too many failed authentications, try again later",
+            self.settings.hostname
+        );
+        self.close_with(Reply::new(421, "4.7.0", text));
+    }
+
     /// A line answering a 334 challenge.
     pub(super) fn auth_phase(&mut self) -> Flow {
         let line = match self.next_line(AUTH_LINE_MAX_OCTETS) {

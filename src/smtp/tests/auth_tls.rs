@@ -193,6 +193,23 @@ fn auth_plain_refuses_a_foreign_authorization_identity() {
     assert_eq!(s.auth_user(), Some("user"));
 }
 
+/// The driver refuses an address over its failed-AUTH budget without
+/// checking the password: 421 4.7.0 and the session ends, pipelined input
+/// unread.
+#[test]
+fn auth_refused_for_too_many_failures_closes() {
+    let mut s = tls_greeted();
+    let (_, step) = exchange(&mut s, &format!("AUTH PLAIN {PLAIN_USER_PASS}\r\nNOOP\r\n"));
+    assert_eq!(step, creds("", "user", "pass"));
+    s.auth_refused_too_many_failures();
+    assert_eq!(s.process(), Step::Close);
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.7.0 mx.example too many failed authentications, try again later\r\n"
+    );
+    assert_eq!(s.auth_user(), None);
+}
+
 #[test]
 fn auth_login_exchange() {
     let mut s = tls_greeted();

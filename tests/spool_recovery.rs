@@ -123,6 +123,46 @@ fn half_created_segment_is_removed_and_garbage_never_aborts() {
     );
 }
 
+/// A file named like a segment that has no valid header and no valid
+/// record but is not what an interrupted creation leaves (here 100 KB of
+/// garbage) is not ours to delete: recovery moves it to `quarantine/`,
+/// never replacing a file already there, and carries on.
+#[test]
+fn unrecognised_segment_file_is_quarantined_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 2, 10);
+    let garbage: Vec<u8> = (0..100 * 1024u32).map(|i| (i % 251) as u8 | 1).collect();
+    let qdir = tmp.path().join("quarantine");
+    std::fs::create_dir_all(&qdir).unwrap();
+    std::fs::write(qdir.join("seg-00000009.log"), b"quarantined earlier").unwrap();
+    std::fs::write(seg(tmp.path(), 9), &garbage).unwrap();
+    // A whole zeroed block (size extended, header never written) is ours.
+    std::fs::write(seg(tmp.path(), 10), vec![0u8; 4096]).unwrap();
+    let rec = reopen(tmp.path());
+    assert_eq!(rec.messages.len(), ids.len());
+    assert_eq!(rec.stats.quarantined, 1);
+    assert!(
+        !seg(tmp.path(), 9).exists(),
+        "moved out of the shard directory"
+    );
+    assert!(
+        !seg(tmp.path(), 10).exists(),
+        "half-created segment removed"
+    );
+    assert_eq!(
+        std::fs::read(qdir.join("seg-00000009.log")).unwrap(),
+        b"quarantined earlier",
+        "an existing quarantined file is never overwritten"
+    );
+    assert_eq!(
+        std::fs::read(qdir.join("seg-00000009.log.1")).unwrap(),
+        garbage,
+        "the garbage file is kept, byte for byte"
+    );
+    assert!(seg(tmp.path(), 11).exists(), "numbers are not reused");
+    assert_eq!(verify(tmp.path(), None), Ok(0));
+}
+
 #[test]
 fn tools_report_state() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@
 
 mod book;
 mod maintain;
+pub mod quarantine;
 pub mod record;
 pub mod recovery;
 pub mod scan;

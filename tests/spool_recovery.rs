@@ -163,6 +163,73 @@ fn unrecognised_segment_file_is_quarantined_not_deleted() {
     assert_eq!(verify(tmp.path(), None), Ok(0));
 }
 
+/// Fills `base/shard-N` with `n` messages written by shard N.
+fn fill_shard(base: &Path, shard: u16, n: usize) -> PathBuf {
+    let dir = base.join(format!("shard-{shard}"));
+    let d = dir.clone();
+    run(async move {
+        let (s, _) = Spool::open(&d, shard, SpoolOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..n {
+            let id = s.allocate_id();
+            s.append_message(id, &env("a@b.example"), b"body")
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+    });
+    dir
+}
+
+/// `verify` and `inspect` on the spool base check every `shard-N` under
+/// it (a problem in any shard is a problem of the whole), and a directory
+/// with no segment and no shard directory is an error, not "0 problems".
+#[test]
+fn tools_on_the_spool_base_cover_every_shard() {
+    let base = tempfile::tempdir().unwrap();
+    fill_shard(base.path(), 0, 2);
+    let shard1 = fill_shard(base.path(), 1, 3);
+    std::fs::create_dir(base.path().join("not-a-shard")).unwrap();
+    assert_eq!(verify(base.path(), None), Ok(0));
+    assert_eq!(inspect(base.path(), None), Ok(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_impulse"))
+        .args(["spool", "verify"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("shard-0: 1 segments, 2 valid records, 0 problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shard-1: 1 segments, 3 valid records, 0 problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": 2 shards, 2 segments, 5 valid records, 0 problems"),
+        "{text}"
+    );
+    // Damage one record of shard 1: the base no longer verifies clean.
+    let path = seg(&shard1, 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let second = frame_spans(&path)[1];
+    bytes[second.0 as usize + 20] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(verify(base.path(), None), Ok(1));
+    assert_eq!(
+        verify(base.path(), Some(0)),
+        Ok(0),
+        "--shard picks one shard"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let err = verify(empty.path(), None).expect_err("nothing to verify");
+    assert!(err.contains("no spool segments"), "{err}");
+    assert!(inspect(empty.path(), None).is_err());
+}
+
 #[test]
 fn tools_report_state() {
     let tmp = tempfile::tempdir().unwrap();

@@ -138,6 +138,7 @@ fn unrecognised_segment_file_is_quarantined_not_deleted() {
     std::fs::write(seg(tmp.path(), 9), &garbage).unwrap();
     // A whole zeroed block (size extended, header never written) is ours.
     std::fs::write(seg(tmp.path(), 10), vec![0u8; 4096]).unwrap();
+    assert_eq!(verify(tmp.path(), None), Ok(1), "reported before recovery");
     let rec = reopen(tmp.path());
     assert_eq!(rec.messages.len(), ids.len());
     assert_eq!(rec.stats.quarantined, 1);

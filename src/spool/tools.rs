@@ -7,6 +7,7 @@
 //! codes: 0 clean, 1 problems found, 2 the spool could not be read or
 //! the directory holds no spool at all.
 
+use super::quarantine::{is_half_created, QUARANTINE_DIR};
 use super::record::{decode_payload, Outcome, Record, SegmentHeader, FRAME_HEADER_LEN};
 use super::recovery::{list_segments, map_segment, recover_dir};
 use super::scan::scan_segment;
@@ -252,6 +253,13 @@ fn verify_segment(n: u32, path: &Path, shard: Option<u16>) -> Result<Tally, Stri
         )),
         Some(h) if h.segment == n => {}
         Some(h) => problem(format!("header names segment {}", h.segment)),
+        None if scan.frames.is_empty() && is_half_created(buf) => {
+            problem("half-created segment (no header, no record): recovery removes it".to_string())
+        }
+        None if scan.frames.is_empty() => problem(format!(
+            "no valid header and no valid record, not a half-created segment: \
+             recovery moves it to {QUARANTINE_DIR}/"
+        )),
         None => problem("bad or missing segment header".to_string()),
     }
     for (s, e) in &scan.corrupt {
@@ -301,8 +309,9 @@ fn inspect_shard(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
     );
     println!("pending recipients: {}", s.recipients_pending);
     println!(
-        "problems: corrupt records {}, torn bytes {}, bad headers {}, other shards' segments {}",
-        s.corrupt_records, s.torn_bytes, s.bad_headers, s.foreign_segments
+        "problems: corrupt records {}, torn bytes {}, bad headers {}, other shards' segments {}, \
+         unrecognised segment files {}",
+        s.corrupt_records, s.torn_bytes, s.bad_headers, s.foreign_segments, s.unrecognized
     );
     let mut domains: BTreeMap<&str, u64> = BTreeMap::new();
     for m in &rec.messages {

@@ -27,19 +27,30 @@ pub fn failure_delay(n: u32, base: Duration, max: Duration) -> Duration {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     failures: u32,
-    /// End of the window opened by the address's first failure.
+    /// Credential checks begun and not finished yet: they count against
+    /// the budget, or parallel sessions could all pass before one fails.
+    in_flight: u32,
+    /// End of the window opened by the address's first failure (in the
+    /// past while there is no failure).
     until: Instant,
     /// A refusal in this window was already logged.
     reported: bool,
 }
 
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.in_flight > 0 || now < self.until
+    }
+}
+
 /// What to do with an AUTH attempt from an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Check the credentials.
+    /// Check the credentials, then call [`AuthFailures::finish`].
     Allowed,
-    /// Refuse without checking: `failures` in the window already.
-    /// `first` is true for the first refusal of the window (log it).
+    /// Refuse without checking: `failures` in the window already (with
+    /// the checks in flight). `first` is true for the first refusal of the
+    /// window (log it).
     OverBudget { failures: u32, first: bool },
 }
 
@@ -51,42 +62,51 @@ pub struct AuthFailures {
 
 impl AuthFailures {
     /// Decides an attempt from `ip` against `budget` failures per window
-    /// (0 = no limit).
-    pub fn check(&mut self, ip: IpAddr, now: Instant, budget: u32) -> Verdict {
-        let Some(e) = self.entries.get_mut(&ip) else {
-            return Verdict::Allowed;
-        };
-        if now >= e.until {
-            self.entries.remove(&ip);
-            return Verdict::Allowed;
-        }
-        if budget == 0 || e.failures < budget {
-            return Verdict::Allowed;
-        }
-        let first = !e.reported;
-        e.reported = true;
-        Verdict::OverBudget {
-            failures: e.failures,
-            first,
-        }
-    }
-
-    /// Counts a failure of `ip`; returns its failures in the window.
-    pub fn record(&mut self, ip: IpAddr, now: Instant, window: Duration) -> u32 {
+    /// (0 = no limit). `Allowed` must be followed by `finish`.
+    pub fn begin(&mut self, ip: IpAddr, now: Instant, budget: u32) -> Verdict {
         if !self.entries.contains_key(&ip) && self.entries.len() >= AUTH_FAILURE_TABLE_MAX_ENTRIES {
             self.make_room(now);
         }
-        let fresh = Entry {
+        let e = self.entries.entry(ip).or_insert(Entry {
             failures: 0,
-            until: now + window,
+            in_flight: 0,
+            until: now,
             reported: false,
-        };
-        let e = self.entries.entry(ip).or_insert(fresh);
+        });
         if now >= e.until {
-            *e = fresh;
+            (e.failures, e.reported) = (0, false);
         }
-        e.failures = e.failures.saturating_add(1);
-        e.failures
+        let counted = e.failures.saturating_add(e.in_flight);
+        if budget > 0 && counted >= budget {
+            let first = !e.reported;
+            e.reported = true;
+            return Verdict::OverBudget {
+                failures: counted,
+                first,
+            };
+        }
+        e.in_flight += 1;
+        Verdict::Allowed
+    }
+
+    /// Ends a check begun with `begin`; a failure is counted in the window
+    /// (opened by the first one). Returns the address's failures in it.
+    pub fn finish(&mut self, ip: IpAddr, now: Instant, window: Duration, failed: bool) -> u32 {
+        let Some(e) = self.entries.get_mut(&ip) else {
+            return 0;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        if failed {
+            if now >= e.until {
+                (e.failures, e.until, e.reported) = (0, now + window, false);
+            }
+            e.failures = e.failures.saturating_add(1);
+        }
+        let failures = e.failures;
+        if !e.live(now) {
+            self.entries.remove(&ip);
+        }
+        failures
     }
 
     /// Addresses tracked.
@@ -95,19 +115,14 @@ impl AuthFailures {
         self.entries.len()
     }
 
-    /// True when no address is tracked.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn make_room(&mut self, now: Instant) {
-        self.entries.retain(|_, e| now < e.until);
+        self.entries.retain(|_, e| e.live(now));
         if self.entries.len() < AUTH_FAILURE_TABLE_MAX_ENTRIES {
             return;
         }
-        let soonest = self.entries.iter().min_by_key(|(_, e)| e.until);
-        if let Some(ip) = soonest.map(|(ip, _)| *ip) {
+        let idle = self.entries.iter().filter(|(_, e)| e.in_flight == 0);
+        let soonest = idle.min_by_key(|(_, e)| e.until).map(|(ip, _)| *ip);
+        if let Some(ip) = soonest {
             self.entries.remove(&ip);
         }
     }
@@ -121,6 +136,11 @@ mod tests {
 
     fn ip(n: u32) -> IpAddr {
         IpAddr::from(n.to_be_bytes())
+    }
+
+    fn fail(t: &mut AuthFailures, ip: IpAddr, now: Instant, budget: u32) -> u32 {
+        assert_eq!(t.begin(ip, now, budget), Verdict::Allowed);
+        t.finish(ip, now, WINDOW, true)
     }
 
     #[test]
@@ -139,30 +159,36 @@ mod tests {
         let mut t = AuthFailures::default();
         let t0 = Instant::now();
         for n in 1..=3 {
-            assert_eq!(t.check(ip(1), t0, 3), Verdict::Allowed);
-            assert_eq!(t.record(ip(1), t0, WINDOW), n);
+            assert_eq!(fail(&mut t, ip(1), t0, 3), n);
         }
-        let over = t.check(ip(1), t0 + Duration::from_secs(59), 3);
+        let over = |failures, first| Verdict::OverBudget { failures, first };
+        let later = t0 + Duration::from_secs(59);
+        assert_eq!(t.begin(ip(1), later, 3), over(3, true));
+        assert_eq!(t.begin(ip(1), later, 3), over(3, false), "logged once");
+        assert_eq!(t.begin(ip(2), t0, 3), Verdict::Allowed, "per address");
+        assert_eq!(t.finish(ip(2), t0, WINDOW, false), 0);
+        assert_eq!(t.begin(ip(1), t0, 0), Verdict::Allowed, "0 = no limit");
+        t.finish(ip(1), t0, WINDOW, false);
+        assert_eq!(t.begin(ip(1), t0 + WINDOW, 3), Verdict::Allowed);
         assert_eq!(
-            over,
-            Verdict::OverBudget {
-                failures: 3,
-                first: true
-            }
+            t.finish(ip(1), t0 + WINDOW, WINDOW, true),
+            1,
+            "a new window"
         );
-        let again = t.check(ip(1), t0, 3);
-        assert_eq!(
-            again,
-            Verdict::OverBudget {
-                failures: 3,
-                first: false
-            }
-        );
-        assert_eq!(t.check(ip(2), t0, 3), Verdict::Allowed, "per address");
-        assert_eq!(t.check(ip(1), t0, 0), Verdict::Allowed, "0 = no limit");
-        assert_eq!(t.check(ip(1), t0 + WINDOW, 3), Verdict::Allowed);
-        assert!(t.is_empty(), "an expired entry is dropped");
-        assert_eq!(t.record(ip(1), t0 + WINDOW, WINDOW), 1, "a new window");
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_budget() {
+        let mut t = AuthFailures::default();
+        let t0 = Instant::now();
+        assert_eq!(t.begin(ip(1), t0, 2), Verdict::Allowed);
+        assert_eq!(t.begin(ip(1), t0, 2), Verdict::Allowed);
+        let third = t.begin(ip(1), t0, 2);
+        assert!(matches!(third, Verdict::OverBudget { .. }), "{third:?}");
+        // A success frees its slot and leaves nothing behind.
+        assert_eq!(t.finish(ip(1), t0, WINDOW, false), 0);
+        assert_eq!(t.finish(ip(1), t0, WINDOW, false), 0);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
@@ -171,25 +197,21 @@ mod tests {
         let t0 = Instant::now();
         let max = AUTH_FAILURE_TABLE_MAX_ENTRIES as u32;
         for n in 0..max {
-            t.record(
+            fail(
+                &mut t,
                 ip(n),
                 t0 + Duration::from_millis(u64::from(n % 1000)),
-                WINDOW,
+                0,
             );
         }
         assert_eq!(t.len(), AUTH_FAILURE_TABLE_MAX_ENTRIES);
         // Full of live entries: the one whose window ends soonest goes.
-        t.record(ip(max), t0 + Duration::from_secs(1), WINDOW);
+        fail(&mut t, ip(max), t0 + Duration::from_secs(1), 0);
         assert_eq!(t.len(), AUTH_FAILURE_TABLE_MAX_ENTRIES);
-        assert_eq!(
-            t.check(ip(max), t0, 1),
-            Verdict::OverBudget {
-                failures: 1,
-                first: true
-            }
-        );
+        let refused = t.begin(ip(max), t0 + Duration::from_secs(1), 1);
+        assert!(matches!(refused, Verdict::OverBudget { .. }));
         // Later, every old entry has expired: they are all dropped at once.
-        t.record(ip(max + 1), t0 + WINDOW * 2, WINDOW);
+        fail(&mut t, ip(max + 1), t0 + WINDOW * 2, 0);
         assert_eq!(t.len(), 1);
     }
 }

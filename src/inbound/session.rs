@@ -169,10 +169,11 @@ struct AuthPeer<'a> {
     session_failures: &'a mut u32,
 }
 
-/// Answers `Step::Authenticate`. An address over its failure budget is
-/// refused (421) without a password check; otherwise the password is
-/// checked, and a failure waits `failure_delay` before its 535 so that
-/// guessing costs the client time, not just the server.
+/// Answers `Step::Authenticate`. An address over its failure budget
+/// (counting checks in flight from its other sessions) is refused (421)
+/// without a password check; otherwise the password is checked, and a
+/// failure waits `failure_delay` before its 535 so that guessing costs the
+/// client time, not just the server.
 async fn authenticate(
     state: &ShardInbound,
     listener: &Listener,
@@ -182,16 +183,16 @@ async fn authenticate(
     password: String,
 ) {
     let (ip, inbound) = (peer.ip, peer.inbound);
-    let verdict =
-        state
-            .auth_failures
-            .borrow_mut()
-            .check(ip, Instant::now(), inbound.auth_failures_per_ip);
+    let budget = inbound.auth_failures_per_ip;
+    let verdict = state
+        .auth_failures
+        .borrow_mut()
+        .begin(ip, Instant::now(), budget);
     if let Verdict::OverBudget { failures, first } = verdict {
         if first {
             log::warn!(
-                "shard {}: AUTH refused for {ip}: {failures} failed AUTHs within {}s \
-                 (auth_failures_per_ip, counted per shard)",
+                "shard {}: AUTH refused for {ip}: {failures} failed or pending AUTHs \
+                 within {}s (auth_failures_per_ip, counted per shard)",
                 state.shard,
                 inbound.auth_failure_window.as_secs()
             );
@@ -209,13 +210,13 @@ async fn authenticate(
         }
         None => false,
     };
+    let window = inbound.auth_failure_window;
+    let n = state
+        .auth_failures
+        .borrow_mut()
+        .finish(ip, Instant::now(), window, !ok);
     if !ok {
         *peer.session_failures += 1;
-        let window = inbound.auth_failure_window;
-        let n = state
-            .auth_failures
-            .borrow_mut()
-            .record(ip, Instant::now(), window);
         log::info!(
             "shard {}: AUTH failed for {user:?} from {ip} ({n} from it within {}s)",
             state.shard,

@@ -267,3 +267,46 @@ fn auth_plain_with_a_foreign_authzid_is_refused() {
     let r = c.cmd(&plain("alice", "alice", "s3cret"));
     assert!(r.starts_with("235 2.7.0"), "acting as yourself: {r}");
 }
+
+const SMTPLIB_WRONG_LOGINS: &str = r#"
+import smtplib, ssl, sys, time
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+s.ehlo("py.test")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx); s.ehlo("py.test")
+for i in range(2):
+    t = time.monotonic()
+    s.user, s.password = "alice", "wrong"
+    try:
+        s.auth("PLAIN", s.auth_plain)  # login() would also retry with LOGIN
+        raise SystemExit("wrong password accepted")
+    except smtplib.SMTPAuthenticationError as e:
+        assert e.smtp_code == 535, e
+    print("waited_ms", int((time.monotonic() - t) * 1000))
+s.login("alice", "s3cret")
+s.quit()
+print("OK")
+"#;
+
+/// The same growing delay seen by Python's smtplib over STARTTLS.
+#[test]
+fn python_smtplib_wrong_logins_over_starttls_are_slowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tls_config(dir.path());
+    let s = start_in(dir, free_port(), &cfg);
+    let out = Command::new("python3")
+        .args(["-c", SMTPLIB_WRONG_LOGINS, &s.port.to_string()])
+        .output()
+        .expect("python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+    let waited: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("waited_ms "))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // The default auth_failure_delay_ms, then doubled.
+    assert_eq!(waited.len(), 2, "{text}");
+    assert!(waited[0] >= 1000 && waited[1] >= 2000, "{text}");
+}

@@ -40,8 +40,26 @@ enum Command {
     Version,
 }
 
+/// The offline commands (and `--help`) print to stdout, often into
+/// `| head`. Rust's runtime ignores SIGPIPE, which turns a closed pipe into
+/// EPIPE and `println!` into a panic; with the default action the process
+/// ends quietly, as `cat` or `ls` do. `serve` ignores SIGPIPE again: a
+/// peer or a log reader going away must be an error on that descriptor,
+/// never the end of the server.
+fn set_sigpipe(action: libc::sighandler_t) {
+    // SAFETY: called on the main thread before any other thread exists;
+    // SIG_DFL and SIG_IGN are valid dispositions for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, action);
+    }
+}
+
 fn main() -> ExitCode {
+    set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        set_sigpipe(libc::SIG_IGN);
+    }
     match cli.command {
         Command::Serve { config } => {
             impulse::runtime::logger::init();

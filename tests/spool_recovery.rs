@@ -123,6 +123,114 @@ fn half_created_segment_is_removed_and_garbage_never_aborts() {
     );
 }
 
+/// A file named like a segment that has no valid header and no valid
+/// record but is not what an interrupted creation leaves (here 100 KB of
+/// garbage) is not ours to delete: recovery moves it to `quarantine/`,
+/// never replacing a file already there, and carries on.
+#[test]
+fn unrecognised_segment_file_is_quarantined_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = fill(tmp.path(), 2, 10);
+    let garbage: Vec<u8> = (0..100 * 1024u32).map(|i| (i % 251) as u8 | 1).collect();
+    let qdir = tmp.path().join("quarantine");
+    std::fs::create_dir_all(&qdir).unwrap();
+    std::fs::write(qdir.join("seg-00000009.log"), b"quarantined earlier").unwrap();
+    std::fs::write(seg(tmp.path(), 9), &garbage).unwrap();
+    // A whole zeroed block (size extended, header never written) is ours.
+    std::fs::write(seg(tmp.path(), 10), vec![0u8; 4096]).unwrap();
+    assert_eq!(verify(tmp.path(), None), Ok(1), "reported before recovery");
+    let rec = reopen(tmp.path());
+    assert_eq!(rec.messages.len(), ids.len());
+    assert_eq!(rec.stats.quarantined, 1);
+    assert!(
+        !seg(tmp.path(), 9).exists(),
+        "moved out of the shard directory"
+    );
+    assert!(
+        !seg(tmp.path(), 10).exists(),
+        "half-created segment removed"
+    );
+    assert_eq!(
+        std::fs::read(qdir.join("seg-00000009.log")).unwrap(),
+        b"quarantined earlier",
+        "an existing quarantined file is never overwritten"
+    );
+    assert_eq!(
+        std::fs::read(qdir.join("seg-00000009.log.1")).unwrap(),
+        garbage,
+        "the garbage file is kept, byte for byte"
+    );
+    assert!(seg(tmp.path(), 11).exists(), "numbers are not reused");
+    assert_eq!(verify(tmp.path(), None), Ok(0));
+}
+
+/// Fills `base/shard-N` with `n` messages written by shard N.
+fn fill_shard(base: &Path, shard: u16, n: usize) -> PathBuf {
+    let dir = base.join(format!("shard-{shard}"));
+    let d = dir.clone();
+    run(async move {
+        let (s, _) = Spool::open(&d, shard, SpoolOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..n {
+            let id = s.allocate_id();
+            s.append_message(id, &env("a@b.example"), b"body")
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+    });
+    dir
+}
+
+/// `verify` and `inspect` on the spool base check every `shard-N` under
+/// it (a problem in any shard is a problem of the whole), and a directory
+/// with no segment and no shard directory is an error, not "0 problems".
+#[test]
+fn tools_on_the_spool_base_cover_every_shard() {
+    let base = tempfile::tempdir().unwrap();
+    fill_shard(base.path(), 0, 2);
+    let shard1 = fill_shard(base.path(), 1, 3);
+    std::fs::create_dir(base.path().join("not-a-shard")).unwrap();
+    assert_eq!(verify(base.path(), None), Ok(0));
+    assert_eq!(inspect(base.path(), None), Ok(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_impulse"))
+        .args(["spool", "verify"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("shard-0: 1 segments, 2 valid records, 0 problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shard-1: 1 segments, 3 valid records, 0 problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": 2 shards, 2 segments, 5 valid records, 0 problems"),
+        "{text}"
+    );
+    // Damage one record of shard 1: the base no longer verifies clean.
+    let path = seg(&shard1, 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let second = frame_spans(&path)[1];
+    bytes[second.0 as usize + 20] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(verify(base.path(), None), Ok(1));
+    assert_eq!(
+        verify(base.path(), Some(0)),
+        Ok(0),
+        "--shard picks one shard"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let err = verify(empty.path(), None).expect_err("nothing to verify");
+    assert!(err.contains("no spool segments"), "{err}");
+    assert!(inspect(empty.path(), None).is_err());
+}
+
 #[test]
 fn tools_report_state() {
     let tmp = tempfile::tempdir().unwrap();

@@ -109,6 +109,14 @@ pub struct Inbound {
     pub reject_8bit_without_8bitmime: bool,
     /// AUTH only after STARTTLS.
     pub auth_requires_tls: bool,
+    /// Wait before the 535 of a session's first failed AUTH (doubling).
+    pub auth_failure_delay: Duration,
+    /// Cap on that wait.
+    pub auth_failure_max_delay: Duration,
+    /// Failed AUTHs per client address per shard per window (0 = no limit).
+    pub auth_failures_per_ip: u32,
+    /// The window `auth_failures_per_ip` counts over.
+    pub auth_failure_window: Duration,
     /// Peer block's relay override.
     pub can_relay: Option<bool>,
 }
@@ -286,6 +294,10 @@ impl Inbound {
             allow_null_envelope_sender: flag("allow_null_envelope_sender", chain),
             reject_8bit_without_8bitmime: flag("reject_8bit_without_8bitmime", chain),
             auth_requires_tls: flag("auth_requires_tls", chain),
+            auth_failure_delay: Duration::from_millis(int("auth_failure_delay_ms", chain)),
+            auth_failure_max_delay: Duration::from_millis(int("auth_failure_max_delay_ms", chain)),
+            auth_failures_per_ip: int("auth_failures_per_ip", chain) as u32,
+            auth_failure_window: secs("auth_failure_window_secs", chain),
             can_relay: match chain.first().and_then(|v| v.get("can_relay")) {
                 Some(Entry {
                     value: Value::Bool(b),

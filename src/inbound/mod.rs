@@ -5,6 +5,7 @@
 //! May call: config (snapshot), smtp::server, spool. Never blocks the
 //! shard: all socket and disk I/O is glommio's.
 
+mod auth_limit;
 mod session;
 
 use std::cell::{Cell, RefCell};
@@ -14,6 +15,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::net::TcpListener;
+
+use auth_limit::AuthFailures;
 
 use crate::config::Config;
 use crate::outbound::ShardDelivery;
@@ -36,6 +39,9 @@ pub struct ShardInbound {
     active: Cell<u32>,
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
+    /// Failed AUTHs per client address, this shard's sessions only (see
+    /// `auth_limit`: the budget is per shard until the mesh exists).
+    auth_failures: RefCell<AuthFailures>,
 }
 
 /// Releases a session's slots when it ends, however it ends.
@@ -83,6 +89,7 @@ impl ShardInbound {
             active: Cell::new(0),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
+            auth_failures: RefCell::new(AuthFailures::default()),
         });
         let mut bound = Vec::new();
         for l in &config.listeners {

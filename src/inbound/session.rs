@@ -4,11 +4,12 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
 
+use super::auth_limit::{failure_delay, Verdict};
 use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::message::Envelope;
@@ -95,6 +96,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         false,
     );
     let mut buf = Vec::new();
+    let mut auth_failures = 0u32;
     loop {
         match sess.process() {
             Step::NeedInput => {
@@ -125,20 +127,12 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 }
             }
             Step::Authenticate { user, password, .. } => {
-                // Password hashing costs thousands of rounds: off the shard.
-                let ok = match listener.credentials.clone() {
-                    Some(creds) => {
-                        let name = user.clone();
-                        glommio::executor()
-                            .spawn_blocking(move || creds.verify(&name, &password))
-                            .await
-                    }
-                    None => false,
+                let peer = AuthPeer {
+                    ip,
+                    inbound,
+                    session_failures: &mut auth_failures,
                 };
-                if !ok {
-                    log::info!("shard {}: AUTH failed for {user:?} from {ip}", state.shard);
-                }
-                sess.auth_result(ok);
+                authenticate(&state, listener, peer, &mut sess, user, password).await;
             }
             Step::StartTls => {
                 if !flush(&mut conn, &mut sess, inbound.idle_time).await {
@@ -169,6 +163,79 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         }
     }
     conn.close().await;
+}
+
+/// Who is authenticating, for the failed-AUTH accounting.
+struct AuthPeer<'a> {
+    ip: IpAddr,
+    inbound: &'a Inbound,
+    /// Failed AUTHs so far in this session.
+    session_failures: &'a mut u32,
+}
+
+/// Answers `Step::Authenticate`. An address over its failure budget
+/// (counting checks in flight from its other sessions) is refused (421)
+/// without a password check; otherwise the password is checked, and a
+/// failure waits `failure_delay` before its 535 so that guessing costs the
+/// client time, not just the server.
+async fn authenticate(
+    state: &ShardInbound,
+    listener: &Listener,
+    peer: AuthPeer<'_>,
+    sess: &mut ServerSession,
+    user: String,
+    password: String,
+) {
+    let (ip, inbound) = (peer.ip, peer.inbound);
+    let budget = inbound.auth_failures_per_ip;
+    let verdict = state
+        .auth_failures
+        .borrow_mut()
+        .begin(ip, Instant::now(), budget);
+    if let Verdict::OverBudget { failures, first } = verdict {
+        if first {
+            log::warn!(
+                "shard {}: AUTH refused for {ip}: {failures} failed or pending AUTHs \
+                 within {}s (auth_failures_per_ip, counted per shard)",
+                state.shard,
+                inbound.auth_failure_window.as_secs()
+            );
+        }
+        sess.auth_refused_too_many_failures();
+        return;
+    }
+    // Password hashing costs thousands of rounds: off the shard.
+    let ok = match listener.credentials.clone() {
+        Some(creds) => {
+            let name = user.clone();
+            glommio::executor()
+                .spawn_blocking(move || creds.verify(&name, &password))
+                .await
+        }
+        None => false,
+    };
+    let window = inbound.auth_failure_window;
+    let n = state
+        .auth_failures
+        .borrow_mut()
+        .finish(ip, Instant::now(), window, !ok);
+    if !ok {
+        *peer.session_failures += 1;
+        log::info!(
+            "shard {}: AUTH failed for {user:?} from {ip} ({n} from it within {}s)",
+            state.shard,
+            window.as_secs()
+        );
+        let wait = failure_delay(
+            *peer.session_failures,
+            inbound.auth_failure_delay,
+            inbound.auth_failure_max_delay,
+        );
+        if !wait.is_zero() {
+            future::or(glommio::timer::sleep(wait), state.force.wait()).await;
+        }
+    }
+    sess.auth_result(ok);
 }
 
 /// Spools one message; Ok(id) only once it is durable.

@@ -13,6 +13,7 @@
 mod book;
 pub mod lock;
 mod maintain;
+pub mod quarantine;
 pub mod record;
 pub mod recovery;
 pub mod scan;

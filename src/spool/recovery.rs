@@ -6,6 +6,7 @@
 //! entry, and never fails because of one bad record or segment.
 
 use super::book::Book;
+use super::quarantine::{is_half_created, quarantine};
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
 use super::{parse_segment_file_name, SpoolError};
@@ -62,6 +63,11 @@ pub struct RecoveryStats {
     pub bad_headers: u32,
     /// Segments whose header names another shard: skipped, file kept.
     pub foreign_segments: u32,
+    /// Files named like segments with no valid header or record that are
+    /// not half-created segments (moved to `quarantine/` when repairing).
+    pub unrecognized: u32,
+    /// Of those, files moved to `quarantine/` by this run.
+    pub quarantined: u32,
 }
 
 /// What recovery hands to the queue.
@@ -114,7 +120,8 @@ pub fn recover_read_only(dir: &Path, shard: Option<u16>) -> Result<Recovered, Sp
 }
 
 /// Scans every segment of `dir` and rebuilds the live queue. With `repair`,
-/// torn tails are truncated and empty half-created segments removed.
+/// torn tails are truncated, half-created segments removed and other
+/// unrecognisable segment files moved to `quarantine/`.
 /// Segments whose header names a shard other than `shard` are skipped and
 /// reported, never changed.
 pub(crate) fn recover_dir(
@@ -133,14 +140,9 @@ pub(crate) fn recover_dir(
         let scan = scan_segment(buf);
         rec.stats.segments += 1;
         if scan.header.is_none() && scan.frames.is_empty() {
-            // Creation was interrupted before the header was synced: no
-            // record in it was ever acknowledged.
-            if repair {
-                log::warn!("spool: removing half-created segment {}", path.display());
-                drop(map);
-                std::fs::remove_file(path)
-                    .map_err(|e| SpoolError::from_io("removing segment", &e))?;
-            }
+            let half_created = is_half_created(buf);
+            drop(map);
+            set_aside(dir, path, half_created, repair, &mut rec.stats)?;
             continue;
         }
         if let Some(h) = scan.header.filter(|h| shard.is_some_and(|s| s != h.shard)) {
@@ -185,6 +187,40 @@ pub(crate) fn recover_dir(
     rec.stats.messages = rec.messages.len() as u64;
     rec.stats.recipients_pending = rec.messages.iter().map(|m| m.pending.len() as u64).sum();
     Ok((rec, st))
+}
+
+/// A segment file with no valid header and no valid frame. One whose
+/// creation was interrupted (nothing in it was ever acknowledged) is
+/// deleted; anything else is not provably ours to delete and is moved to
+/// `quarantine/`. Without `repair` it is only counted.
+fn set_aside(
+    dir: &Path,
+    path: &Path,
+    half_created: bool,
+    repair: bool,
+    stats: &mut RecoveryStats,
+) -> Result<(), SpoolError> {
+    if half_created {
+        if repair {
+            log::warn!("spool: removing half-created segment {}", path.display());
+            std::fs::remove_file(path).map_err(|e| SpoolError::from_io("removing segment", &e))?;
+        }
+        return Ok(());
+    }
+    stats.unrecognized += 1;
+    if !repair {
+        return Ok(());
+    }
+    let moved =
+        quarantine(dir, path).map_err(|e| SpoolError::from_io("quarantining segment", &e))?;
+    stats.quarantined += 1;
+    log::error!(
+        "paniclog: spool file {} has no valid segment header and no valid record, \
+         and is not a half-created segment: moved to {}",
+        path.display(),
+        moved.display()
+    );
+    Ok(())
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {

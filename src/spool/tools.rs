@@ -2,9 +2,12 @@
 //!
 //! Read-only over a spool directory through std::fs and memmap2: never
 //! repairs, truncates or deletes, never starts glommio, so it is safe to
-//! run beside a live shard. Exit codes: 0 clean, 1 problems found, 2 the
-//! spool could not be read.
+//! run beside a live shard. `verify` and `inspect` take a shard's
+//! directory or the spool base (then every `shard-N` under it). Exit
+//! codes: 0 clean, 1 problems found, 2 the spool could not be read or
+//! the directory holds no spool at all.
 
+use super::quarantine::{is_half_created, QUARANTINE_DIR};
 use super::record::{decode_payload, Outcome, Record, SegmentHeader, FRAME_HEADER_LEN};
 use super::recovery::{list_segments, map_segment, recover_dir};
 use super::scan::scan_segment;
@@ -19,7 +22,8 @@ use std::process::ExitCode;
 pub enum SpoolCommand {
     /// Check every record of every segment (exit 0 clean, 1 problems, 2 unreadable).
     Verify {
-        /// Spool directory of one shard.
+        /// Spool directory of one shard, or the spool base (every
+        /// `shard-N` under it is checked).
         dir: PathBuf,
         /// The shard owning the directory (default: from a `shard-N`
         /// directory name, else the shard most segment headers name).
@@ -28,7 +32,8 @@ pub enum SpoolCommand {
     },
     /// Print counts by state and recipient domain, and the oldest message.
     Inspect {
-        /// Spool directory of one shard.
+        /// Spool directory of one shard, or the spool base (each
+        /// `shard-N` under it in turn).
         dir: PathBuf,
         /// The shard owning the directory (default as for verify).
         #[arg(long)]
@@ -103,69 +108,194 @@ pub fn infer_shard(dir: &Path) -> Option<u16> {
     votes.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s)
 }
 
-/// Checks every segment; returns the exit code (0 clean, 1 problems).
-pub fn verify(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
-    let segs = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let shard = shard.or_else(|| infer_shard(dir));
-    let mut problems = 0u64;
-    let mut records = 0u64;
-    for (n, path) in &segs {
-        let map = map_segment(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let buf: &[u8] = map.as_deref().unwrap_or(&[]);
-        let scan = scan_segment(buf);
-        let name = path.display();
-        match scan.header {
-            Some(h) if shard.is_some_and(|s| s != h.shard) => {
-                problems += 1;
-                println!(
-                    "{name}: header names shard {}, not {}: recovery skips this segment",
-                    h.shard,
-                    shard.unwrap_or_default()
-                );
-            }
-            Some(h) if h.segment == *n => {}
-            Some(h) => {
-                problems += 1;
-                println!("{name}: header names segment {}", h.segment);
-            }
-            None => {
-                problems += 1;
-                println!("{name}: bad or missing segment header");
-            }
-        }
-        for (s, e) in &scan.corrupt {
-            problems += 1;
-            println!("{name}: corrupt bytes {s}..{e}");
-        }
-        for f in &scan.frames {
-            let o = f.offset as usize;
-            let payload = &buf[o + FRAME_HEADER_LEN..o + f.frame.len];
-            match decode_payload(f.frame.record_type, payload) {
-                Ok(_) => records += 1,
-                Err(e) => {
-                    problems += 1;
-                    println!("{name}: record at {o} does not decode: {e}");
-                }
-            }
-        }
-        if scan.torn_bytes > 0 {
-            problems += 1;
-            println!(
-                "{name}: torn tail of {} bytes at {}",
-                scan.torn_bytes, scan.valid_end
-            );
+/// Counts from verifying one shard directory or a whole spool base.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    segments: u64,
+    records: u64,
+    problems: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: Tally) {
+        self.segments += o.segments;
+        self.records += o.records;
+        self.problems += o.problems;
+    }
+}
+
+/// What a directory given to `verify`/`inspect` turned out to be.
+enum SpoolDir {
+    /// A shard directory: it holds segment files.
+    Shard,
+    /// A spool base: no segments, but `shard-N` subdirectories.
+    Base(Vec<(u16, PathBuf)>),
+}
+
+/// Tells a shard directory from a spool base; an error when it is neither
+/// (no segment and no `shard-N` subdirectory: nothing to check).
+fn classify(dir: &Path) -> Result<SpoolDir, String> {
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    if !list_segments(dir).map_err(io)?.is_empty() {
+        return Ok(SpoolDir::Shard);
+    }
+    let mut shards = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let n = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-"))
+            .and_then(|n| n.parse::<u16>().ok());
+        if let (Some(n), true) = (n, entry.path().is_dir()) {
+            shards.push((n, entry.path()));
         }
     }
+    shards.sort();
+    if shards.is_empty() {
+        return Err(format!(
+            "{}: no spool segments here (seg-NNNNNNNN.log) and no shard-N directories: \
+             not a shard's spool directory nor a spool base",
+            dir.display()
+        ));
+    }
+    Ok(SpoolDir::Base(shards))
+}
+
+/// The shard directories to work on: `dir` itself, or every `shard-N`
+/// under a spool base (only shard `shard` when given); true for a base.
+type ShardDirs = (bool, Vec<(Option<u16>, PathBuf)>);
+
+fn shard_dirs(dir: &Path, shard: Option<u16>) -> Result<ShardDirs, String> {
+    Ok(match classify(dir)? {
+        SpoolDir::Shard => (false, vec![(shard, dir.to_path_buf())]),
+        SpoolDir::Base(shards) => (
+            true,
+            shards
+                .into_iter()
+                .filter(|(n, _)| shard.is_none_or(|s| s == *n))
+                .map(|(n, p)| (Some(n), p))
+                .collect(),
+        ),
+    })
+}
+
+/// Checks every segment of a shard directory, or of every shard under a
+/// spool base; returns the exit code (0 clean, 1 problems).
+pub fn verify(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
+    let (base, dirs) = shard_dirs(dir, shard)?;
+    let mut total = Tally::default();
+    for (shard, sdir) in &dirs {
+        let t = verify_shard(sdir, *shard)?;
+        if base && t.segments == 0 {
+            println!("{}: no segments", sdir.display());
+            total.problems += 1;
+        }
+        total.add(t);
+    }
+    if base {
+        println!(
+            "{}: {} shards, {} segments, {} valid records, {} problems",
+            dir.display(),
+            dirs.len(),
+            total.segments,
+            total.records,
+            total.problems
+        );
+        if dirs.is_empty() {
+            return Ok(EXIT_PROBLEMS);
+        }
+    }
+    Ok(if total.problems == 0 {
+        0
+    } else {
+        EXIT_PROBLEMS
+    })
+}
+
+/// Checks one shard directory and prints its summary line.
+fn verify_shard(dir: &Path, shard: Option<u16>) -> Result<Tally, String> {
+    let segs = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let shard = shard.or_else(|| infer_shard(dir));
+    let mut t = Tally::default();
+    for (n, path) in &segs {
+        t.add(verify_segment(*n, path, shard)?);
+    }
     println!(
-        "{}: {} segments, {records} valid records, {problems} problems",
+        "{}: {} segments, {} valid records, {} problems",
         dir.display(),
-        segs.len()
+        t.segments,
+        t.records,
+        t.problems
     );
-    Ok(if problems == 0 { 0 } else { EXIT_PROBLEMS })
+    Ok(t)
+}
+
+/// Checks one segment file, printing each problem.
+fn verify_segment(n: u32, path: &Path, shard: Option<u16>) -> Result<Tally, String> {
+    let map = map_segment(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let buf: &[u8] = map.as_deref().unwrap_or(&[]);
+    let scan = scan_segment(buf);
+    let name = path.display();
+    let mut t = Tally {
+        segments: 1,
+        ..Tally::default()
+    };
+    let mut problem = |text: String| {
+        t.problems += 1;
+        println!("{name}: {text}");
+    };
+    match scan.header {
+        Some(h) if shard.is_some_and(|s| s != h.shard) => problem(format!(
+            "header names shard {}, not {}: recovery skips this segment",
+            h.shard,
+            shard.unwrap_or_default()
+        )),
+        Some(h) if h.segment == n => {}
+        Some(h) => problem(format!("header names segment {}", h.segment)),
+        None if scan.frames.is_empty() && is_half_created(buf) => {
+            problem("half-created segment (no header, no record): recovery removes it".to_string())
+        }
+        None if scan.frames.is_empty() => problem(format!(
+            "no valid header and no valid record, not a half-created segment: \
+             recovery moves it to {QUARANTINE_DIR}/"
+        )),
+        None => problem("bad or missing segment header".to_string()),
+    }
+    for (s, e) in &scan.corrupt {
+        problem(format!("corrupt bytes {s}..{e}"));
+    }
+    for f in &scan.frames {
+        let o = f.offset as usize;
+        let payload = &buf[o + FRAME_HEADER_LEN..o + f.frame.len];
+        match decode_payload(f.frame.record_type, payload) {
+            Ok(_) => t.records += 1,
+            Err(e) => problem(format!("record at {o} does not decode: {e}")),
+        }
+    }
+    if scan.torn_bytes > 0 {
+        problem(format!(
+            "torn tail of {} bytes at {}",
+            scan.torn_bytes, scan.valid_end
+        ));
+    }
+    Ok(t)
+}
+
+/// `inspect` of a shard directory, or of each shard under a spool base.
+pub fn inspect(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
+    let (base, dirs) = shard_dirs(dir, shard)?;
+    for (shard, sdir) in &dirs {
+        if base {
+            println!("== {} ==", sdir.display());
+        }
+        inspect_shard(sdir, *shard)?;
+    }
+    Ok(if dirs.is_empty() { EXIT_PROBLEMS } else { 0 })
 }
 
 /// Prints queue counts by state and domain and the oldest live message.
-pub fn inspect(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
+fn inspect_shard(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
     let shard = shard.or_else(|| infer_shard(dir));
     let (rec, _) = recover_dir(dir, shard, false).map_err(|e| e.to_string())?;
     let s = &rec.stats;
@@ -179,8 +309,9 @@ pub fn inspect(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
     );
     println!("pending recipients: {}", s.recipients_pending);
     println!(
-        "problems: corrupt records {}, torn bytes {}, bad headers {}, other shards' segments {}",
-        s.corrupt_records, s.torn_bytes, s.bad_headers, s.foreign_segments
+        "problems: corrupt records {}, torn bytes {}, bad headers {}, other shards' segments {}, \
+         unrecognised segment files {}",
+        s.corrupt_records, s.torn_bytes, s.bad_headers, s.foreign_segments, s.unrecognized
     );
     let mut domains: BTreeMap<&str, u64> = BTreeMap::new();
     for m in &rec.messages {

@@ -60,6 +60,21 @@ impl ServerSession {
         }
     }
 
+    /// Answer to `Step::Authenticate` when the driver will not check the
+    /// credentials because the client's address is over its failed-AUTH
+    /// budget: 421 4.7.0, then `Step::Close`.
+    pub fn auth_refused_too_many_failures(&mut self) {
+        if !matches!(self.phase, Phase::WaitAuth(_)) {
+            return;
+        }
+        self.phase = Phase::Command;
+        let text = format!(
+            "{} too many failed authentications, try again later",
+            self.settings.hostname
+        );
+        self.close_with(Reply::new(421, "4.7.0", text));
+    }
+
     /// A line answering a 334 challenge.
     pub(super) fn auth_phase(&mut self) -> Flow {
         let line = match self.next_line(AUTH_LINE_MAX_OCTETS) {
@@ -117,6 +132,19 @@ impl ServerSession {
     }
 
     fn credentials(&mut self, authzid: String, user: String, password: String) -> Flow {
+        // RFC 4616 §2: a server must refuse an authorization identity the
+        // authenticated user may not act as. No user may act for another
+        // here, so only "" (act as yourself) or the user's own name pass.
+        // Refused before the password is checked, so it reveals nothing
+        // about the password and is not a guess the driver has to slow.
+        if !authzid.is_empty() && authzid != user {
+            self.error(Reply::new(
+                535,
+                "5.7.8",
+                "not authorized to act for the requested identity",
+            ));
+            return Flow::Continue;
+        }
         self.phase = Phase::WaitAuth(user.clone());
         Flow::Yield(Step::Authenticate {
             authzid,

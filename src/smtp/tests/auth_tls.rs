@@ -167,6 +167,49 @@ fn auth_plain_challenge_and_failures() {
     );
 }
 
+/// RFC 4616 §2: an authorization identity other than the authenticated
+/// one is refused (nobody may act for another user); "" or the user's own
+/// name is fine.
+#[test]
+fn auth_plain_refuses_a_foreign_authorization_identity() {
+    // base64("admin\0user\0pass")
+    const AS_ADMIN: &str = "YWRtaW4AdXNlcgBwYXNz";
+    let mut s = tls_greeted();
+    let (out, step) = exchange(&mut s, &format!("AUTH PLAIN {AS_ADMIN}\r\n"));
+    assert_eq!(
+        out,
+        "535 5.7.8 not authorized to act for the requested identity\r\n"
+    );
+    assert_eq!(step, Step::NeedInput, "no credentials handed to the driver");
+    assert_eq!(s.auth_user(), None);
+    // Same through the 334 challenge.
+    expect(&mut s, "AUTH PLAIN\r\n", "334 \r\n");
+    let (out, _) = exchange(&mut s, &format!("{AS_ADMIN}\r\n"));
+    assert!(out.starts_with("535 5.7.8 "), "{out}");
+    // base64("user\0user\0pass"): acting as yourself is allowed.
+    let (out, step) = exchange(&mut s, "AUTH PLAIN dXNlcgB1c2VyAHBhc3M=\r\n");
+    assert_eq!((out.as_str(), step), ("", creds("user", "user", "pass")));
+    s.auth_result(true);
+    assert_eq!(s.auth_user(), Some("user"));
+}
+
+/// The driver refuses an address over its failed-AUTH budget without
+/// checking the password: 421 4.7.0 and the session ends, pipelined input
+/// unread.
+#[test]
+fn auth_refused_for_too_many_failures_closes() {
+    let mut s = tls_greeted();
+    let (_, step) = exchange(&mut s, &format!("AUTH PLAIN {PLAIN_USER_PASS}\r\nNOOP\r\n"));
+    assert_eq!(step, creds("", "user", "pass"));
+    s.auth_refused_too_many_failures();
+    assert_eq!(s.process(), Step::Close);
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.7.0 mx.example too many failed authentications, try again later\r\n"
+    );
+    assert_eq!(s.auth_user(), None);
+}
+
 #[test]
 fn auth_login_exchange() {
     let mut s = tls_greeted();

@@ -79,7 +79,8 @@ class Sink:
     def __init__(self, up):
         self.up = up
         self.lock = threading.Lock()
-        # (token or None, time.monotonic(), session number, header section)
+        # (token or None, time.monotonic(), session number, header section,
+        #  the client's EHLO/HELO name)
         self.deliveries = []
         self.sessions = 0
         self.refused_sessions = 0
@@ -151,16 +152,17 @@ class Sink:
             writer.write(b"220 sink.test ESMTP\r\n")
             await writer.drain()
             in_txn = rcpts = 0
+            helo = ""
             while True:
                 line = await reader.readline()
                 if not line:
                     return
                 cmd = line.rstrip(b"\r\n")
                 verb = cmd[:4].upper()
-                if verb == b"EHLO":
-                    reply = b"250-sink.test\r\n250 8BITMIME\r\n"
-                elif verb == b"HELO":
-                    reply = b"250 sink.test\r\n"
+                if verb in (b"EHLO", b"HELO"):
+                    helo = cmd[5:].strip().decode("ascii", "replace")
+                    reply = (b"250-sink.test\r\n250 8BITMIME\r\n" if verb == b"EHLO"
+                             else b"250 sink.test\r\n")
                 elif verb == b"MAIL":
                     in_txn, rcpts = 1, 0
                     reply = b"250 2.1.0 ok\r\n"
@@ -181,7 +183,7 @@ class Sink:
                             return  # connection closed inside DATA: not accepted
                         token, headers = got
                         with self.lock:
-                            self.deliveries.append((token, time.monotonic(), session, headers))
+                            self.deliveries.append((token, time.monotonic(), session, headers, helo))
                         in_txn = rcpts = 0
                         reply = b"250 2.0.0 ok\r\n"
                 elif verb == b"RSET":
@@ -478,12 +480,15 @@ class Campaign:
             time.sleep(5)
         raise RuntimeError(f"{path}: not usable within {limit} s: {last}")
 
-    def config_text(self):
+    def config_text(self, run=0):
+        """The server config; `run` (the cycle, N+1 for the drain) is in the
+        host name, hence in the EHLO the server sends the sink, so that
+        every delivery can be attributed to the server run that made it."""
         a = self.args
         g = [
             f"shards = {a.shards}",
             f'spoolbase = "{self.spoolbase}"',
-            'hostname = "crash.test"',
+            f'hostname = "{run_hostname(run)}"',
             "shutdown_timeout = 2",
             'relay_hosts = ["127.0.0.0/8"]',
             f'routes = ["{LOOPBACK}:{self.sink.port}"]',
@@ -529,7 +534,9 @@ class Campaign:
 
     # -- server -------------------------------------------------------------
 
-    def start_server(self, name, limit=120):
+    def start_server(self, name, run, limit=120):
+        with open(self.config, "w") as f:
+            f.write(self.config_text(run))
         errpath = os.path.join(self.tmp, f"{name}.stderr")
         self.proc_err = open(errpath, "wb")
         self.proc = subprocess.Popen([self.bin, "serve", "--config", self.config],
@@ -622,7 +629,7 @@ class Campaign:
         for c in range(1, a.cycles + 1):
             self.load.cycle = c
             name = f"cycle-{c:03d}"
-            up = self.start_server(name)
+            up = self.start_server(name, c)
             self.ready_at[c] = time.monotonic()
             before = self.load.acked_count()
             dur = rng.uniform(a.min_load, a.max_load)
@@ -648,7 +655,7 @@ class Campaign:
         # Final drain.
         self.sink.set_up(True)
         acked = set(self.load.acked_tokens())
-        up = self.start_server("final")
+        up = self.start_server("final", a.cycles + 1)
         t0 = time.monotonic()
         self.ready_at[a.cycles + 1] = t0
         deadline = t0 + a.drain_timeout
@@ -707,25 +714,28 @@ class Campaign:
         across, within, window = 0, 0, []
         for t in sorted(dups, key=token_key):
             ds = per_token[t]
-            runs = [self.run_of(d[1]) for d in ds]
+            # The delivering run comes from the EHLO name (exact); the sink's
+            # clock only says when this process got around to the final dot.
+            runs = [run_from_helo(d[4]) or self.run_of(d[1]) for d in ds]
             same_run = len(set(runs)) < len(runs)
             if same_run:
                 within += 1
             else:
                 across += 1
-                w = self.when(ds[0][1])
-                if "before_kill_ms" in w:
-                    window.append(w["before_kill_ms"])
+                r0 = runs[0]
+                if r0 <= len(self.kills):
+                    window.append(round((self.kills[r0 - 1][1] - ds[0][1]) * 1000, 1))
             dup_detail.append({
                 "token": t, "queue_id": qids.get(t), "acked": t in acked,
                 "deliveries": len(ds),
                 "kind": "within one server run" if same_run else "across a SIGKILL",
-                "acked_at": self.when(acked_time.get(t)),
-                "delivered_at": [dict(self.when(d[1]), sink_session=d[2]) for d in ds],
+                "acked_at": self.when(acked_time.get(t), token_run(t)),
+                "delivered_at": [dict(self.when(d[1], r), sink_session=d[2])
+                                 for d, r in zip(ds, runs)],
                 "headers_first": ds[0][3], "headers_again": ds[1][3],
             })
         lost_detail = [{"token": t, "queue_id": qids.get(t),
-                        "acked_at": self.when(acked_time.get(t))} for t in lost]
+                        "acked_at": self.when(acked_time.get(t), token_run(t))} for t in lost]
         return {
             "cycles": self.args.cycles,
             "acknowledged": len(acked),
@@ -788,19 +798,38 @@ class Campaign:
                 return c
         return len(self.kills) + 1
 
-    def when(self, at):
-        """Places a monotonic time in a server run: its cycle, ms after the
-        server's port accepted, and ms before that cycle's SIGKILL."""
+    def when(self, at, run=None):
+        """Places a monotonic time relative to server run `run` (default: the
+        run whose lifetime it falls in): ms after its port accepted, and ms
+        before its SIGKILL (negative: after it)."""
         if at is None:
             return {}
-        c = self.run_of(at)
+        c = run or self.run_of(at)
         ready = self.ready_at.get(c)
-        out = {"cycle": c if c <= len(self.kills) else "drain"}
+        out = {"run": c, "drain": c > len(self.kills)}
         if ready is not None:
             out["after_ready_ms"] = round((at - ready) * 1000, 1)
         if c <= len(self.kills):
             out["before_kill_ms"] = round((self.kills[c - 1][1] - at) * 1000, 1)
         return out
+
+
+def run_hostname(run):
+    return f"r{run}.crash.test"
+
+
+def run_from_helo(helo):
+    m = re.fullmatch(r"r(\d+)\.crash\.test", helo or "")
+    return int(m.group(1)) if m else None
+
+
+def token_run(t):
+    """The server run that acknowledged a token: the cycle it was sent in
+    (a client only gets a 250 from the server of the current cycle)."""
+    try:
+        return int(t.split("-")[0])
+    except ValueError:
+        return None
 
 
 def token_key(t):
@@ -823,7 +852,8 @@ def dup_summary(led):
     if led["duplicated_tokens"]:
         w = led["duplicates_across_kill_first_delivery_ms_before_kill"]
         text += (f': {led["duplicates_across_kill"]} across a SIGKILL'
-                 + (f' (first delivery {w[0]}-{w[1]} ms before it)' if w else '')
+                 + (f' (first delivery seen at the sink {w[0]} to {w[1]} ms before that '
+                    f'run\'s SIGKILL; negative = after it)' if w else '')
                  + f', {led["duplicates_within_run"]} within one server run')
     return text
 
@@ -872,10 +902,12 @@ def print_table(led, args, info, out=sys.stdout):
             print(f"  {d['token']}  id {d['queue_id']}  acked {d['acked_at']}  "
                   f"{d.get('spool_show', '')}", file=out)
     if led["duplicate_tokens"]:
-        print(f"DUPLICATED tokens ({len(led['duplicate_tokens'])}; cycle, ms after the server "
-              f"was ready / before its SIGKILL, sink session):", file=out)
-        fmt = lambda w: (f"c{w.get('cycle')} +{w.get('after_ready_ms')}ms"
-                         + (f" -{w['before_kill_ms']}ms" if "before_kill_ms" in w else "")
+        print(f"DUPLICATED tokens ({len(led['duplicate_tokens'])}): run N = the server run of "
+              f"cycle N (the drain is run {args.cycles + 1}), times at the sink/client relative "
+              f"to that run's SIGKILL (kill-X ms = before it), sN = sink session", file=out)
+        fmt = lambda w: (f"r{w.get('run')} "
+                         + (f"kill{-w['before_kill_ms']:+.1f}ms" if "before_kill_ms" in w
+                            else f"ready+{w.get('after_ready_ms')}ms")
                          + (f" s{w['sink_session']}" if "sink_session" in w else ""))
         for kind in ("within one server run", "across a SIGKILL"):
             ds = [d for d in led["duplicate_tokens"] if d["kind"] == kind]

@@ -513,6 +513,13 @@ class Campaign:
             self.load.stop_event.set()
         if self.sink is not None:
             self.sink.stop()
+        if self.mount and self.tmp and (lost or self.keep):
+            dst = os.path.join(self.tmp, "spool-copy")
+            try:
+                shutil.copytree(self.mount, dst)
+                log(f"copied the tmpfs spool to {dst}")
+            except (OSError, shutil.Error) as e:
+                log(f"copying the tmpfs spool: {e}")
         if self.mount:
             r = subprocess.run(["umount", self.mount], capture_output=True, text=True)
             if r.returncode != 0:
@@ -521,7 +528,8 @@ class Campaign:
             self.mount = None
         if self.tmp:
             if lost or self.keep:
-                log(f"kept {self.tmp} (server stderr per cycle, spool, config, binary)")
+                log(f"kept {self.tmp} (server stderr per cycle, spool"
+                    f"{' (copy)' if self.args.tmpfs else ''}, config, binary)")
             elif logs_only:
                 shutil.rmtree(self.spoolbase, ignore_errors=True)
                 try:
@@ -573,13 +581,35 @@ class Campaign:
             self.proc_err = None
         return p.returncode
 
-    def spool_inspect(self):
+    def spool_space(self, name):
+        """Free space of the spool file system and the spool's files, written
+        to NAME.spool (after each kill: how the spool evolves)."""
+        st = os.statvfs(self.spoolbase)
+        free = st.f_bavail * st.f_frsize
+        lines = [f"free {free} of {st.f_blocks * st.f_frsize} bytes"]
+        for root, _dirs, files in sorted(os.walk(self.spoolbase)):
+            for fn in sorted(files):
+                path = os.path.join(root, fn)
+                try:
+                    fst = os.stat(path)
+                except OSError:
+                    continue
+                lines.append(f"{os.path.relpath(path, self.spoolbase)} size {fst.st_size} "
+                             f"allocated {fst.st_blocks * 512}")
+        with open(os.path.join(self.tmp, f"{name}.spool"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return free
+
+    def spool_inspect(self, save=None):
         """Per shard: dict of live, pending, problems (or error)."""
         out = []
         for n in range(self.args.shards):
             d = os.path.join(self.spoolbase, f"shard-{n}")
             r = subprocess.run([self.bin, "spool", "inspect", "--shard", str(n), d],
                                capture_output=True, text=True)
+            if save:
+                with open(os.path.join(self.tmp, f"{save}-shard-{n}.txt"), "w") as f:
+                    f.write(r.stdout + r.stderr)
             info = {"shard": n, "rc": r.returncode}
             m = re.search(r"live messages: (\d+)", r.stdout)
             info["live"] = int(m.group(1)) if m else None
@@ -599,6 +629,8 @@ class Campaign:
             d = os.path.join(self.spoolbase, f"shard-{n}")
             r = subprocess.run([self.bin, "spool", "verify", "--shard", str(n), d],
                                capture_output=True, text=True)
+            with open(os.path.join(self.tmp, f"verify-after-drain-shard-{n}.txt"), "w") as f:
+                f.write(r.stdout + r.stderr)
             last = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
             out.append({"shard": n, "rc": r.returncode, "summary": last})
         return out
@@ -637,12 +669,14 @@ class Campaign:
             self.kills.append((c, time.monotonic()))
             rc = self.kill_server(signal.SIGKILL)
             self.note_recovery(name)
+            free = self.spool_space(name)
             acked = self.load.acked_count() - before
             self.cycle_log.append({"cycle": c, "startup_s": round(up, 3),
-                                   "load_s": round(dur, 3), "acked": acked, "exit": rc})
+                                   "load_s": round(dur, 3), "acked": acked, "exit": rc,
+                                   "spool_fs_free_after_kill": free})
             log(f"cycle {c}/{a.cycles}: up in {up:.2f} s, load {dur:.2f} s, +{acked} acked "
                 f"(total {self.load.acked_count()}), sink {len(self.sink.tokens())}, "
-                f"killed (exit {rc})")
+                f"killed (exit {rc}), spool fs free {free // 1024} KiB")
             if rc != -signal.SIGKILL:
                 log(f"  note: server exit status {rc} (expected -9): see {name}.stderr")
         self.cycles_s = time.monotonic() - t_start
@@ -687,7 +721,8 @@ class Campaign:
         self.final_exit = self.kill_server(signal.SIGTERM)
         self.note_recovery("final")
         log(f"drain: {reason} after {self.drain_s:.1f} s; SIGTERM exit {self.final_exit}")
-        self.spool_after = self.spool_inspect()
+        self.spool_after = self.spool_inspect(save="inspect-after-drain")
+        self.spool_space("final")
         self.verify_after = self.spool_verify()
 
     # -- ledger -------------------------------------------------------------
@@ -772,7 +807,9 @@ class Campaign:
     def evidence(self, led, limit=10):
         """`spool show` of a few lost and duplicated messages, saved next to
         the server logs (show-TOKEN.txt) before the spool goes away."""
-        picks = [d for d in led["lost_tokens"]][:limit]
+        lost = led["lost_tokens"]
+        step = max(1, len(lost) // (3 * limit))
+        picks = lost[::step][:3 * limit]  # spread over the whole list
         within = [d for d in led["duplicate_tokens"] if d["kind"] == "within one server run"]
         across = [d for d in led["duplicate_tokens"] if d["kind"] != "within one server run"]
         picks += within[:limit] + across[:max(2, limit // 5)]
@@ -787,9 +824,12 @@ class Campaign:
                 if r.returncode == 0:
                     outs.append(f"# shard-{n}\n{r.stdout}")
             path = os.path.join(self.tmp, f"show-{d['token']}.txt")
+            text = "".join(outs)
             with open(path, "w") as f:
-                f.write("".join(outs) or f"{d['queue_id']}: not found in any shard\n")
+                f.write(text or f"{d['queue_id']}: not found in any shard\n")
             d["spool_show"] = os.path.basename(path)
+            d["spool_records"] = dict(collections.Counter(
+                m.group(1) for m in re.finditer(r"\.log@\d+: ([A-Z_]+) id=", text)))
 
     def run_of(self, at):
         """Index of the server run a moment falls in (cycles 1..N, N+1 = drain)."""
@@ -858,6 +898,16 @@ def dup_summary(led):
     return text
 
 
+def lost_in_spool(led):
+    shown = [d for d in led["lost_tokens"] if "spool_records" in d]
+    if not shown:
+        return "-"
+    queued = sum(1 for d in shown if d["spool_records"].get("MESSAGE") and
+                 not d["spool_records"].get("DONE"))
+    return (f"{queued} of {len(shown)} checked have a MESSAGE and no DONE record "
+            f"(records of the first: {shown[0]['spool_records']})")
+
+
 def print_table(led, args, info, out=sys.stdout):
     rows = [
         ("cycles", led["cycles"]),
@@ -867,6 +917,7 @@ def print_table(led, args, info, out=sys.stdout):
         ("duplicates (deliveries beyond first)", dup_summary(led)),
         ("unacknowledged but delivered", led["unacknowledged_but_delivered"]),
         ("attempted, not acked, not delivered", led["attempted_not_acked_not_delivered"]),
+        ("lost and still in the spool (spool show)", lost_in_spool(led)),
         ("tokens never sent / deliveries w/o token", f'{led["foreign_tokens"]} / {led["deliveries_without_token"]}'),
         ("sink deliveries total", led["sink_deliveries"]),
         ("drain", f'{led["drain"]["reason"]} after {led["drain"]["seconds"]} s; '
@@ -898,9 +949,12 @@ def print_table(led, args, info, out=sys.stdout):
     print("-" * (w + 60), file=out)
     if led["lost_tokens"]:
         print(f"LOST tokens ({len(led['lost_tokens'])}):", file=out)
+        if len(led["lost_tokens"]) > 50:
+            print("  (first 50; all in the JSON ledger)", file=out)
         for d in led["lost_tokens"][:50]:
-            print(f"  {d['token']}  id {d['queue_id']}  acked {d['acked_at']}  "
-                  f"{d.get('spool_show', '')}", file=out)
+            w = d["acked_at"]
+            print(f"  {d['token']:<11} id {d['queue_id']}  acked r{w.get('run')} "
+                  f"kill{-w.get('before_kill_ms', 0):+.1f}ms  {d.get('spool_show', '')}", file=out)
     if led["duplicate_tokens"]:
         print(f"DUPLICATED tokens ({len(led['duplicate_tokens'])}): run N = the server run of "
               f"cycle N (the drain is run {args.cycles + 1}), times at the sink/client relative "

@@ -261,3 +261,48 @@ fn ids_are_unique_and_increasing_across_restarts() {
         }
     });
 }
+
+#[test]
+fn a_settlement_is_durable_whole_or_not_at_all() {
+    use impulse::spool::Record;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let rec = run(async move {
+        let (spool, _) = open(&dir, SpoolOptions::default()).await;
+        let id = spool.allocate_id();
+        spool
+            .append_message(id, &env(&["a@x", "b@x", "c@x"]), b"m")
+            .await
+            .unwrap();
+        // A failed settlement leaves no trace of any of its records.
+        spool.inject_fault(Fault::Write(libc::ENOSPC));
+        let finals = [
+            (0, Outcome::Delivered, "250 ok"),
+            (1, Outcome::Failed, "550 no"),
+        ];
+        let retry = Record::Retry {
+            id,
+            next_attempt_ms: 99,
+            attempts: 1,
+        };
+        assert!(spool
+            .append_settlement(id, &finals, Some(retry.clone()))
+            .await
+            .is_err());
+        spool.close().await.unwrap();
+        let (spool, rec) = open(&dir, SpoolOptions::default()).await;
+        assert_eq!(rec.messages[0].pending.len(), 3, "nothing of it recorded");
+        assert_eq!(rec.messages[0].attempts, 0);
+        // Written again, all of it lands together.
+        spool
+            .append_settlement(id, &finals, Some(retry))
+            .await
+            .unwrap();
+        spool.close().await.unwrap();
+        open(&dir, SpoolOptions::default()).await.1
+    });
+    let m = &rec.messages[0];
+    assert_eq!(m.pending.len(), 1);
+    assert_eq!(m.pending[0].index, 2);
+    assert_eq!((m.attempts, m.next_attempt_ms), (1, 99));
+}

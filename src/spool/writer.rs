@@ -314,42 +314,38 @@ impl Spool {
         if self.shared.closed.get() {
             return Err(SpoolError::Closed);
         }
-        let batch = {
-            let mut st = self.shared.staging.borrow_mut();
-            for &(rcpt, outcome, reply) in finals {
+        let mut records: Vec<(Record, BookOp)> = finals
+            .iter()
+            .map(|&(rcpt, outcome, reply)| {
                 let rec = Record::Outcome {
                     id,
                     rcpt,
                     outcome,
                     reply: reply.to_string(),
                 };
+                (rec, BookOp::Outcome(id, rcpt, outcome, reply.into()))
+            })
+            .collect();
+        match then {
+            Some(rec @ Record::Done { .. }) => records.push((rec, BookOp::Done(id))),
+            Some(
+                rec @ Record::Retry {
+                    next_attempt_ms,
+                    attempts,
+                    ..
+                },
+            ) => records.push((rec, BookOp::Retry(id, next_attempt_ms, attempts))),
+            _ => {}
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = {
+            let mut st = self.shared.staging.borrow_mut();
+            for (rec, op) in records {
                 let start = st.buf.len();
                 let len = encode_record(&rec, 0, &mut st.buf);
-                st.frames
-                    .push((start, len, BookOp::Outcome(id, rcpt, outcome, reply.into())));
-            }
-            match then {
-                Some(rec @ Record::Done { .. }) => {
-                    let start = st.buf.len();
-                    let len = encode_record(&rec, 0, &mut st.buf);
-                    st.frames.push((start, len, BookOp::Done(id)));
-                }
-                Some(
-                    rec @ Record::Retry {
-                        next_attempt_ms,
-                        attempts,
-                        ..
-                    },
-                ) => {
-                    let start = st.buf.len();
-                    let len = encode_record(&rec, 0, &mut st.buf);
-                    st.frames
-                        .push((start, len, BookOp::Retry(id, next_attempt_ms, attempts)));
-                }
-                _ => {}
-            }
-            if st.frames.is_empty() {
-                return Ok(());
+                st.frames.push((start, len, op));
             }
             st.batch.clone()
         };

@@ -22,8 +22,16 @@ The ledger: acknowledged, delivered (distinct acknowledged tokens seen at
 the sink), lost (acknowledged, never delivered: must be 0), duplicates
 (deliveries beyond the first of a token), unacknowledged-but-delivered
 (the client never saw the 250, e.g. killed between fsync and reply), and
-the spool state after the drain. Exit status 1 when lost > 0, 2 when the
-campaign could not run.
+the spool state after the drain (`spool inspect`, `spool verify`). Exit
+status 1 when lost > 0, 2 when the campaign could not run.
+
+Each server run gets its own host name (r<cycle>.crash.test, the drain
+r<N+1>), which it sends in EHLO to the sink, so every delivery is
+attributed to the run that made it: a duplicate is either "across a
+SIGKILL" (delivered by a run that was killed before its outcome was
+durable, then again after recovery: at-least-once, expected) or "within
+one server run" (never expected). The sink's clock only says when this
+script got to the final dot, which can be some ms after a SIGKILL.
 
 --sink down: the sink answers 421 at the greeting during the cycles, and
 is up only for the final drain. --tmpfs SIZE: the spool is on a fresh
@@ -31,8 +39,12 @@ tmpfs of SIZE (e.g. 8m) with 1M segments and a 256K reserve, so it fills
 up and the load sees 452 (not an acknowledgement).
 
 Each server run's stderr goes to cycle-NNN.stderr (final.stderr for the
-drain) in the run's temporary directory; that directory is kept when a
-message was lost (or with --keep), otherwise removed. The impulse binary
+drain) in the run's temporary directory, with NAME.spool (free space and
+the spool's files after each kill), inspect/verify output after the drain
+and `spool show` of some lost or duplicated messages (show-TOKEN.txt).
+That directory is kept with everything (a tmpfs spool copied to
+spool-copy/) when a message was lost or with --keep, kept without the
+spool when there were duplicates, otherwise removed. The impulse binary
 is copied there first so a rebuild during the campaign cannot change the
 server under test. Everything started here (servers, the mount, the
 temporary directory) is cleaned up on exit, including on Ctrl-C. Only
@@ -421,11 +433,12 @@ class Campaign:
         self.spoolbase = os.path.join(self.tmp, "spool")
         os.mkdir(self.spoolbase)
         if a.tmpfs:
+            self.mount = self.spoolbase  # set first: an interrupt still unmounts
             r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={a.tmpfs}", "tmpfs",
                                 self.spoolbase], capture_output=True, text=True)
             if r.returncode != 0:
+                self.mount = None
                 raise RuntimeError(f"mount tmpfs size={a.tmpfs}: {r.stderr.strip()}")
-            self.mount = self.spoolbase
             log(f"tmpfs of {a.tmpfs} mounted on {self.spoolbase}")
         self.bin = self.snapshot_binary(a.binary)
         try:  # io_uring wants locked memory; inherited by the server

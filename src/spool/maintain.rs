@@ -8,11 +8,9 @@
 //! matter (a live MESSAGE, or a DONE/outcome whose MESSAGE survives), and a
 //! copy-forward never touches the old segment: it only appends.
 
-use super::book::Book;
 use super::record::{check_frame, decode_message_parts, put_id, RecordType, FRAME_HEADER_LEN};
-use super::record::{encode_record, Record};
 use super::space::free_bytes;
-use super::writer::{BookOp, CopyReq};
+use super::staging::CopyReq;
 use super::{segment_file_name, Spool, SpoolError};
 use crate::message::{Envelope, MessageId};
 use glommio::io::{BufferedFile, Directory};
@@ -262,62 +260,4 @@ async fn read_frame(
         }
     }
     Ok(buf.to_vec())
-}
-
-/// Puts the copy-forward frames of still-live messages in front of the
-/// batch, each followed by records restating its outcomes and retry
-/// state, so the copy stands alone once the old segment is gone. The
-/// commit task calls it when every earlier batch is settled, so `book` is
-/// exact.
-pub(super) fn prepend_copies(
-    book: &Book,
-    copies: Vec<CopyReq>,
-    buf: Vec<u8>,
-    frames: Vec<(usize, usize, BookOp)>,
-) -> (Vec<u8>, Vec<(usize, usize, BookOp)>) {
-    if copies.is_empty() {
-        return (buf, frames);
-    }
-    let mut out =
-        Vec::with_capacity(buf.len() + copies.iter().map(|c| c.frame.len()).sum::<usize>());
-    let mut ops = Vec::with_capacity(frames.len() + copies.len());
-    for c in copies {
-        if book.segment_of(&c.id) != Some(c.from) {
-            continue; // DONE or moved since it was read
-        }
-        ops.push((out.len(), c.frame.len(), BookOp::Message(c.id)));
-        out.extend_from_slice(&c.frame);
-        let Some(st) = book.state_of(&c.id) else {
-            continue;
-        };
-        for (rcpt, outcome, reply) in &st.finals {
-            let rec = Record::Outcome {
-                id: c.id,
-                rcpt: *rcpt,
-                outcome: *outcome,
-                reply: reply.to_string(),
-            };
-            let start = out.len();
-            let len = encode_record(&rec, 0, &mut out);
-            ops.push((
-                start,
-                len,
-                BookOp::Outcome(c.id, *rcpt, *outcome, reply.clone()),
-            ));
-        }
-        if let Some((next, attempts)) = st.retry {
-            let rec = Record::Retry {
-                id: c.id,
-                next_attempt_ms: next,
-                attempts,
-            };
-            let start = out.len();
-            let len = encode_record(&rec, 0, &mut out);
-            ops.push((start, len, BookOp::Retry(c.id, next, attempts)));
-        }
-    }
-    let shift = out.len();
-    out.extend_from_slice(&buf);
-    ops.extend(frames.into_iter().map(|(s, l, op)| (s + shift, l, op)));
-    (out, ops)
 }

@@ -18,6 +18,7 @@ pub mod record;
 pub mod recovery;
 pub mod scan;
 mod space;
+mod staging;
 pub mod tools;
 mod writer;
 

@@ -10,13 +10,13 @@
 //! whose write or sync failed, or touch `std::fs` (recovery at open aside).
 
 use super::book::Book;
-use super::maintain::prepend_copies;
 use super::record::{
     encode_message_frame, encode_record, reframe, Outcome, Record, SegmentHeader, FORMAT_VERSION,
     MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
 };
 use super::recovery::{recover_dir, Recovered};
 use super::space::Space;
+use super::staging::{prepend_copies, wait_batch, BookOp, CopyReq, Staging};
 use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Envelope, MessageId};
 use glommio::io::{Directory, DmaFile, OpenOptions};
@@ -52,55 +52,6 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Segments created.
     pub segments_created: u64,
-}
-
-/// Completion shared by every waiter of one batch.
-#[derive(Default)]
-pub(super) struct Batch {
-    result: RefCell<Option<Result<(), SpoolError>>>,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl Batch {
-    fn complete(&self, r: Result<(), SpoolError>) {
-        *self.result.borrow_mut() = Some(r);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-}
-
-/// What the bookkeeping must learn once a frame is durable.
-pub(super) enum BookOp {
-    Message(MessageId),
-    Outcome(MessageId, u32, Outcome, Box<str>),
-    Retry(MessageId, u64, u32),
-    Done(MessageId),
-}
-
-/// A live message's MESSAGE frame, read back from an old segment, to be
-/// written again at the front of the next batch (copy-forward).
-pub(super) struct CopyReq {
-    pub(super) id: MessageId,
-    /// Segment the frame was read from; the copy is dropped if the message
-    /// moved or ended meanwhile.
-    pub(super) from: u32,
-    pub(super) frame: Vec<u8>,
-}
-
-/// Frames waiting for the next commit.
-#[derive(Default)]
-pub(super) struct Staging {
-    buf: Vec<u8>,
-    frames: Vec<(usize, usize, BookOp)>,
-    pub(super) copies: Vec<CopyReq>,
-    pub(super) batch: Rc<Batch>,
-}
-
-impl Staging {
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.copies.is_empty()
-    }
 }
 
 /// State shared by the `Spool` handle and its commit task.
@@ -437,18 +388,6 @@ impl Spool {
         self.shared.kick();
         wait_batch(batch).await
     }
-}
-
-/// Resolves with the batch's result once its commit finished.
-async fn wait_batch(batch: Rc<Batch>) -> Result<(), SpoolError> {
-    poll_fn(|cx| {
-        if let Some(r) = batch.result.borrow().as_ref() {
-            return Poll::Ready(r.clone());
-        }
-        batch.wakers.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
-    })
-    .await
 }
 
 impl Drop for Spool {

@@ -287,16 +287,7 @@ fn by_subject(subject: u16) -> Option<BounceClass> {
 
 /// `class.subject.detail` with class 2, 4 or 5 and up to 3 digits each.
 fn parse_enhanced(s: &str) -> Option<(u16, u16, u16)> {
-    let mut it = s.split('.');
-    let num = |p: Option<&str>| -> Option<u16> {
-        let p = p?;
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        p.parse().ok()
-    };
-    let (c, s, d) = (num(it.next())?, num(it.next())?, num(it.next())?);
-    (it.next().is_none() && matches!(c, 2 | 4 | 5)).then_some((c, s, d))
+    crate::smtp::status::EnhancedStatus::parse(s).map(|e| (u16::from(e.class), e.subject, e.detail))
 }
 
 #[cfg(test)]

@@ -278,20 +278,11 @@ fn human_recipient(out: &mut Vec<u8>, r: &RecipientReport) {
 
 /// The report's status if it is `class.subject.detail`, else a generic one.
 fn valid_status(r: &RecipientReport) -> &str {
-    let mut parts = r.status.split('.');
-    let ok = matches!(parts.next(), Some("2" | "4" | "5"))
-        && parts.next().is_some_and(|s| is_number(s, 3))
-        && parts.next().is_some_and(|s| is_number(s, 3))
-        && parts.next().is_none();
-    if ok {
+    if crate::smtp::status::EnhancedStatus::parse(&r.status).is_some() {
         &r.status
     } else {
         r.action.fallback_status()
     }
-}
-
-fn is_number(s: &str, max_digits: usize) -> bool {
-    !s.is_empty() && s.len() <= max_digits && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn delivery_status(input: &Input<'_>) -> Vec<u8> {

@@ -32,6 +32,7 @@ pub mod command;
 pub mod data;
 pub mod reply;
 pub mod server;
+pub mod status;
 pub mod trace;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
 use crate::queue::{Final, EXPIRED_REPLY};
+use crate::smtp::status::EnhancedStatus;
 use crate::spool::SpoolError;
 
 /// The enhanced status a DSN reports for a failure reply.
@@ -16,16 +17,10 @@ fn status_of(reply: &str) -> String {
     }
     let mut words = reply.split_whitespace();
     let code = words.next().unwrap_or("");
-    match words.next() {
-        Some(e)
-            if e.split('.').count() == 3
-                && e.split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
-        {
-            e.to_string()
-        }
-        _ if code.starts_with('4') => "4.0.0".to_string(),
-        _ => "5.0.0".to_string(),
+    match words.next().and_then(EnhancedStatus::parse) {
+        Some(e) => e.to_string(),
+        None if code.starts_with('4') => "4.0.0".to_string(),
+        None => "5.0.0".to_string(),
     }
 }
 

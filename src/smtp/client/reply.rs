@@ -21,22 +21,7 @@ const MAX_REPLY_CODE: u16 = 599;
 /// Octets of the reply code at the start of each line.
 const CODE_OCTETS: usize = 3;
 
-/// RFC 3463 enhanced status code, `class.subject.detail`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct EnhancedStatus {
-    /// 2, 4 or 5.
-    pub class: u8,
-    /// Subject (0-999).
-    pub subject: u16,
-    /// Detail (0-999).
-    pub detail: u16,
-}
-
-impl fmt::Display for EnhancedStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
-    }
-}
+pub use crate::smtp::status::EnhancedStatus;
 
 /// One complete reply from the server (or one the client made up, marked
 /// `[internal]` in its text the way Momentum does).
@@ -265,27 +250,5 @@ fn sanitize(text: &[u8]) -> String {
 
 /// `x.y.z` at the start of `text`, with `x` matching the code's class.
 fn parse_enhanced(code: u16, text: &str) -> Option<EnhancedStatus> {
-    const MAX_PART_DIGITS: usize = 3;
-    let word = text.split(' ').next()?;
-    let mut parts = word.split('.');
-    let (Some(c), Some(s), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let valid = |p: &str, max: usize| {
-        !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
-    };
-    if !valid(c, 1) || !valid(s, MAX_PART_DIGITS) || !valid(d, MAX_PART_DIGITS) {
-        return None;
-    }
-    let class: u8 = c.parse().ok()?;
-    if u16::from(class) != code / 100 {
-        return None;
-    }
-    Some(EnhancedStatus {
-        class,
-        subject: s.parse().ok()?,
-        detail: d.parse().ok()?,
-    })
+    EnhancedStatus::at_start(code, text)
 }

@@ -159,9 +159,13 @@ fn disk_full_gives_452_then_recovers_when_space_returns() {
 /// The relay config for a spool on `spoolbase` delivering to `sink_port`.
 /// Compaction's own timer is off: only the full-disk upkeep frees space.
 fn relay_on(spoolbase: &Path, sink_port: u16) -> String {
+    relay_with_reserve(spoolbase, sink_port, "256K")
+}
+
+fn relay_with_reserve(spoolbase: &Path, sink_port: u16, reserve: &str) -> String {
     basic_config(
         &format!(
-            "spool_segment_size = \"1M\"\nspool_reserve_size = \"256K\"\n\
+            "spool_segment_size = \"1M\"\nspool_reserve_size = \"{reserve}\"\n\
              spool_compact_interval_secs = 0\nroutes = [\"127.0.0.1:{sink_port}\"]\n\
              retry_interval = 1\nmax_retry_interval = 1"
         ),
@@ -323,6 +327,44 @@ fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
     let spool = fs.path().join("shard-0");
     let rec = recover_read_only(&spool, Some(0)).expect("recover");
     assert_eq!(rec.messages.len(), 0, "delivered messages still live");
+    exactly_once(&sink, &acked);
+    drop(server);
+    drop(fs);
+}
+
+#[test]
+fn a_destination_down_on_a_full_disk_does_not_spend_the_reserve_on_retries() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+        return;
+    };
+    // A small reserve: retry records alone would use it up in a few rounds.
+    let sink = common::sink::TokenSink::start(false);
+    let server = start(&relay_with_reserve(fs.path(), sink.port, "32K"));
+    let mut c = Client::connect(server.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let (mut acked, refusal) = fill(&mut c, 0);
+    assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
+    drop(c);
+    // Many retry rounds against the dead destination (at least one
+    // refused connection each), then it comes back.
+    let start = std::time::Instant::now();
+    while sink.refused() < 40 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "only {} retry connections:\n{}",
+            sink.refused(),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sink.set_up(true);
+    wait_delivered(&sink, &acked, &server);
+    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
+    acked.push(again);
+    wait_delivered(&sink, &acked, &server);
     exactly_once(&sink, &acked);
     drop(server);
     drop(fs);

@@ -256,6 +256,13 @@ impl Spool {
     /// Appends a settlement in one batch: OUTCOME records for `finals`
     /// (recipient index, outcome, reply), then DONE or RETRY when `then`
     /// says so. All of it is durable, or none of it is acknowledged.
+    ///
+    /// While the spool is low on space, a settlement that is only a RETRY
+    /// is not written (and succeeds): it frees nothing, and a destination
+    /// that stays down would spend the reserve on retry records until not
+    /// even a delivery could be recorded. After a crash in that state the
+    /// message keeps its last durable attempt count and retry time: it is
+    /// tried again early, never lost.
     pub async fn append_settlement(
         &self,
         id: MessageId,
@@ -264,6 +271,10 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         if self.shared.closed.get() {
             return Err(SpoolError::Closed);
+        }
+        let retry_only = finals.is_empty() && matches!(then, Some(Record::Retry { .. }));
+        if retry_only && self.shared.space.is_low() {
+            return Ok(());
         }
         let mut records: Vec<(Record, BookOp)> = finals
             .iter()

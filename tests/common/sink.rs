@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A running token sink.
@@ -11,6 +11,7 @@ pub struct TokenSink {
     pub port: u16,
     up: Arc<AtomicBool>,
     tokens: Arc<Mutex<Vec<String>>>,
+    refused: Arc<AtomicU64>,
 }
 
 impl TokenSink {
@@ -20,19 +21,30 @@ impl TokenSink {
         let port = l.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(up));
         let tokens = Arc::new(Mutex::new(Vec::new()));
-        let (u, t) = (up.clone(), tokens.clone());
+        let refused = Arc::new(AtomicU64::new(0));
+        let (u, t, r) = (up.clone(), tokens.clone(), refused.clone());
         std::thread::spawn(move || {
             for stream in l.incoming().flatten() {
-                let (u, t) = (u.clone(), t.clone());
-                std::thread::spawn(move || session(stream, &u, &t));
+                let (u, t, r) = (u.clone(), t.clone(), r.clone());
+                std::thread::spawn(move || session(stream, &u, &t, &r));
             }
         });
-        TokenSink { port, up, tokens }
+        TokenSink {
+            port,
+            up,
+            tokens,
+            refused,
+        }
     }
 
     /// Switches the sink up (accepting) or down (421 at the greeting).
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Connections turned away while down.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// Every token received so far, in arrival order (repeats included).
@@ -41,10 +53,16 @@ impl TokenSink {
     }
 }
 
-fn session(stream: std::net::TcpStream, up: &AtomicBool, tokens: &Mutex<Vec<String>>) {
+fn session(
+    stream: std::net::TcpStream,
+    up: &AtomicBool,
+    tokens: &Mutex<Vec<String>>,
+    refused: &AtomicU64,
+) {
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
     if !up.load(Ordering::SeqCst) {
+        refused.fetch_add(1, Ordering::SeqCst);
         let _ = w.write_all(b"421 4.3.2 sink down\r\n");
         return;
     }

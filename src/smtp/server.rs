@@ -598,7 +598,12 @@ impl ServerSession {
     }
 
     fn starttls(&mut self) -> Flow {
-        if !self.settings.starttls_available || self.tls {
+        if self.tls {
+            // RFC 3207 §4.2: STARTTLS is not allowed once TLS is active.
+            self.respond(Reply::new(503, "5.5.1", "TLS already active"));
+            return Flow::Continue;
+        }
+        if !self.settings.starttls_available {
             self.respond(Reply::new(454, "4.7.0", "TLS not available"));
             return Flow::Continue;
         }

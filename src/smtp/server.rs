@@ -372,39 +372,48 @@ impl ServerSession {
     // ----- input framing -----
 
     /// The next CRLF-terminated line (CRLF stripped), at most `limit`
-    /// octets with its CRLF. An over-long line is discarded up to its CRLF
-    /// without being buffered, then reported as `TooLong`.
+    /// octets with its CRLF. A line passing the limit is reported as
+    /// `TooLong` at once (so the client hears about it without sending the
+    /// rest), and the rest of it is then discarded up to its CRLF without
+    /// being buffered.
     fn next_line(&mut self, limit: usize) -> Line {
-        if !self.discarding {
-            let buf = &self.input[self.pos..];
-            let window = &buf[..buf.len().min(limit)];
-            // Resume where the last search stopped (one back, for a CR).
-            let from = self.line_scanned.saturating_sub(1).min(window.len());
-            if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
-                let end = from + i;
-                let line = buf[..end].to_vec();
-                self.pos += end + 2;
-                self.line_scanned = 0;
-                return Line::Complete(line);
-            }
-            if buf.len() < limit {
-                self.line_scanned = buf.len();
-                return Line::Partial;
-            }
-            self.discarding = true;
-            self.discard_cr = false;
-            self.line_scanned = 0;
+        if self.discarding && !self.skip_discarded() {
+            return Line::Partial;
         }
+        let buf = &self.input[self.pos..];
+        let window = &buf[..buf.len().min(limit)];
+        // Resume where the last search stopped (one back, for a CR).
+        let from = self.line_scanned.saturating_sub(1).min(window.len());
+        if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
+            let end = from + i;
+            let line = buf[..end].to_vec();
+            self.pos += end + 2;
+            self.line_scanned = 0;
+            return Line::Complete(line);
+        }
+        if buf.len() < limit {
+            self.line_scanned = buf.len();
+            return Line::Partial;
+        }
+        self.discarding = true;
+        self.discard_cr = false;
+        self.line_scanned = 0;
+        self.skip_discarded();
+        Line::TooLong
+    }
+
+    /// Drops input of an over-long line; true once its CRLF was passed.
+    fn skip_discarded(&mut self) -> bool {
         for (i, &b) in self.input[self.pos..].iter().enumerate() {
             if self.discard_cr && b == b'\n' {
                 self.pos += i + 1;
                 self.discarding = false;
-                return Line::TooLong;
+                return true;
             }
             self.discard_cr = b == b'\r';
         }
         self.pos = self.input.len();
-        Line::Partial
+        false
     }
 
     fn command_phase(&mut self) -> Flow {

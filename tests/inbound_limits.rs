@@ -1,9 +1,46 @@
 //! The real binary on loopback against hostile clients: over-long lines
-//! and BDAT sizes.
+//! and BDAT sizes, byte-drips and the session cap.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
 use common::*;
+
+/// Generous bound for anything the server must do "soon".
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Sends `piece` every `gap` until the server closes the connection;
+/// returns all it said meanwhile, or `None` if it was still open after `limit`.
+fn drip(stream: &TcpStream, piece: &[u8], gap: Duration, limit: Duration) -> Option<String> {
+    let mut s = stream.try_clone().expect("clone");
+    s.set_read_timeout(Some(gap)).expect("timeout");
+    let start = Instant::now();
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        // Once the server closed, writes may fail; the read then sees the end.
+        let _ = s.write_all(piece);
+        match s.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&said).into_owned()),
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(String::from_utf8_lossy(&said).into_owned()),
+        }
+    }
+    None
+}
+
+fn lines(octets: usize) -> String {
+    let line = format!("{}\r\n", "a".repeat(998));
+    line.repeat(octets / line.len())
+}
 
 #[test]
 fn a_megabyte_line_without_newline_gets_an_immediate_reply() {
@@ -33,4 +70,66 @@ fn bdat_with_a_size_beyond_64_bits_gets_501_and_no_chunk() {
     // Not swallowing input as chunk data: the next command is a command.
     let r = c.cmd("NOOP");
     assert!(r.starts_with("250 2.0.0"), "{r:?}");
+}
+
+#[test]
+fn a_command_dripped_byte_by_byte_is_cut_off() {
+    let s = start(&basic_config("", "idle_time = 3"));
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    let said = drip(&c.stream, b"X", Duration::from_secs(1), PATIENCE);
+    let said = said.expect("cut off while dripping");
+    assert!(said.starts_with("421 4.4.2"), "{said:?}");
+}
+
+#[test]
+fn a_data_drip_below_the_minimum_rate_is_cut_off() {
+    let cfg = basic_config("", "data_timeout = 3\nmin_data_rate = 1000");
+    let s = start(&cfg);
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<b@example.net>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    let said = drip(&c.stream, b"d", Duration::from_millis(500), PATIENCE);
+    let said = said.expect("cut off while dripping content");
+    assert!(said.starts_with("421 4.4.2"), "{said:?}");
+}
+
+#[test]
+fn content_above_the_minimum_rate_may_take_longer_than_data_timeout() {
+    let cfg = basic_config("", "data_timeout = 5\nmin_data_rate = 1000");
+    let s = start(&cfg);
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<b@example.net>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    // 1000 octets every 250 ms (4000/s) for 7.5 s: past data_timeout, but
+    // each octet earned 1 ms more.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(7500) {
+        c.send(&lines(1000));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.send(".\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250 2.0.0"), "{r:?}");
+}
+
+#[test]
+fn the_session_cap_ends_a_busy_session() {
+    let s = start(&basic_config("", "idle_time = 60\nmax_session_time = 3"));
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    // A command every 200 ms: never idle, yet the session ends.
+    let said = drip(&c.stream, b"NOOP\r\n", Duration::from_millis(200), PATIENCE);
+    let said = said.expect("the session was capped");
+    assert!(said.starts_with("250 2.0.0 Ok\r\n"), "{said:?}");
+    assert!(
+        said.contains("421 4.4.2 mx.test session time limit reached"),
+        "{said:?}"
+    );
 }

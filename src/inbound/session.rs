@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
@@ -14,6 +14,7 @@ use crate::config::{Config, Inbound, Listener};
 use crate::message::Envelope;
 use crate::runtime::conn::{with_timeout, Conn};
 use crate::smtp::reply::Reply;
+use crate::smtp::server::TimeLimits;
 use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
 
@@ -26,6 +27,15 @@ enum Wake {
     Data(std::io::Result<usize>),
     Timeout,
     Shutdown,
+}
+
+fn time_limits(inbound: &Inbound) -> TimeLimits {
+    TimeLimits {
+        command: inbound.idle_time,
+        data: inbound.data_timeout,
+        min_data_rate_octets_per_sec: inbound.min_data_rate,
+        max_session: inbound.max_session_time,
+    }
 }
 
 fn settings(
@@ -94,6 +104,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         Some(ip),
         false,
     );
+    sess.start_timers(time_limits(inbound), Instant::now());
     let mut buf = Vec::new();
     loop {
         match sess.process() {
@@ -105,18 +116,21 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     sess.shutdown();
                     continue;
                 }
-                let (limit, size) = if sess.in_data() {
-                    (inbound.data_timeout, DATA_READ_OCTETS)
+                let size = if sess.in_data() {
+                    DATA_READ_OCTETS
                 } else {
-                    (inbound.idle_time, COMMAND_READ_OCTETS)
+                    COMMAND_READ_OCTETS
                 };
                 if buf.len() != size {
                     buf = vec![0u8; size];
                 }
-                match read(&state, &mut conn, &mut buf, limit, sess.in_transaction()).await {
+                let deadline = sess.deadline(Instant::now());
+                match read(&state, &mut conn, &mut buf, deadline, sess.in_transaction()).await {
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
                     Wake::Data(Ok(n)) => sess.feed(&buf[..n]),
-                    Wake::Timeout => sess.timeout(),
+                    Wake::Timeout => {
+                        sess.expire(Instant::now());
+                    }
                     Wake::Shutdown => sess.shutdown(),
                 }
             }
@@ -219,11 +233,12 @@ async fn flush(conn: &mut Conn, sess: &mut ServerSession, limit: Duration) -> bo
     )
 }
 
+/// Reads until data, `deadline` (none = no timer), or shutdown.
 async fn read(
     state: &ShardInbound,
     conn: &mut Conn,
     buf: &mut [u8],
-    limit: Duration,
+    deadline: Option<Instant>,
     in_transaction: bool,
 ) -> Wake {
     let stop = async {
@@ -235,7 +250,10 @@ async fn read(
         Wake::Shutdown
     };
     let timer = async {
-        glommio::timer::sleep(limit).await;
+        match deadline {
+            Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+            None => future::pending::<()>().await,
+        }
         Wake::Timeout
     };
     future::or(

@@ -26,8 +26,10 @@ use crate::message::{Envelope, Recipient};
 mod auth;
 mod content;
 mod settings;
+mod timers;
 
 pub use settings::ServerSettings;
+pub use timers::TimeLimits;
 
 /// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
 pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
@@ -121,6 +123,8 @@ pub struct ServerSession {
     output: Vec<u8>,
     /// Hand accepted RCPTs to the driver (`Step::Recipient`) before 250.
     confirm_recipients: bool,
+    /// Request and session deadlines, when the driver set limits.
+    timers: Option<timers::Timers>,
 }
 
 impl ServerSession {
@@ -146,6 +150,7 @@ impl ServerSession {
             line_scanned: 0,
             output: Vec::new(),
             confirm_recipients: false,
+            timers: None,
         };
         s.send(greeting);
         s
@@ -218,6 +223,7 @@ impl ServerSession {
         let Phase::WaitAuth(user) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return;
         };
+        self.request_done();
         if ok {
             self.auth_user = Some(user);
             self.send(Reply::new(235, "2.7.0", "authentication successful"));
@@ -246,6 +252,7 @@ impl ServerSession {
         self.pos = 0;
         self.line_scanned = 0;
         self.phase = Phase::Command;
+        self.request_done();
     }
 
     /// With `true`, every RCPT that passes the session's own checks is
@@ -262,6 +269,7 @@ impl ServerSession {
         let Phase::WaitRcpt(recipient) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return;
         };
+        self.request_done();
         match (refusal, self.txn.as_mut()) {
             (None, Some(txn)) => {
                 txn.recipients.push(recipient);
@@ -282,6 +290,7 @@ impl ServerSession {
             return;
         }
         self.phase = Phase::Command;
+        self.request_done();
         match result {
             Ok(id) => {
                 self.receptions = self.receptions.saturating_add(1);
@@ -389,6 +398,7 @@ impl ServerSession {
             let line = buf[..end].to_vec();
             self.pos += end + 2;
             self.line_scanned = 0;
+            self.request_done();
             return Line::Complete(line);
         }
         if buf.len() < limit {

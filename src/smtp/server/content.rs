@@ -48,9 +48,11 @@ impl ServerSession {
         };
         let (used, done) = decoder.feed(&self.input[self.pos..]);
         self.pos += used;
+        self.content_received(used);
         if !done {
             return Flow::NeedInput;
         }
+        self.request_done();
         match std::mem::replace(&mut self.phase, Phase::Command) {
             Phase::Data(decoder) => self.finish_message(decoder.finish()),
             _ => Flow::Continue,
@@ -86,9 +88,14 @@ impl ServerSession {
         }
         self.pos += take;
         chunk.remaining -= take as u64;
+        self.content_received(take);
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return Flow::Continue;
+        };
         if chunk.remaining > 0 {
             return Flow::NeedInput;
         }
+        self.request_done();
         let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return Flow::Continue;
         };

@@ -1,10 +1,18 @@
 //! Resource limits: over-long command lines and BDAT sizes answered at
-//! once.
+//! once, and request and session deadlines (time passed in).
+
+use std::time::{Duration, Instant};
 
 use super::*;
+use crate::smtp::server::TimeLimits;
 
 const MAIL_RCPT: &str = "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\n";
 const MAIL_RCPT_OK: &str = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n";
+const GO_AHEAD: &str = "354 End data with <CR><LF>.<CR><LF>\r\n";
+
+fn secs(n: f64) -> Duration {
+    Duration::from_secs_f64(n)
+}
 
 #[test]
 fn a_megabyte_line_without_newline_is_answered_at_once() {
@@ -39,4 +47,122 @@ fn bdat_size_beyond_64_bits_is_a_syntax_error_not_a_chunk() {
     // The largest 64-bit size still parses as a chunk.
     expect(&mut s, "BDAT 18446744073709551615\r\n", "");
     assert!(s.in_data());
+}
+
+fn limits() -> TimeLimits {
+    TimeLimits {
+        command: secs(3.0),
+        data: secs(5.0),
+        min_data_rate_octets_per_sec: 500,
+        max_session: Duration::ZERO,
+    }
+}
+
+#[test]
+fn command_deadline_is_not_pushed_back_by_each_byte() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    s.start_timers(limits(), t0);
+    assert_eq!(s.deadline(t0), Some(t0 + secs(3.0)));
+    for (i, b) in "NOOP".bytes().enumerate() {
+        let now = t0 + secs(0.5 * (i + 1) as f64);
+        s.feed(&[b]);
+        assert_eq!(s.process(), Step::NeedInput);
+        assert_eq!(s.deadline(now), Some(t0 + secs(3.0)), "byte {i}");
+        assert!(!s.expire(now));
+    }
+    assert!(s.expire(t0 + secs(3.0)));
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.4.2 mx.example timeout, closing\r\n"
+    );
+    assert_eq!(s.process(), Step::Close);
+    assert_eq!(s.deadline(t0 + secs(3.0)), None);
+}
+
+#[test]
+fn a_complete_command_starts_the_next_deadline_when_the_driver_waits() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    s.start_timers(limits(), t0);
+    assert_eq!(s.deadline(t0), Some(t0 + secs(3.0)));
+    expect(&mut s, "NOOP\r\nNO", "250 2.0.0 Ok\r\n");
+    let t1 = t0 + secs(2.0);
+    assert_eq!(s.deadline(t1), Some(t1 + secs(3.0)));
+    assert!(!s.expire(t0 + secs(4.0)));
+    assert!(s.expire(t1 + secs(3.0)));
+}
+
+#[test]
+fn content_deadline_grows_only_with_the_minimum_rate() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    s.start_timers(limits(), t0);
+    expect(
+        &mut s,
+        &format!("{MAIL_RCPT}DATA\r\n"),
+        &(MAIL_RCPT_OK.to_string() + GO_AHEAD),
+    );
+    assert_eq!(s.deadline(t0), Some(t0 + secs(5.0)));
+    // 500 octets at 500 octets/s earn one second.
+    let lines = format!("{}\r\n", "a".repeat(48)).repeat(10);
+    expect(&mut s, &lines, "");
+    assert_eq!(s.deadline(t0 + secs(1.0)), Some(t0 + secs(6.0)));
+    assert!(!s.expire(t0 + secs(5.5)));
+    assert!(s.expire(t0 + secs(6.0)));
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.4.2 mx.example timeout, closing\r\n"
+    );
+}
+
+#[test]
+fn message_store_and_bdat_chunks_start_new_requests() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    s.start_timers(limits(), t0);
+    expect(&mut s, MAIL_RCPT, MAIL_RCPT_OK);
+    expect(&mut s, "BDAT 4\r\nab", "");
+    // Two octets at 500/s earn 4 ms.
+    let earned = Duration::from_millis(4);
+    assert_eq!(s.deadline(t0), Some(t0 + secs(5.0) + earned));
+    expect(&mut s, "cd", "250 2.0.0 4 octets received\r\n");
+    let t1 = t0 + secs(4.0);
+    assert_eq!(
+        s.deadline(t1),
+        Some(t1 + secs(3.0)),
+        "a command deadline again"
+    );
+    let (_, step) = exchange(&mut s, "BDAT 1 LAST\r\ne");
+    assert!(matches!(step, Step::Message(_)));
+    s.message_stored(Ok("I".into()));
+    assert_eq!(text(s.take_output()), "250 2.0.0 Ok: queued as I\r\n");
+    let t2 = t0 + secs(9.0);
+    assert_eq!(s.deadline(t2), Some(t2 + secs(3.0)));
+}
+
+#[test]
+fn session_cap_closes_with_421_whatever_the_client_does() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    s.start_timers(
+        TimeLimits {
+            max_session: secs(10.0),
+            ..limits()
+        },
+        t0,
+    );
+    for i in 0..9 {
+        let now = t0 + secs(i as f64);
+        assert!(!s.expire(now));
+        expect(&mut s, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+        let cap = (t0 + secs(10.0)).min(now + secs(3.0));
+        assert_eq!(s.deadline(now), Some(cap));
+    }
+    assert!(s.expire(t0 + secs(10.0)));
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.4.2 mx.example session time limit reached, closing\r\n"
+    );
+    assert_eq!(s.process(), Step::Close);
 }

@@ -1,5 +1,6 @@
-//! The real binary on loopback against hostile clients: over-long lines
-//! and BDAT sizes, byte-drips and the session cap.
+//! The real binary on loopback against hostile or greedy clients:
+//! over-long lines and BDAT sizes, byte-drips, the session cap, and the
+//! shard's budget for message content in memory.
 
 mod common;
 
@@ -132,4 +133,74 @@ fn the_session_cap_ends_a_busy_session() {
         said.contains("421 4.4.2 mx.test session time limit reached"),
         "{said:?}"
     );
+}
+
+fn begin(c: &mut Client) {
+    c.reply();
+    assert!(c.cmd("EHLO x").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
+}
+
+/// Sends a DATA message of about `octets` and returns the reply.
+fn data_message(c: &mut Client, octets: usize) -> String {
+    let r = c.cmd("DATA");
+    assert!(r.starts_with("354"), "{r:?}");
+    c.send(&lines(octets));
+    c.send(".\r\n");
+    c.reply()
+}
+
+/// A BDAT chunk the server confirms: it is then held in memory.
+fn hold_chunk(c: &mut Client, octets: usize) {
+    c.send(&format!("BDAT {octets}\r\n"));
+    c.stream.write_all(&vec![b'h'; octets]).unwrap();
+    let r = c.reply();
+    assert!(r.starts_with("250 2.0.0"), "{r:?}");
+}
+
+#[test]
+fn the_shard_budget_refuses_what_does_not_fit_and_recovers() {
+    let cfg = basic_config("inbound_data_budget = \"1M\"\nmessage_size = \"10M\"", "");
+    let s = start(&cfg);
+    let (mut a, mut b) = (Client::connect(s.addr()), Client::connect(s.addr()));
+    begin(&mut a);
+    begin(&mut b);
+    // a holds most of the budget in a chunk it never finishes.
+    hold_chunk(&mut a, 900_000);
+    // b's message does not fit: read to its end, then 452.
+    let r = data_message(&mut b, 200_000);
+    assert!(r.starts_with("452 4.3.1"), "{r:?}");
+    // While memory is short, new transactions are refused.
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    assert!(c.cmd("EHLO x").starts_with("250"));
+    let r = c.cmd("MAIL FROM:<a@example.org>");
+    assert!(r.starts_with("452 4.3.1"), "{r:?}");
+    // a gives up its transaction: the memory is back.
+    assert!(a.cmd("RSET").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
+    let r = data_message(&mut c, 200_000);
+    assert!(r.starts_with("250 2.0.0"), "{r:?}");
+    // A session that leaves mid-transaction gives its memory back too.
+    let mut d = Client::connect(s.addr());
+    begin(&mut d);
+    hold_chunk(&mut d, 900_000);
+    drop(d);
+    let start = Instant::now();
+    loop {
+        let r = c.cmd("MAIL FROM:<a@example.org>");
+        if r.starts_with("250") {
+            c.cmd("RCPT TO:<b@example.net>");
+            let r = data_message(&mut c, 200_000);
+            if r.starts_with("250 2.0.0") {
+                break;
+            }
+        } else {
+            assert!(r.starts_with("452 4.3.1"), "{r:?}");
+        }
+        assert!(start.elapsed() < PATIENCE, "memory never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -211,6 +211,8 @@ pub struct Config {
     pub spool: SpoolSettings,
     /// Domains accepted from anyone.
     pub relay_domains: Vec<String>,
+    /// Per shard: content octets sessions may buffer before their 250.
+    pub inbound_data_budget: u64,
     /// DNS resolution settings.
     pub dns: DnsSettings,
     /// Listeners in file order.
@@ -614,6 +616,7 @@ impl Config {
                 compact_interval: secs("spool_compact_interval_secs", &g),
             },
             relay_domains,
+            inbound_data_budget: int("inbound_data_budget", &g),
             dns,
             listeners,
             shard_overrides,

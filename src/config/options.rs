@@ -139,6 +139,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "data_timeout", scopes: &[G, L, P], kind: SECS, default: Some("600"), help: "seconds a DATA body or BDAT chunk may take, plus what min_data_rate allows, before 421 4.4.2" },
     OptionDef { name: "min_data_rate", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 1 << 30 }, default: Some("500"), help: "bytes/s: each content byte received extends the data_timeout deadline by 1/min_data_rate s (0 = no extension)" },
     OptionDef { name: "max_session_time", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 86_400 * 30 }, default: Some("3600"), help: "seconds a session may last in all, then 421 4.4.2 (0 = no limit)" },
+    OptionDef { name: "inbound_data_budget", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"256M\""), help: "per shard: message content sessions may hold in memory before its 250; beyond it MAIL gets 452 4.3.1 and a message that does not fit is read to its end and refused with 452 4.3.1" },
     OptionDef { name: "message_size", scopes: &[G, L, P], kind: Kind::Size { min: 0, max: 1 << 34 }, default: Some("\"10M\""), help: "largest message accepted (0 = no limit); 552 5.3.4 beyond it" },
     OptionDef { name: "max_recipients_per_message", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("1000"), help: "RCPTs per message; 452 4.5.3 beyond it" },
     OptionDef { name: "max_receptions_per_connection", scopes: &[G, L, P], kind: COUNT, default: Some("0"), help: "messages per session, then 421 (0 = no limit)" },

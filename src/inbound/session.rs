@@ -105,6 +105,9 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         false,
     );
     sess.start_timers(time_limits(inbound), Instant::now());
+    // A reload changes the shard's budget from the next session on.
+    state.data_budget.set_limit(config.inbound_data_budget);
+    sess.set_content_budget(state.data_budget.clone());
     let mut buf = Vec::new();
     loop {
         match sess.process() {
@@ -202,6 +205,8 @@ async fn store(
     let mut content = Vec::with_capacity(header.len() + body.len());
     content.extend_from_slice(header.as_bytes());
     content.extend_from_slice(&body);
+    // One copy in memory while the spool write waits, not two.
+    drop(body);
     match state.spool.append_message(id, &env, &content).await {
         Ok(()) => {
             state.delivery.accept(id, env, content);

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::address::{self, parse_mailbox};
+use super::budget::{Charge, ContentBudget};
 use super::command::{
     address_reply, mail_params, parse_command, rcpt_params, Command, MailParams, Param,
 };
@@ -33,6 +34,9 @@ pub use timers::TimeLimits;
 
 /// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
 pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
+/// Input buffer capacity kept while waiting with nothing buffered; a larger
+/// one (after a content read) is freed, so a stalled session holds none.
+pub const IDLE_INPUT_CAPACITY_OCTETS: usize = 4096;
 
 /// What the session needs from the driver.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,6 +129,10 @@ pub struct ServerSession {
     confirm_recipients: bool,
     /// Request and session deadlines, when the driver set limits.
     timers: Option<timers::Timers>,
+    /// The shard's budget for content in memory, when the driver set one.
+    budget: Option<ContentBudget>,
+    /// The charge of a message handed to the driver, until `message_stored`.
+    held: Option<Charge>,
 }
 
 impl ServerSession {
@@ -151,6 +159,8 @@ impl ServerSession {
             output: Vec::new(),
             confirm_recipients: false,
             timers: None,
+            budget: None,
+            held: None,
         };
         s.send(greeting);
         s
@@ -192,7 +202,10 @@ impl ServerSession {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::NeedInput => return Step::NeedInput,
+                Flow::NeedInput => {
+                    self.trim_input();
+                    return Step::NeedInput;
+                }
                 Flow::Yield(step) => return step,
             }
         }
@@ -255,6 +268,12 @@ impl ServerSession {
         self.request_done();
     }
 
+    /// Charges DATA/BDAT content buffered by this session to `budget`;
+    /// MAIL is refused with 452 4.3.1 while it is exhausted.
+    pub fn set_content_budget(&mut self, budget: ContentBudget) {
+        self.budget = Some(budget);
+    }
+
     /// With `true`, every RCPT that passes the session's own checks is
     /// handed to the driver as `Step::Recipient` before it is answered
     /// (a sink injecting failures, a policy lookup). Off by default.
@@ -290,6 +309,7 @@ impl ServerSession {
             return;
         }
         self.phase = Phase::Command;
+        self.held = None;
         self.request_done();
         match result {
             Ok(id) => {
@@ -356,11 +376,13 @@ impl ServerSession {
     }
 
     /// Sends a command's reply: 421 closes; 4xx/5xx count as errors, except
-    /// 452 4.5.3 (a client sending too many recipients is not misbehaving).
+    /// 452 4.5.3 (a client sending too many recipients is not misbehaving)
+    /// and 452 4.3.1 (the server is short of memory, not the client wrong).
     fn respond(&mut self, reply: Reply) {
+        let blameless = matches!(reply.enhanced.as_deref(), Some("4.5.3" | "4.3.1"));
         if reply.code == 421 {
             self.close_with(reply);
-        } else if reply.is_error() && reply.enhanced.as_deref() != Some("4.5.3") {
+        } else if reply.is_error() && !blameless {
             self.error(reply);
         } else {
             self.send(reply);
@@ -379,6 +401,13 @@ impl ServerSession {
     }
 
     // ----- input framing -----
+
+    fn trim_input(&mut self) {
+        if self.pos == self.input.len() && self.input.capacity() > IDLE_INPUT_CAPACITY_OCTETS {
+            self.input = Vec::new();
+            self.pos = 0;
+        }
+    }
 
     /// The next CRLF-terminated line (CRLF stripped), at most `limit`
     /// octets with its CRLF. A line passing the limit is reported as
@@ -539,6 +568,9 @@ impl ServerSession {
         let max = s.max_receptions_per_connection;
         if max != 0 && self.receptions >= max {
             return Reply::new(421, "4.7.0", "too many messages in this session");
+        }
+        if self.budget.as_ref().is_some_and(ContentBudget::exhausted) {
+            return Reply::new(452, "4.3.1", "Insufficient system resources");
         }
         if !self.esmtp && !params.is_empty() {
             return Reply::new(555, "5.5.4", "parameters require EHLO");

@@ -1,14 +1,17 @@
 //! Resource limits: over-long command lines and BDAT sizes answered at
-//! once, and request and session deadlines (time passed in).
+//! once, request and session deadlines (time passed in), and the shard's
+//! budget for content held in memory.
 
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::smtp::budget::ContentBudget;
 use crate::smtp::server::TimeLimits;
 
 const MAIL_RCPT: &str = "MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\n";
 const MAIL_RCPT_OK: &str = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n";
 const GO_AHEAD: &str = "354 End data with <CR><LF>.<CR><LF>\r\n";
+const NO_MEMORY: &str = "452 4.3.1 Insufficient system resources\r\n";
 
 fn secs(n: f64) -> Duration {
     Duration::from_secs_f64(n)
@@ -165,4 +168,108 @@ fn session_cap_closes_with_421_whatever_the_client_does() {
         "421 4.4.2 mx.example session time limit reached, closing\r\n"
     );
     assert_eq!(s.process(), Step::Close);
+}
+
+fn budgeted(budget: &ContentBudget) -> ServerSession {
+    let mut st = settings();
+    st.max_data_line_octets = 1000;
+    st.max_errors_per_session = 100;
+    let mut s = session_with(st);
+    s.set_content_budget(budget.clone());
+    expect(&mut s, "EHLO c\r\n", EHLO_PLAIN);
+    s
+}
+
+fn start_data(s: &mut ServerSession) {
+    let want = MAIL_RCPT_OK.to_string() + GO_AHEAD;
+    expect(s, &format!("{MAIL_RCPT}DATA\r\n"), &want);
+}
+
+fn content(octets: usize) -> String {
+    format!("{}\r\n", "c".repeat(octets - 2))
+}
+
+#[test]
+fn a_message_that_does_not_fit_the_budget_is_read_to_its_end_and_refused() {
+    let budget = ContentBudget::new(1500);
+    let (mut a, mut b) = (budgeted(&budget), budgeted(&budget));
+    start_data(&mut a);
+    expect(&mut a, &content(900), "");
+    assert!(budget.used_octets() >= 900);
+    start_data(&mut b);
+    expect(&mut b, &content(400), "");
+    // b's next 400 octets do not fit: it drops what it held and reads on.
+    expect(&mut b, &content(400), "");
+    assert!(budget.used_octets() < 1500 && b.in_data());
+    let (out, step) = exchange(&mut b, "more\r\n.\r\nNOOP\r\n");
+    assert_eq!(out, NO_MEMORY.to_string() + "250 2.0.0 Ok\r\n");
+    assert_eq!(step, Step::NeedInput);
+    // Until memory is back, new transactions are refused.
+    expect(&mut b, "MAIL FROM:<a@b.example>\r\n", NO_MEMORY);
+    // a finishes; its octets stay charged until they are stored.
+    let (_, step) = exchange(&mut a, ".\r\n");
+    assert!(matches!(step, Step::Message(_)));
+    assert!(budget.used_octets() >= 900);
+    a.message_stored(Ok("I".into()));
+    assert_eq!(budget.used_octets(), 0);
+    expect(&mut b, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+}
+
+#[test]
+fn budget_refusals_do_not_count_as_client_errors() {
+    let budget = ContentBudget::new(100);
+    let mut st = settings();
+    st.max_errors_per_session = 1;
+    let mut s = session_with(st);
+    s.set_content_budget(budget.clone());
+    expect(&mut s, "EHLO c\r\n", EHLO_PLAIN);
+    let mut hog = budget.charge();
+    assert!(hog.try_grow_to(100));
+    for _ in 0..3 {
+        expect(&mut s, "MAIL FROM:<a@b.example>\r\n", NO_MEMORY);
+    }
+    drop(hog);
+    expect(&mut s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+}
+
+#[test]
+fn bdat_charges_are_freed_by_rset_refusal_and_drop() {
+    let budget = ContentBudget::new(1000);
+    let mut s = budgeted(&budget);
+    expect(&mut s, MAIL_RCPT, MAIL_RCPT_OK);
+    expect(
+        &mut s,
+        &format!("BDAT 600\r\n{}", "y".repeat(600)),
+        "250 2.0.0 600 octets received\r\n",
+    );
+    assert!(budget.used_octets() >= 600);
+    expect(&mut s, "RSET\r\n", "250 2.0.0 Ok\r\n");
+    assert_eq!(budget.used_octets(), 0);
+    // Over the budget: the chunk is swallowed, then 452, transaction over.
+    let mut hog = budget.charge();
+    assert!(hog.try_grow_to(700));
+    expect(&mut s, MAIL_RCPT, MAIL_RCPT_OK);
+    let chunk = format!("BDAT 400\r\n{}", "z".repeat(400));
+    expect(&mut s, &chunk, NO_MEMORY);
+    assert_eq!(budget.used_octets(), 700);
+    hog.release();
+    expect(
+        &mut s,
+        "BDAT 1 LAST\r\nq",
+        "503 5.5.1 need MAIL command\r\n",
+    );
+    expect(&mut s, MAIL_RCPT, MAIL_RCPT_OK);
+    expect(&mut s, "BDAT 300\r\n", "");
+    expect(
+        &mut s,
+        &"w".repeat(300),
+        "250 2.0.0 300 octets received\r\n",
+    );
+    assert!(budget.used_octets() >= 300);
+    drop(s);
+    assert_eq!(
+        budget.used_octets(),
+        0,
+        "a dropped session gives its octets back"
+    );
 }

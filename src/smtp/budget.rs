@@ -110,6 +110,13 @@ impl Charge {
         true
     }
 
+    /// True when the budget could raise the charge to `total` now; unlike
+    /// `try_grow_to`, asking leaves no mark on the budget.
+    pub fn could_grow_to(&self, total: u64) -> bool {
+        let more = total.saturating_sub(self.octets);
+        self.budget.used_octets().saturating_add(more) <= self.budget.limit_octets()
+    }
+
     /// Gives everything back (the body was dropped).
     pub fn release(&mut self) {
         self.budget.give_back(std::mem::take(&mut self.octets));
@@ -156,6 +163,9 @@ mod tests {
         assert!(!b.exhausted());
         assert!(a.try_grow_to(1000));
         assert!(b.exhausted(), "full");
+        a.release();
+        assert!(!a.could_grow_to(1001));
+        assert!(!b.exhausted(), "asking is not a refusal");
         drop(a);
         assert_eq!(b.used_octets(), 0);
         assert!(!b.exhausted());

@@ -93,7 +93,8 @@ impl Body {
             return true;
         }
         let doubled = need.max(self.bytes.capacity().saturating_mul(2));
-        let target = if charge.try_grow_to(doubled as u64) {
+        // Doubling is only asked for when it fits: its refusal is no shortage.
+        let target = if charge.could_grow_to(doubled as u64) && charge.try_grow_to(doubled as u64) {
             doubled
         } else if charge.try_grow_to(need as u64) {
             need
@@ -327,6 +328,20 @@ mod tests {
         assert!(budget.used_octets() >= 4);
         drop(b);
         assert_eq!(budget.used_octets(), 0);
+    }
+
+    #[test]
+    fn doubling_that_does_not_fit_is_no_shortage() {
+        let budget = crate::smtp::budget::ContentBudget::new(100);
+        let mut d = DataDecoder::charged(0, 1000, budget.charge());
+        d.feed(&[b'x'; 40]);
+        d.feed(&[b'y'; 10]);
+        // Capacity 80 -> doubling to 160 does not fit; the 95 needed do.
+        d.feed(&[b'z'; 45]);
+        assert!(!budget.exhausted());
+        assert!(budget.used_octets() <= 100);
+        assert_eq!(d.feed(b"\r\n.\r\n"), (5, true));
+        assert!(!d.finish().flags.no_memory);
     }
 
     #[test]

@@ -99,6 +99,22 @@ fn a_data_drip_below_the_minimum_rate_is_cut_off() {
 }
 
 #[test]
+fn content_that_starts_fast_and_stalls_is_cut_after_data_timeout() {
+    let cfg = basic_config("", "data_timeout = 3\nmin_data_rate = 10");
+    let s = start(&cfg);
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<b@example.net>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    // 100 kB at 10 bytes/s would earn hours; the silence after them does not.
+    c.send(&lines(100_000));
+    let r = c.reply();
+    assert!(r.starts_with("421 4.4.2"), "{r:?}");
+}
+
+#[test]
 fn content_above_the_minimum_rate_may_take_longer_than_data_timeout() {
     let cfg = basic_config("", "data_timeout = 5\nmin_data_rate = 1000");
     let s = start(&cfg);

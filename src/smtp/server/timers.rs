@@ -2,8 +2,10 @@
 //! per-request deadlines and `smtpd_min_data_rate`: a request (a command
 //! line, an AUTH response, a DATA body, a BDAT chunk) has a deadline set
 //! when it starts, which input does not push back, except that content
-//! earns `1 / min_data_rate` seconds per octet. The whole session has a
-//! cap of its own.
+//! earns `1 / min_data_rate` seconds per octet. Content that stops
+//! altogether is cut `data_timeout` after its last octet, so a fast start
+//! does not buy a long stall (with the octets held in memory). The whole
+//! session has a cap of its own.
 //!
 //! The driver passes the time in; nothing here reads a clock.
 
@@ -21,7 +23,7 @@ pub struct TimeLimits {
     /// A command line must be complete this long after the previous reply.
     pub command: Duration,
     /// Content must be complete this long after it started, plus the
-    /// allowance its octets earned.
+    /// allowance its octets earned; and no wait for more may exceed it.
     pub data: Duration,
     /// Each content octet extends the content deadline by `1 / rate`
     /// seconds (0 = no allowance).
@@ -40,6 +42,10 @@ pub(super) struct Timers {
     request_started: Option<Instant>,
     /// Content octets received in the current request.
     content_octets: u64,
+    /// When content last arrived (stamped like `request_started`).
+    last_content: Option<Instant>,
+    /// Content arrived since the last stamp.
+    content_pending: bool,
 }
 
 impl Timers {
@@ -55,7 +61,11 @@ impl Timers {
             }
         };
         let base = start + l.data;
-        base.checked_add(earned).unwrap_or(base)
+        let overall = base.checked_add(earned).unwrap_or(base);
+        if self.content_pending {
+            return overall;
+        }
+        overall.min(self.last_content.unwrap_or(start) + l.data)
     }
 
     fn session_deadline(&self) -> Option<Instant> {
@@ -71,6 +81,8 @@ impl ServerSession {
             session_started: now,
             request_started: None,
             content_octets: 0,
+            last_content: None,
+            content_pending: false,
         });
     }
 
@@ -83,6 +95,9 @@ impl ServerSession {
         let in_content = self.in_data();
         let t = self.timers.as_mut()?;
         let start = *t.request_started.get_or_insert(now);
+        if std::mem::take(&mut t.content_pending) {
+            t.last_content = Some(now);
+        }
         let request = t.request_deadline(start, in_content);
         Some(t.session_deadline().map_or(request, |s| s.min(request)))
     }
@@ -119,6 +134,8 @@ impl ServerSession {
         if let Some(t) = self.timers.as_mut() {
             t.request_started = None;
             t.content_octets = 0;
+            t.last_content = None;
+            t.content_pending = false;
         }
     }
 
@@ -126,6 +143,7 @@ impl ServerSession {
     pub(super) fn content_received(&mut self, octets: usize) {
         if let Some(t) = self.timers.as_mut() {
             t.content_octets = t.content_octets.saturating_add(octets as u64);
+            t.content_pending |= octets > 0;
         }
     }
 }

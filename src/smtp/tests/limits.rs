@@ -120,15 +120,42 @@ fn content_deadline_grows_only_with_the_minimum_rate() {
 }
 
 #[test]
+fn content_that_stops_is_cut_data_timeout_after_its_last_octet() {
+    let t0 = Instant::now();
+    let mut s = greeted();
+    let rate = TimeLimits {
+        min_data_rate_octets_per_sec: 10,
+        ..limits()
+    };
+    s.start_timers(rate, t0);
+    expect(
+        &mut s,
+        &format!("{MAIL_RCPT}DATA\r\n"),
+        &(MAIL_RCPT_OK.to_string() + GO_AHEAD),
+    );
+    assert_eq!(s.deadline(t0), Some(t0 + secs(5.0)));
+    // 500 octets at 10/s would earn 50 s; after one second they stop.
+    let t1 = t0 + secs(1.0);
+    let lines = format!("{}\r\n", "a".repeat(48)).repeat(10);
+    expect(&mut s, &lines, "");
+    assert_eq!(s.deadline(t1), Some(t1 + secs(5.0)));
+    assert!(!s.expire(t1 + secs(4.9)));
+    assert!(s.expire(t1 + secs(5.0)));
+    assert_eq!(
+        text(s.take_output()),
+        "421 4.4.2 mx.example timeout, closing\r\n"
+    );
+}
+
+#[test]
 fn message_store_and_bdat_chunks_start_new_requests() {
     let t0 = Instant::now();
     let mut s = greeted();
     s.start_timers(limits(), t0);
     expect(&mut s, MAIL_RCPT, MAIL_RCPT_OK);
     expect(&mut s, "BDAT 4\r\nab", "");
-    // Two octets at 500/s earn 4 ms.
-    let earned = Duration::from_millis(4);
-    assert_eq!(s.deadline(t0), Some(t0 + secs(5.0) + earned));
+    // Two octets at 500/s earn 4 ms, but a wait for more is data_timeout.
+    assert_eq!(s.deadline(t0), Some(t0 + secs(5.0)));
     expect(&mut s, "cd", "250 2.0.0 4 octets received\r\n");
     let t1 = t0 + secs(4.0);
     assert_eq!(

@@ -119,6 +119,8 @@ if mode == "tls":
     ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
     s.starttls(context=ctx); s.ehlo("py.test")
     assert s.has_extn("auth"), s.esmtp_features
+    code, text = s.docmd("STARTTLS")
+    assert code == 503 and text.startswith(b"5.5.1"), (code, text)
     s.login("alice", "s3cret")
 for i in range(5):
     msg = "Subject: n%d\r\n\r\nline\r\n.leading dot\r\n" % i

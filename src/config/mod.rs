@@ -83,10 +83,14 @@ impl std::error::Error for ConfigErrors {}
 /// Inbound session settings after peer → listener → global → default fallback.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inbound {
-    /// Wait for a command.
+    /// Time a command line may take from the previous reply.
     pub idle_time: Duration,
-    /// Wait for more DATA/BDAT content.
+    /// Time a DATA body or BDAT chunk may take (plus the rate allowance).
     pub data_timeout: Duration,
+    /// Bytes/s that each extend the data deadline by 1/rate s (0 = none).
+    pub min_data_rate: u64,
+    /// Cap on a whole session (zero = none).
+    pub max_session_time: Duration,
     /// Largest message in bytes (0 = no limit).
     pub message_size: u64,
     /// RCPTs per message.
@@ -218,6 +222,8 @@ pub struct Config {
     pub spool: SpoolSettings,
     /// Domains accepted from anyone.
     pub relay_domains: Vec<String>,
+    /// Per shard: content octets sessions may buffer before their 250.
+    pub inbound_data_budget: u64,
     /// DNS resolution settings.
     pub dns: DnsSettings,
     /// Listeners in file order.
@@ -283,6 +289,8 @@ impl Inbound {
         Inbound {
             idle_time: secs("idle_time", chain),
             data_timeout: secs("data_timeout", chain),
+            min_data_rate: int("min_data_rate", chain),
+            max_session_time: secs("max_session_time", chain),
             message_size: int("message_size", chain),
             max_recipients_per_message: int("max_recipients_per_message", chain) as usize,
             max_receptions_per_connection: int("max_receptions_per_connection", chain) as u32,
@@ -624,6 +632,7 @@ impl Config {
                 reserve_bytes: int("spool_reserve_size", &g),
             },
             relay_domains,
+            inbound_data_budget: int("inbound_data_budget", &g),
             dns,
             listeners,
             shard_overrides,

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::outbound::ShardDelivery;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Control;
+use crate::smtp::budget::ContentBudget;
 use crate::spool::Spool;
 
 /// One shard's inbound side.
@@ -37,6 +38,8 @@ pub struct ShardInbound {
     /// Fired at the shutdown deadline: every session ends with 421 now.
     force: Signal,
     active: Cell<u32>,
+    /// Message content all sessions of this shard may hold before their 250.
+    data_budget: ContentBudget,
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     /// Failed AUTHs per client address, this shard's sessions only (see
@@ -87,6 +90,7 @@ impl ShardInbound {
             closing: Signal::default(),
             force: Signal::default(),
             active: Cell::new(0),
+            data_budget: ContentBudget::new(config.inbound_data_budget),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
             auth_failures: RefCell::new(AuthFailures::default()),

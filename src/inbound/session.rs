@@ -15,6 +15,7 @@ use crate::config::{Config, Inbound, Listener};
 use crate::message::Envelope;
 use crate::runtime::conn::{with_timeout, Conn};
 use crate::smtp::reply::Reply;
+use crate::smtp::server::TimeLimits;
 use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
 
@@ -27,6 +28,15 @@ enum Wake {
     Data(std::io::Result<usize>),
     Timeout,
     Shutdown,
+}
+
+fn time_limits(inbound: &Inbound) -> TimeLimits {
+    TimeLimits {
+        command: inbound.idle_time,
+        data: inbound.data_timeout,
+        min_data_rate_octets_per_sec: inbound.min_data_rate,
+        max_session: inbound.max_session_time,
+    }
 }
 
 fn settings(
@@ -95,6 +105,10 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         Some(ip),
         false,
     );
+    sess.start_timers(time_limits(inbound), Instant::now());
+    // A reload changes the shard's budget from the next session on.
+    state.data_budget.set_limit(config.inbound_data_budget);
+    sess.set_content_budget(state.data_budget.clone());
     let mut buf = Vec::new();
     let mut auth_failures = 0u32;
     loop {
@@ -107,22 +121,25 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     sess.shutdown();
                     continue;
                 }
-                let (limit, size) = if sess.in_data() {
-                    (inbound.data_timeout, DATA_READ_OCTETS)
+                let size = if sess.in_data() {
+                    DATA_READ_OCTETS
                 } else {
-                    (inbound.idle_time, COMMAND_READ_OCTETS)
+                    COMMAND_READ_OCTETS
                 };
                 if buf.len() != size {
                     buf = vec![0u8; size];
                 }
-                match read(&state, &mut conn, &mut buf, limit, sess.in_transaction()).await {
+                let deadline = sess.deadline(Instant::now());
+                match read(&state, &mut conn, &mut buf, deadline, sess.in_transaction()).await {
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
                     Wake::Data(Ok(n)) => {
                         // A full spool is told at MAIL and RCPT, before a body.
                         sess.refuse_mail((!state.spool.takes_mail()).then(spool_full_reply));
                         sess.feed(&buf[..n]);
                     }
-                    Wake::Timeout => sess.timeout(),
+                    Wake::Timeout => {
+                        sess.expire(Instant::now());
+                    }
                     Wake::Shutdown => sess.shutdown(),
                 }
             }
@@ -259,6 +276,8 @@ async fn store(
     let mut content = Vec::with_capacity(header.len() + body.len());
     content.extend_from_slice(header.as_bytes());
     content.extend_from_slice(&body);
+    // One copy in memory while the spool write waits, not two.
+    drop(body);
     match state.spool.append_message(id, &env, &content).await {
         Ok(()) => {
             state.delivery.accept(id, env, content);
@@ -298,11 +317,12 @@ async fn flush(conn: &mut Conn, sess: &mut ServerSession, limit: Duration) -> bo
     )
 }
 
+/// Reads until data, `deadline` (none = no timer), or shutdown.
 async fn read(
     state: &ShardInbound,
     conn: &mut Conn,
     buf: &mut [u8],
-    limit: Duration,
+    deadline: Option<Instant>,
     in_transaction: bool,
 ) -> Wake {
     let stop = async {
@@ -314,7 +334,10 @@ async fn read(
         Wake::Shutdown
     };
     let timer = async {
-        glommio::timer::sleep(limit).await;
+        match deadline {
+            Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+            None => future::pending::<()>().await,
+        }
         Wake::Timeout
     };
     future::or(

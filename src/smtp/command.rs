@@ -152,9 +152,13 @@ fn parse_helo_arg(rest: &str) -> Result<&str, ParseError> {
 fn parse_bdat(rest: &str) -> Result<Command<'static>, ParseError> {
     const USAGE: &str = "syntax: BDAT size [LAST]";
     let mut words = rest.split(' ').filter(|w| !w.is_empty());
+    // Unlike SIZE=, a chunk size is not a limit to compare but a count of
+    // octets that follow: one that does not fit in 64 bits is refused,
+    // never taken as "read forever".
     let size = words
         .next()
-        .and_then(parse_decimal)
+        .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|w| w.parse::<u64>().ok())
         .ok_or(ParseError::Syntax(USAGE))?;
     let last = match (words.next(), words.next()) {
         (None, _) => false,

@@ -6,6 +6,8 @@
 //! bare CR or LF never starts a line, so `\n.\n` and friends cannot smuggle
 //! a second message. No I/O here: bytes in, counts and flags out.
 
+use super::budget::Charge;
+
 /// What was wrong with a message's content, found while reading it.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContentFlags {
@@ -19,17 +21,21 @@ pub struct ContentFlags {
     pub line_too_long: bool,
     /// An octet above 127.
     pub eight_bit: bool,
+    /// The shard's content budget could not hold the body (storing stopped).
+    pub no_memory: bool,
 }
 
 impl ContentFlags {
     /// True when the message must be refused whatever the rest says.
     pub fn rejects(&self) -> bool {
-        self.oversize || self.bare_cr_lf || self.nul || self.line_too_long
+        self.oversize || self.bare_cr_lf || self.nul || self.line_too_long || self.no_memory
     }
 }
 
 /// Collects a body under a size limit: stops storing (but keeps counting)
-/// once the limit is passed or the content is already doomed.
+/// once the limit is passed or the content is already doomed. With a
+/// `Charge`, the buffer's capacity is charged to the shard's budget before
+/// it grows; when the budget refuses, the body is dropped (`no_memory`).
 #[derive(Debug, Default)]
 pub struct Body {
     /// The content so far.
@@ -40,6 +46,8 @@ pub struct Body {
     pub max_octets: u64,
     /// Problems found.
     pub flags: ContentFlags,
+    /// What `bytes` holds against the shard's budget (`None` = unbudgeted).
+    pub charge: Option<Charge>,
 }
 
 impl Body {
@@ -60,12 +68,41 @@ impl Body {
         if self.max_octets != 0 && self.len > self.max_octets {
             self.flags.oversize = true;
         }
+        if !self.flags.rejects() && !self.reserve(chunk.len()) {
+            self.flags.no_memory = true;
+        }
         if self.flags.rejects() {
             // Doomed: free what we hold and store nothing more.
             self.bytes = Vec::new();
+            if let Some(charge) = self.charge.as_mut() {
+                charge.release();
+            }
         } else {
             self.bytes.extend_from_slice(chunk);
         }
+    }
+
+    /// Makes room for `more` octets, charging the new capacity first:
+    /// doubling when the budget allows, else exactly what is needed.
+    fn reserve(&mut self, more: usize) -> bool {
+        let Some(charge) = self.charge.as_mut() else {
+            return true;
+        };
+        let need = self.bytes.len().saturating_add(more);
+        if need <= self.bytes.capacity() {
+            return true;
+        }
+        let doubled = need.max(self.bytes.capacity().saturating_mul(2));
+        // Doubling is only asked for when it fits: its refusal is no shortage.
+        let target = if charge.could_grow_to(doubled as u64) && charge.try_grow_to(doubled as u64) {
+            doubled
+        } else if charge.try_grow_to(need as u64) {
+            need
+        } else {
+            return false;
+        };
+        self.bytes.reserve_exact(target - self.bytes.len());
+        true
     }
 }
 
@@ -103,6 +140,13 @@ impl DataDecoder {
             max_line_octets,
             body: Body::new(max_octets),
         }
+    }
+
+    /// The same, charging the body's buffer to a shard budget.
+    pub fn charged(max_octets: u64, max_line_octets: usize, charge: Charge) -> Self {
+        let mut d = DataDecoder::new(max_octets, max_line_octets);
+        d.body.charge = Some(charge);
+        d
     }
 
     /// Consumes input; returns `(octets consumed, finished)`.
@@ -251,6 +295,53 @@ mod tests {
         assert!(b.flags.oversize);
         assert!(b.bytes.is_empty());
         assert_eq!(b.len, 5);
+    }
+
+    #[test]
+    fn budget_is_charged_as_the_body_grows_and_freed_when_it_cannot() {
+        let budget = crate::smtp::budget::ContentBudget::new(100);
+        let mut held = budget.charge();
+        assert!(held.try_grow_to(40));
+        let mut d = DataDecoder::charged(0, 1000, budget.charge());
+        assert_eq!(d.feed(b"0123456789\r\n"), (12, false));
+        assert!(budget.used_octets() >= 52);
+        // 70 more octets do not fit beside the 40 held elsewhere.
+        let line = [b'x'; 68];
+        d.feed(&line);
+        assert_eq!(
+            budget.used_octets(),
+            40,
+            "the failed body gave its octets back"
+        );
+        assert_eq!(d.feed(b"\r\nmore\r\n.\r\n"), (11, true));
+        let b = d.finish();
+        assert!(b.flags.no_memory && b.flags.rejects() && b.bytes.is_empty());
+        assert_eq!(b.len, 88);
+        drop(held);
+        let mut d = DataDecoder::charged(0, 1000, budget.charge());
+        d.feed(b"ok\r\n.\r\n");
+        let b = d.finish();
+        assert_eq!(
+            (b.bytes.as_slice(), b.flags.no_memory),
+            (&b"ok\r\n"[..], false)
+        );
+        assert!(budget.used_octets() >= 4);
+        drop(b);
+        assert_eq!(budget.used_octets(), 0);
+    }
+
+    #[test]
+    fn doubling_that_does_not_fit_is_no_shortage() {
+        let budget = crate::smtp::budget::ContentBudget::new(100);
+        let mut d = DataDecoder::charged(0, 1000, budget.charge());
+        d.feed(&[b'x'; 40]);
+        d.feed(&[b'y'; 10]);
+        // Capacity 80 -> doubling to 160 does not fit; the 95 needed do.
+        d.feed(&[b'z'; 45]);
+        assert!(!budget.exhausted());
+        assert!(budget.used_octets() <= 100);
+        assert_eq!(d.feed(b"\r\n.\r\n"), (5, true));
+        assert!(!d.finish().flags.no_memory);
     }
 
     #[test]

@@ -19,14 +19,20 @@
 //!   `relay_domains` to accept it. Never an open relay by default.
 //! * Every 4xx/5xx answer to the client counts towards
 //!   `max_errors_per_session`, except `452 4.5.3` (too many recipients: a
-//!   large pipelined batch is not misbehaviour) and server-side store
-//!   failures. The reception limit answers the next MAIL with 421.
+//!   large pipelined batch is not misbehaviour), `452 4.3.1` (the shard's
+//!   content budget is spent) and server-side store failures. The
+//!   reception limit answers the next MAIL with 421.
+//! * An over-long command line is answered (`500 5.5.2`) as soon as it
+//!   passes the limit, not when its CRLF finally comes; the rest of it is
+//!   dropped unread. A BDAT size that does not fit in 64 bits is a syntax
+//!   error (`501 5.5.4`), never a chunk.
 //! * A BDAT refused for sequencing still consumes its chunk; a BDAT that
 //!   crosses the size limit gets `552 5.3.4` and ends the transaction.
 //! * The greeting, HELO/EHLO replies, 334 and 354 carry no enhanced status
 //!   code (RFC 2034 §3); every other reply does.
 
 pub mod address;
+pub mod budget;
 pub mod client;
 pub mod command;
 pub mod data;

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::address::{self, parse_mailbox};
+use super::budget::{Charge, ContentBudget};
 use super::command::{
     address_reply, mail_params, parse_command, rcpt_params, Command, MailParams, Param,
 };
@@ -26,11 +27,16 @@ use crate::message::{Envelope, Recipient};
 mod auth;
 mod content;
 mod settings;
+mod timers;
 
 pub use settings::ServerSettings;
+pub use timers::TimeLimits;
 
 /// RFC 4954 §4: an AUTH exchange line may be up to 12288 octets.
 pub const AUTH_LINE_MAX_OCTETS: usize = 12288;
+/// Input buffer capacity kept while waiting with nothing buffered; a larger
+/// one (after a content read) is freed, so a stalled session holds none.
+pub const IDLE_INPUT_CAPACITY_OCTETS: usize = 4096;
 
 /// What the session needs from the driver.
 #[derive(Debug, PartialEq, Eq)]
@@ -124,6 +130,12 @@ pub struct ServerSession {
     /// While set, MAIL and RCPT get this reply (the server is short of a
     /// resource, e.g. spool space): refused before any body is sent.
     refuse_mail: Option<Reply>,
+    /// Request and session deadlines, when the driver set limits.
+    timers: Option<timers::Timers>,
+    /// The shard's budget for content in memory, when the driver set one.
+    budget: Option<ContentBudget>,
+    /// The charge of a message handed to the driver, until `message_stored`.
+    held: Option<Charge>,
 }
 
 impl ServerSession {
@@ -150,6 +162,9 @@ impl ServerSession {
             output: Vec::new(),
             confirm_recipients: false,
             refuse_mail: None,
+            timers: None,
+            budget: None,
+            held: None,
         };
         s.send(greeting);
         s
@@ -191,7 +206,10 @@ impl ServerSession {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::NeedInput => return Step::NeedInput,
+                Flow::NeedInput => {
+                    self.trim_input();
+                    return Step::NeedInput;
+                }
                 Flow::Yield(step) => return step,
             }
         }
@@ -222,6 +240,7 @@ impl ServerSession {
         let Phase::WaitAuth(user) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return;
         };
+        self.request_done();
         if ok {
             self.auth_user = Some(user);
             self.send(Reply::new(235, "2.7.0", "authentication successful"));
@@ -250,6 +269,13 @@ impl ServerSession {
         self.pos = 0;
         self.line_scanned = 0;
         self.phase = Phase::Command;
+        self.request_done();
+    }
+
+    /// Charges DATA/BDAT content buffered by this session to `budget`;
+    /// MAIL is refused with 452 4.3.1 while it is exhausted.
+    pub fn set_content_budget(&mut self, budget: ContentBudget) {
+        self.budget = Some(budget);
     }
 
     /// With `Some(reply)`, MAIL and RCPT are answered with `reply` until it
@@ -272,6 +298,7 @@ impl ServerSession {
         let Phase::WaitRcpt(recipient) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return;
         };
+        self.request_done();
         match (refusal, self.txn.as_mut()) {
             (None, Some(txn)) => {
                 txn.recipients.push(recipient);
@@ -292,6 +319,8 @@ impl ServerSession {
             return;
         }
         self.phase = Phase::Command;
+        self.held = None;
+        self.request_done();
         match result {
             Ok(id) => {
                 self.receptions = self.receptions.saturating_add(1);
@@ -357,11 +386,13 @@ impl ServerSession {
     }
 
     /// Sends a command's reply: 421 closes; 4xx/5xx count as errors, except
-    /// 452 4.5.3 (a client sending too many recipients is not misbehaving).
+    /// 452 4.5.3 (a client sending too many recipients is not misbehaving)
+    /// and 452 4.3.1 (the server is short of memory, not the client wrong).
     fn respond(&mut self, reply: Reply) {
+        let blameless = matches!(reply.enhanced.as_deref(), Some("4.5.3" | "4.3.1"));
         if reply.code == 421 {
             self.close_with(reply);
-        } else if reply.is_error() && reply.enhanced.as_deref() != Some("4.5.3") {
+        } else if reply.is_error() && !blameless {
             self.error(reply);
         } else {
             self.send(reply);
@@ -381,40 +412,57 @@ impl ServerSession {
 
     // ----- input framing -----
 
-    /// The next CRLF-terminated line (CRLF stripped), at most `limit`
-    /// octets with its CRLF. An over-long line is discarded up to its CRLF
-    /// without being buffered, then reported as `TooLong`.
-    fn next_line(&mut self, limit: usize) -> Line {
-        if !self.discarding {
-            let buf = &self.input[self.pos..];
-            let window = &buf[..buf.len().min(limit)];
-            // Resume where the last search stopped (one back, for a CR).
-            let from = self.line_scanned.saturating_sub(1).min(window.len());
-            if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
-                let end = from + i;
-                let line = buf[..end].to_vec();
-                self.pos += end + 2;
-                self.line_scanned = 0;
-                return Line::Complete(line);
-            }
-            if buf.len() < limit {
-                self.line_scanned = buf.len();
-                return Line::Partial;
-            }
-            self.discarding = true;
-            self.discard_cr = false;
-            self.line_scanned = 0;
+    fn trim_input(&mut self) {
+        if self.pos == self.input.len() && self.input.capacity() > IDLE_INPUT_CAPACITY_OCTETS {
+            self.input = Vec::new();
+            self.pos = 0;
         }
+    }
+
+    /// The next CRLF-terminated line (CRLF stripped), at most `limit`
+    /// octets with its CRLF. A line passing the limit is reported as
+    /// `TooLong` at once (so the client hears about it without sending the
+    /// rest), and the rest of it is then discarded up to its CRLF without
+    /// being buffered.
+    fn next_line(&mut self, limit: usize) -> Line {
+        if self.discarding && !self.skip_discarded() {
+            return Line::Partial;
+        }
+        let buf = &self.input[self.pos..];
+        let window = &buf[..buf.len().min(limit)];
+        // Resume where the last search stopped (one back, for a CR).
+        let from = self.line_scanned.saturating_sub(1).min(window.len());
+        if let Some(i) = window[from..].windows(2).position(|w| w == b"\r\n") {
+            let end = from + i;
+            let line = buf[..end].to_vec();
+            self.pos += end + 2;
+            self.line_scanned = 0;
+            self.request_done();
+            return Line::Complete(line);
+        }
+        if buf.len() < limit {
+            self.line_scanned = buf.len();
+            return Line::Partial;
+        }
+        self.discarding = true;
+        self.discard_cr = false;
+        self.line_scanned = 0;
+        self.skip_discarded();
+        Line::TooLong
+    }
+
+    /// Drops input of an over-long line; true once its CRLF was passed.
+    fn skip_discarded(&mut self) -> bool {
         for (i, &b) in self.input[self.pos..].iter().enumerate() {
             if self.discard_cr && b == b'\n' {
                 self.pos += i + 1;
                 self.discarding = false;
-                return Line::TooLong;
+                return true;
             }
             self.discard_cr = b == b'\r';
         }
         self.pos = self.input.len();
-        Line::Partial
+        false
     }
 
     fn command_phase(&mut self) -> Flow {
@@ -534,6 +582,9 @@ impl ServerSession {
         if max != 0 && self.receptions >= max {
             return Reply::new(421, "4.7.0", "too many messages in this session");
         }
+        if self.budget.as_ref().is_some_and(ContentBudget::exhausted) {
+            return Reply::new(452, "4.3.1", "Insufficient system resources");
+        }
         if !self.esmtp && !params.is_empty() {
             return Reply::new(555, "5.5.4", "parameters require EHLO");
         }
@@ -614,7 +665,12 @@ impl ServerSession {
     }
 
     fn starttls(&mut self) -> Flow {
-        if !self.settings.starttls_available || self.tls {
+        if self.tls {
+            // RFC 3207 §4.2: STARTTLS is not allowed once TLS is active.
+            self.respond(Reply::new(503, "5.5.1", "TLS already active"));
+            return Flow::Continue;
+        }
+        if !self.settings.starttls_available {
             self.respond(Reply::new(454, "4.7.0", "TLS not available"));
             return Flow::Continue;
         }

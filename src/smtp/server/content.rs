@@ -38,8 +38,20 @@ impl ServerSession {
         }
         self.send(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         let s = &self.settings;
-        self.phase = Phase::Data(DataDecoder::new(s.message_size, s.max_data_line_octets));
+        let (max, line) = (s.message_size, s.max_data_line_octets);
+        let decoder = match &self.budget {
+            Some(b) => DataDecoder::charged(max, line, b.charge()),
+            None => DataDecoder::new(max, line),
+        };
+        self.phase = Phase::Data(decoder);
         Flow::Continue
+    }
+
+    /// An empty body for BDAT, charged to the budget if there is one.
+    fn new_body(&self) -> Body {
+        let mut body = Body::new(self.settings.message_size);
+        body.charge = self.budget.as_ref().map(|b| b.charge());
+        body
     }
 
     pub(super) fn data_phase(&mut self) -> Flow {
@@ -48,9 +60,11 @@ impl ServerSession {
         };
         let (used, done) = decoder.feed(&self.input[self.pos..]);
         self.pos += used;
+        self.content_received(used);
         if !done {
             return Flow::NeedInput;
         }
+        self.request_done();
         match std::mem::replace(&mut self.phase, Phase::Command) {
             Phase::Data(decoder) => self.finish_message(decoder.finish()),
             _ => Flow::Continue,
@@ -59,9 +73,10 @@ impl ServerSession {
 
     pub(super) fn bdat(&mut self, size: u64, last: bool) -> Flow {
         let refuse = self.content_refusal();
+        let fresh = self.new_body();
         if let (None, Some(txn)) = (&refuse, self.txn.as_mut()) {
             if txn.bdat.is_none() {
-                txn.bdat = Some(Body::new(self.settings.message_size));
+                txn.bdat = Some(fresh);
             }
         }
         self.phase = Phase::Bdat(BdatChunk {
@@ -86,9 +101,14 @@ impl ServerSession {
         }
         self.pos += take;
         chunk.remaining -= take as u64;
+        self.content_received(take);
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return Flow::Continue;
+        };
         if chunk.remaining > 0 {
             return Flow::NeedInput;
         }
+        self.request_done();
         let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return Flow::Continue;
         };
@@ -96,14 +116,20 @@ impl ServerSession {
             self.respond(reply);
             return Flow::Continue;
         }
-        let oversize = self
+        let flags = self
             .txn
             .as_ref()
             .and_then(|t| t.bdat.as_ref())
-            .is_some_and(|b| b.flags.oversize);
-        if oversize {
+            .map(|b| b.flags)
+            .unwrap_or_default();
+        if flags.oversize {
             self.txn = None;
             self.error(Reply::new(552, "5.3.4", "message size exceeds fixed limit"));
+            return Flow::Continue;
+        }
+        if flags.no_memory {
+            self.txn = None;
+            self.respond(no_memory());
             return Flow::Continue;
         }
         if !chunk.last {
@@ -120,7 +146,7 @@ impl ServerSession {
     }
 
     /// Checks finished content and hands the message to the driver.
-    fn finish_message(&mut self, body: Body) -> Flow {
+    fn finish_message(&mut self, mut body: Body) -> Flow {
         let Some(txn) = self.txn.take() else {
             return Flow::Continue;
         };
@@ -135,6 +161,8 @@ impl ServerSession {
             Some(Reply::new(550, "5.6.0", "message contains NUL"))
         } else if f.line_too_long {
             Some(Reply::new(550, "5.6.0", "message line too long"))
+        } else if f.no_memory {
+            Some(no_memory())
         } else if f.eight_bit && !eight_bit_ok && self.settings.reject_8bit_without_8bitmime {
             Some(Reply::new(
                 554,
@@ -145,7 +173,7 @@ impl ServerSession {
             None
         };
         if let Some(reply) = refusal {
-            self.error(reply);
+            self.respond(reply);
             return Flow::Continue;
         }
         let envelope = Envelope {
@@ -161,6 +189,13 @@ impl ServerSession {
             received_at_ms: 0,
         };
         self.phase = Phase::WaitStore;
+        // The octets stay charged until the driver has stored them.
+        self.held = body.charge.take();
         Flow::Yield(Step::Message(Box::new((envelope, body.bytes))))
     }
+}
+
+/// The shard's content budget could not hold this message.
+fn no_memory() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system resources")
 }

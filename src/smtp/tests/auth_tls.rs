@@ -42,7 +42,10 @@ fn starttls_resets_the_session() {
         "503 5.5.1 send HELO/EHLO first\r\n",
     );
     expect(&mut s, "EHLO c.example\r\n", EHLO_TLS);
-    expect(&mut s, "STARTTLS\r\n", "454 4.7.0 TLS not available\r\n");
+    // RFC 3207 §4.2: a second STARTTLS is a bad sequence, not "unavailable".
+    expect(&mut s, "STARTTLS\r\n", "503 5.5.1 TLS already active\r\n");
+    let mut s = tls_greeted();
+    expect(&mut s, "STARTTLS\r\n", "503 5.5.1 TLS already active\r\n");
 }
 
 #[test]

@@ -1,14 +1,17 @@
 //! impulse: a thread-per-core, shared-nothing mail transfer agent.
 //!
 //! Modules follow the data path: `inbound` drives `smtp::server` and writes
-//! through `spool`; `config` and `runtime` frame every shard.
+//! through `spool`; `config` and `runtime` frame every shard, and
+//! `server` (the composition root) builds and runs the shards.
 
 pub mod bounce;
 pub mod config;
+pub mod conn;
 pub mod inbound;
 pub mod message;
 pub mod outbound;
 pub mod queue;
 pub mod runtime;
+pub mod server;
 pub mod smtp;
 pub mod spool;

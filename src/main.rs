@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => {
             impulse::runtime::logger::init();
-            let result = impulse::runtime::serve(config);
+            let result = impulse::server::serve(config);
             impulse::runtime::logger::drain();
             match result {
                 Ok(()) => ExitCode::SUCCESS,

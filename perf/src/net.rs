@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-pub use impulse::runtime::conn::{with_timeout, Conn};
+pub use impulse::conn::{with_timeout, Conn};
 
 /// The name the load generator expects on the sink's certificate.
 pub const SINK_TLS_NAME: &str = "impulse-sink.invalid";

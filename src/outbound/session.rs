@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::config::{Delivery, TlsMode};
-use crate::runtime::conn::{with_timeout, Conn};
+use crate::conn::{with_timeout, Conn};
 use crate::smtp::client::{
     ClientSession, ClientSettings, ClientStep, ServerReply, SessionError, Stage, TlsPolicy,
     Transaction, TransactionResult,

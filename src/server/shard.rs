@@ -8,10 +8,11 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Control, Startup, CONTROL_POLL};
+use super::Startup;
 use crate::inbound::ShardInbound;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
+use crate::runtime::{Control, CONTROL_POLL};
 use crate::spool::{Spool, SpoolOptions};
 
 /// Spool maintenance interval while the disk is full.

@@ -19,6 +19,10 @@ use std::time::Duration;
 const MAX_MESSAGES_TO_FILL: usize = 400;
 /// Body lines per message (about 36 KiB).
 const BODY_LINES: usize = 500;
+/// Body lines of the small messages (about 4 KiB).
+const SMALL_BODY_LINES: usize = 56;
+/// Seconds of retry rounds (one per second) against a dead destination.
+const RETRY_ROUNDS_SECS: u64 = 15;
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop (also when
 /// the test panics).
@@ -159,13 +163,9 @@ fn disk_full_gives_452_then_recovers_when_space_returns() {
 /// The relay config for a spool on `spoolbase` delivering to `sink_port`.
 /// Compaction's own timer is off: only the full-disk upkeep frees space.
 fn relay_on(spoolbase: &Path, sink_port: u16) -> String {
-    relay_with_reserve(spoolbase, sink_port, "256K")
-}
-
-fn relay_with_reserve(spoolbase: &Path, sink_port: u16, reserve: &str) -> String {
     basic_config(
         &format!(
-            "spool_segment_size = \"1M\"\nspool_reserve_size = \"{reserve}\"\n\
+            "spool_segment_size = \"1M\"\nspool_reserve_size = \"256K\"\n\
              spool_compact_interval_secs = 0\nroutes = [\"127.0.0.1:{sink_port}\"]\n\
              retry_interval = 1\nmax_retry_interval = 1"
         ),
@@ -178,9 +178,14 @@ fn relay_with_reserve(spoolbase: &Path, sink_port: u16, reserve: &str) -> String
 /// Sends messages tagged `X-Token: N` until one is refused; returns the
 /// acknowledged tokens and the refusal.
 fn fill(c: &mut Client, first: usize) -> (Vec<String>, String) {
-    let filler = format!("{}\r\n", "f".repeat(70)).repeat(BODY_LINES);
+    fill_with(c, first, BODY_LINES)
+}
+
+/// [`fill`] with bodies of `lines` 72-octet lines.
+fn fill_with(c: &mut Client, first: usize, lines: usize) -> (Vec<String>, String) {
+    let filler = format!("{}\r\n", "f".repeat(70)).repeat(lines);
     let mut acked = Vec::new();
-    for n in first..first + MAX_MESSAGES_TO_FILL {
+    for n in first..first + MAX_MESSAGES_TO_FILL * BODY_LINES / lines {
         let r = send(c, &format!("X-Token: {n}\r\n\r\n{filler}.\r\n"));
         match queued(&r) {
             Some(_) => acked.push(n.to_string()),
@@ -338,19 +343,22 @@ fn a_destination_down_on_a_full_disk_does_not_spend_the_reserve_on_retries() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
         return;
     };
-    // A small reserve: retry records alone would use it up in a few rounds.
+    // Retry records of ~470 queued messages, one round a second, would use
+    // up the 256 KiB reserve within the rounds below.
     let sink = common::sink::TokenSink::start(false);
-    let server = start(&relay_with_reserve(fs.path(), sink.port, "32K"));
+    let server = start(&relay_on(fs.path(), sink.port));
     let mut c = Client::connect(server.addr());
     assert!(c.reply().starts_with("220"));
     assert!(c.cmd("EHLO full.test").starts_with("250"));
-    let (mut acked, refusal) = fill(&mut c, 0);
+    // Small messages: many of them, so each retry round would write many
+    // retry records.
+    let (mut acked, refusal) = fill_with(&mut c, 0, SMALL_BODY_LINES);
     assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
     drop(c);
-    // Many retry rounds against the dead destination (at least one
-    // refused connection each), then it comes back.
+    // Retry rounds against the dead destination for several seconds (each
+    // round is refused connections), then it comes back.
     let start = std::time::Instant::now();
-    while sink.refused() < 40 {
+    while sink.refusing_for() < Duration::from_secs(RETRY_ROUNDS_SECS) {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "only {} retry connections:\n{}",

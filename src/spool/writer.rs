@@ -521,8 +521,16 @@ impl Committer {
             if self.tail + len as u64 > seg_size && self.tail > SEGMENT_HEADER_LEN as u64 {
                 let run = buf[run_start..start].to_vec();
                 self.write_sync(run).await?;
-                self.roll(self.seg_no + 1).await?;
                 run_start = start;
+                if let Err(e) = self.roll(self.seg_no + 1).await {
+                    // No room for a new segment: the old one takes the
+                    // frame if the format allows (a full disk fails it
+                    // below anyway if there is truly no space).
+                    let fits = self.tail + len as u64 <= MAX_SEGMENT_SIZE_BYTES;
+                    if self.file.is_none() || !fits {
+                        return Err(e);
+                    }
+                }
             }
             reframe(&mut buf[start..start + len], self.tail);
             landed.push((self.seg_no, self.tail, len, op));
@@ -638,10 +646,11 @@ impl Committer {
     }
 
     /// Creates segment `n`, writes and syncs its header, syncs the dir.
+    ///
+    /// The old segment stays the active one until the new header is
+    /// durable: on a full disk, records keep going into the old segment
+    /// (past `segment_size` if need be) rather than into none.
     async fn roll(&mut self, n: u32) -> Result<(), SpoolError> {
-        if let Some(f) = self.file.take() {
-            let _ = f.close().await;
-        }
         let path = self.dir.join(segment_file_name(n));
         let file = OpenOptions::new()
             .write(true)
@@ -656,25 +665,39 @@ impl Committer {
             segment: n,
             created_ms: now_ms(),
         };
+        let old = (
+            self.file.replace(file),
+            self.seg_no,
+            self.durable,
+            self.tail,
+            std::mem::take(&mut self.tail_block),
+        );
         self.seg_no = n;
-        self.file = Some(file);
         self.durable = 0;
         self.tail = 0;
-        self.tail_block.clear();
-        self.shared.active_segment.set(n);
-        self.shared
-            .book
-            .borrow_mut()
-            .add_segment(n, SEGMENT_HEADER_LEN as u64);
         let r = self.try_write_sync(header.encode().to_vec()).await;
         if let Err(e) = r {
             log::error!("paniclog: spool cannot start segment {n}: {e}");
             if let Some(f) = self.file.take() {
                 let _ = f.close().await;
             }
-            self.seg_no = n - 1;
+            (
+                self.file,
+                self.seg_no,
+                self.durable,
+                self.tail,
+                self.tail_block,
+            ) = old;
             return Err(e);
         }
+        if let Some(f) = old.0 {
+            let _ = f.close().await;
+        }
+        self.shared.active_segment.set(n);
+        self.shared
+            .book
+            .borrow_mut()
+            .add_segment(n, SEGMENT_HEADER_LEN as u64);
         let mut stats = self.shared.stats.get();
         stats.segments_created += 1;
         self.shared.stats.set(stats);

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A running token sink.
 pub struct TokenSink {
@@ -12,6 +13,8 @@ pub struct TokenSink {
     up: Arc<AtomicBool>,
     tokens: Arc<Mutex<Vec<String>>>,
     refused: Arc<AtomicU64>,
+    /// When the first and the latest connection were turned away.
+    refusals: Arc<Mutex<Option<(Instant, Instant)>>>,
 }
 
 impl TokenSink {
@@ -22,11 +25,23 @@ impl TokenSink {
         let up = Arc::new(AtomicBool::new(up));
         let tokens = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(AtomicU64::new(0));
-        let (u, t, r) = (up.clone(), tokens.clone(), refused.clone());
+        let refusals = Arc::new(Mutex::new(None));
+        let (u, t, r, rs) = (
+            up.clone(),
+            tokens.clone(),
+            refused.clone(),
+            refusals.clone(),
+        );
         std::thread::spawn(move || {
             for stream in l.incoming().flatten() {
-                let (u, t, r) = (u.clone(), t.clone(), r.clone());
-                std::thread::spawn(move || session(stream, &u, &t, &r));
+                let (u, t, r, rs) = (u.clone(), t.clone(), r.clone(), rs.clone());
+                std::thread::spawn(move || {
+                    if session(stream, &u, &t, &r) {
+                        let now = Instant::now();
+                        let mut span = rs.lock().unwrap();
+                        *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                });
             }
         });
         TokenSink {
@@ -34,6 +49,7 @@ impl TokenSink {
             up,
             tokens,
             refused,
+            refusals,
         }
     }
 
@@ -47,6 +63,14 @@ impl TokenSink {
         self.refused.load(Ordering::SeqCst)
     }
 
+    /// Time from the first to the latest connection turned away.
+    pub fn refusing_for(&self) -> Duration {
+        self.refusals
+            .lock()
+            .unwrap()
+            .map_or(Duration::ZERO, |(first, last)| last - first)
+    }
+
     /// Every token received so far, in arrival order (repeats included).
     pub fn tokens(&self) -> Vec<String> {
         self.tokens.lock().unwrap().clone()
@@ -58,13 +82,13 @@ fn session(
     up: &AtomicBool,
     tokens: &Mutex<Vec<String>>,
     refused: &AtomicU64,
-) {
+) -> bool {
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
     if !up.load(Ordering::SeqCst) {
         refused.fetch_add(1, Ordering::SeqCst);
         let _ = w.write_all(b"421 4.3.2 sink down\r\n");
-        return;
+        return true;
     }
     let _ = w.write_all(b"220 sink ESMTP\r\n");
     let (mut line, mut in_data, mut token) = (String::new(), false, None);
@@ -91,12 +115,13 @@ fn session(
             b"354 go\r\n"
         } else if up_cmd == "QUIT" {
             let _ = w.write_all(b"221 bye\r\n");
-            return;
+            return false;
         } else {
             b"250 ok\r\n"
         };
         if w.write_all(reply).is_err() {
-            return;
+            return false;
         }
     }
+    false
 }

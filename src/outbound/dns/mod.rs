@@ -24,7 +24,9 @@ mod conf;
 mod mx;
 mod resolver;
 mod transport;
-mod wire;
+/// Public for the fuzz targets in `fuzz/`; not part of the library's API.
+#[doc(hidden)]
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -100,9 +100,7 @@ fn disk_full_gives_452_then_recovers_when_space_returns() {
         "Subject: fill\r\n\r\n{}.\r\n",
         format!("{}\r\n", "f".repeat(70)).repeat(BODY_LINES)
     );
-    let mut c = Client::connect(server.addr());
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mut c = greeted(&server);
     let mut acked: Vec<String> = Vec::new();
     let mut full_reply = None;
     for _ in 0..MAX_MESSAGES_TO_FILL {
@@ -240,6 +238,22 @@ fn wait_delivered(sink: &common::sink::TokenSink, acked: &[String], server: &Ser
     }
 }
 
+/// A session that has been greeted and has said EHLO.
+fn greeted(server: &Server) -> Client {
+    let mut c = Client::connect(server.addr());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    c
+}
+
+/// New mail is taken again by itself, and it and all of `acked` are delivered.
+fn resumes_and_delivers(server: &Server, sink: &common::sink::TokenSink, acked: &mut Vec<String>) {
+    let again = accepted_again(server, 100_000, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
+    acked.push(again);
+    wait_delivered(sink, acked, server);
+}
+
 /// Each acknowledged token reached the sink exactly once, and nothing else did.
 fn exactly_once(sink: &common::sink::TokenSink, acked: &[String]) {
     let got = sink.tokens();
@@ -261,9 +275,7 @@ fn a_full_disk_clears_by_itself_once_the_queue_drains() {
     };
     let sink = common::sink::TokenSink::start(true);
     let mut server = start(&relay_on(fs.path(), sink.port));
-    let mut c = Client::connect(server.addr());
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mut c = greeted(&server);
     let (mut acked, refusal) = fill(&mut c, 0);
     assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
     assert!(!acked.is_empty());
@@ -278,10 +290,7 @@ fn a_full_disk_clears_by_itself_once_the_queue_drains() {
     wait_delivered(&sink, &acked, &server);
     // The file system was never resized: the records of those deliveries
     // let compaction free the space, and reception resumes by itself.
-    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
-    acked.push(again);
-    wait_delivered(&sink, &acked, &server);
+    resumes_and_delivers(&server, &sink, &mut acked);
     assert!(c.cmd("QUIT").starts_with("221"));
     assert_eq!(server.stop(Duration::from_secs(20)).code(), Some(0));
     // Every delivery was recorded: nothing is left to send again.
@@ -302,9 +311,7 @@ fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
     let sink = common::sink::TokenSink::start(false);
     let config = relay_on(fs.path(), sink.port);
     let mut server = start(&config);
-    let mut c = Client::connect(server.addr());
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mut c = greeted(&server);
     let (mut acked, refusal) = fill(&mut c, 0);
     assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
     drop(c);
@@ -313,9 +320,7 @@ fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start_in(dir, port, &config);
-    let mut c = Client::connect(server.addr());
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mut c = greeted(&server);
     let mail = c.cmd("MAIL FROM:<a@example.org>");
     assert!(mail.starts_with("452 4.3.1"), "new mail refused: {mail}");
     drop(c);
@@ -323,10 +328,7 @@ fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
     // space comes back, and new mail is taken again.
     sink.set_up(true);
     wait_delivered(&sink, &acked, &server);
-    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
-    acked.push(again);
-    wait_delivered(&sink, &acked, &server);
+    resumes_and_delivers(&server, &sink, &mut acked);
     let mut server = server;
     assert_eq!(server.stop(Duration::from_secs(20)).code(), Some(0));
     let spool = fs.path().join("shard-0");
@@ -347,9 +349,7 @@ fn a_destination_down_on_a_full_disk_does_not_spend_the_reserve_on_retries() {
     // up the 256 KiB reserve within the rounds below.
     let sink = common::sink::TokenSink::start(false);
     let server = start(&relay_on(fs.path(), sink.port));
-    let mut c = Client::connect(server.addr());
-    assert!(c.reply().starts_with("220"));
-    assert!(c.cmd("EHLO full.test").starts_with("250"));
+    let mut c = greeted(&server);
     // Small messages: many of them, so each retry round would write many
     // retry records.
     let (mut acked, refusal) = fill_with(&mut c, 0, SMALL_BODY_LINES);
@@ -369,10 +369,7 @@ fn a_destination_down_on_a_full_disk_does_not_spend_the_reserve_on_retries() {
     }
     sink.set_up(true);
     wait_delivered(&sink, &acked, &server);
-    let again = accepted_again(&server, 100_000, Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("reception never resumed:\n{}", server.log_text()));
-    acked.push(again);
-    wait_delivered(&sink, &acked, &server);
+    resumes_and_delivers(&server, &sink, &mut acked);
     exactly_once(&sink, &acked);
     drop(server);
     drop(fs);

@@ -43,6 +43,17 @@ fn lines(octets: usize) -> String {
     line.repeat(octets / line.len())
 }
 
+/// A session on `s` that has said EHLO, MAIL, RCPT and got its 354.
+fn in_data(s: &Server) -> Client {
+    let mut c = Client::connect(s.addr());
+    c.reply();
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<b@example.net>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c
+}
+
 #[test]
 fn a_megabyte_line_without_newline_gets_an_immediate_reply() {
     let s = start(&basic_config("", ""));
@@ -87,12 +98,7 @@ fn a_command_dripped_byte_by_byte_is_cut_off() {
 fn a_data_drip_below_the_minimum_rate_is_cut_off() {
     let cfg = basic_config("", "data_timeout = 3\nmin_data_rate = 1000");
     let s = start(&cfg);
-    let mut c = Client::connect(s.addr());
-    c.reply();
-    c.cmd("EHLO x");
-    c.cmd("MAIL FROM:<a@example.org>");
-    c.cmd("RCPT TO:<b@example.net>");
-    assert!(c.cmd("DATA").starts_with("354"));
+    let mut c = in_data(&s);
     let said = drip(&c.stream, b"d", Duration::from_millis(500), PATIENCE);
     let said = said.expect("cut off while dripping content");
     assert!(said.starts_with("421 4.4.2"), "{said:?}");
@@ -102,12 +108,7 @@ fn a_data_drip_below_the_minimum_rate_is_cut_off() {
 fn content_that_starts_fast_and_stalls_is_cut_after_data_timeout() {
     let cfg = basic_config("", "data_timeout = 3\nmin_data_rate = 10");
     let s = start(&cfg);
-    let mut c = Client::connect(s.addr());
-    c.reply();
-    c.cmd("EHLO x");
-    c.cmd("MAIL FROM:<a@example.org>");
-    c.cmd("RCPT TO:<b@example.net>");
-    assert!(c.cmd("DATA").starts_with("354"));
+    let mut c = in_data(&s);
     // 100 kB at 10 bytes/s would earn hours; the silence after them does not.
     c.send(&lines(100_000));
     let r = c.reply();
@@ -118,12 +119,7 @@ fn content_that_starts_fast_and_stalls_is_cut_after_data_timeout() {
 fn content_above_the_minimum_rate_may_take_longer_than_data_timeout() {
     let cfg = basic_config("", "data_timeout = 5\nmin_data_rate = 1000");
     let s = start(&cfg);
-    let mut c = Client::connect(s.addr());
-    c.reply();
-    c.cmd("EHLO x");
-    c.cmd("MAIL FROM:<a@example.org>");
-    c.cmd("RCPT TO:<b@example.net>");
-    assert!(c.cmd("DATA").starts_with("354"));
+    let mut c = in_data(&s);
     // 1000 octets every 250 ms (4000/s) for 7.5 s: past data_timeout, but
     // each octet earned 1 ms more.
     let started = Instant::now();

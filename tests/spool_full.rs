@@ -41,6 +41,15 @@ impl Tmpfs {
         ok.then_some(Tmpfs { dir })
     }
 
+    /// [`Tmpfs::mount`], saying why the test is skipped when it cannot be.
+    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        let fs = Tmpfs::mount(size);
+        if fs.is_none() {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+        }
+        fs
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -84,8 +93,7 @@ fn queued(reply: &str) -> Option<String> {
 
 #[test]
 fn disk_full_gives_452_then_recovers_when_space_returns() {
-    let Some(fs) = Tmpfs::mount("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+    let Some(fs) = Tmpfs::mount_or_skip("2m") else {
         return;
     };
     let spoolbase: PathBuf = fs.path().to_path_buf();
@@ -269,8 +277,7 @@ fn exactly_once(sink: &common::sink::TokenSink, acked: &[String]) {
 
 #[test]
 fn a_full_disk_clears_by_itself_once_the_queue_drains() {
-    let Some(fs) = Tmpfs::mount("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+    let Some(fs) = Tmpfs::mount_or_skip("2m") else {
         return;
     };
     let sink = common::sink::TokenSink::start(true);
@@ -304,8 +311,7 @@ fn a_full_disk_clears_by_itself_once_the_queue_drains() {
 
 #[test]
 fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
-    let Some(fs) = Tmpfs::mount("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+    let Some(fs) = Tmpfs::mount_or_skip("2m") else {
         return;
     };
     let sink = common::sink::TokenSink::start(false);
@@ -341,8 +347,7 @@ fn a_restart_on_a_full_disk_serves_and_delivers_what_it_holds() {
 
 #[test]
 fn a_destination_down_on_a_full_disk_does_not_spend_the_reserve_on_retries() {
-    let Some(fs) = Tmpfs::mount("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount(8))");
+    let Some(fs) = Tmpfs::mount_or_skip("2m") else {
         return;
     };
     // Retry records of ~470 queued messages, one round a second, would use

@@ -98,7 +98,7 @@ fn a_command_dripped_byte_by_byte_is_cut_off() {
 fn a_data_drip_below_the_minimum_rate_is_cut_off() {
     let cfg = basic_config("", "data_timeout = 3\nmin_data_rate = 1000");
     let s = start(&cfg);
-    let mut c = in_data(&s);
+    let c = in_data(&s);
     let said = drip(&c.stream, b"d", Duration::from_millis(500), PATIENCE);
     let said = said.expect("cut off while dripping content");
     assert!(said.starts_with("421 4.4.2"), "{said:?}");

@@ -1,7 +1,12 @@
 //! A TCP connection that is plain until STARTTLS and then TLS, client or
 //! server side; shared by inbound sessions, outbound delivery and the perf
-//! tools. Plus the timeout wrapper every socket wait goes through.
+//! tools. Plus the timeout wrapper every socket wait goes through, and each
+//! shard's own copies of the rustls configs.
+//!
+//! May call: glommio, rustls. Must never: know SMTP (the protocol engines
+//! do), or share TLS session state between shards.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,4 +124,86 @@ pub async fn with_timeout<T>(
         None
     })
     .await
+}
+
+/// TLS sessions each shard's copy of a config caches for resumption.
+const TLS_SESSION_CACHE: usize = 1024;
+
+/// A shard's own copies of the snapshot's rustls configs. The snapshot's
+/// configs are shared by every shard, and with them rustls' session cache
+/// and its lock; each copy here has session storage of its own, so a
+/// handshake never touches another shard's state.
+#[derive(Default)]
+pub struct ShardTls {
+    server: RefCell<Vec<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>>,
+    client: RefCell<Vec<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>)>>,
+}
+
+impl ShardTls {
+    /// This shard's copy of `shared` (made on first use).
+    pub fn server(&self, shared: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+        local_copy(&self.server, shared, |c| {
+            c.session_storage = rustls::server::ServerSessionMemoryCache::new(TLS_SESSION_CACHE);
+        })
+    }
+
+    /// This shard's copy of `shared` (made on first use).
+    pub fn client(&self, shared: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+        local_copy(&self.client, shared, |c| {
+            c.resumption = rustls::client::Resumption::in_memory_sessions(TLS_SESSION_CACHE);
+        })
+    }
+
+    /// Forgets copies of configs no snapshot uses any more (after a reload).
+    pub fn prune(&self) {
+        self.server
+            .borrow_mut()
+            .retain(|(shared, _)| Arc::strong_count(shared) > 1);
+        self.client
+            .borrow_mut()
+            .retain(|(shared, _)| Arc::strong_count(shared) > 1);
+    }
+}
+
+fn local_copy<C: Clone>(
+    copies: &RefCell<Vec<(Arc<C>, Arc<C>)>>,
+    shared: &Arc<C>,
+    own_state: impl FnOnce(&mut C),
+) -> Arc<C> {
+    if let Some((_, mine)) = copies.borrow().iter().find(|(s, _)| Arc::ptr_eq(s, shared)) {
+        return mine.clone();
+    }
+    let mut copy = (**shared).clone();
+    own_state(&mut copy);
+    let mine = Arc::new(copy);
+    copies.borrow_mut().push((shared.clone(), mine.clone()));
+    mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shard_copy_has_its_own_session_state_and_is_reused() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let shared = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("protocols")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        let (a, b) = (ShardTls::default(), ShardTls::default());
+        let (a1, a2, b1) = (a.client(&shared), a.client(&shared), b.client(&shared));
+        assert!(Arc::ptr_eq(&a1, &a2), "one copy per shard");
+        assert!(!Arc::ptr_eq(&a1, &b1));
+        assert!(!Arc::ptr_eq(&a1, &shared));
+        drop(shared);
+        a.prune();
+        assert_eq!(a.client.borrow().len(), 1, "shard b's copy still uses it");
+        drop(b);
+        a.prune();
+        assert!(a.client.borrow().is_empty(), "unused copies are dropped");
+    }
 }

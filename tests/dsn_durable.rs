@@ -6,16 +6,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use impulse::config::Config;
+use impulse::conn::ShardTls;
 use impulse::message::Envelope;
 use impulse::outbound::dns::{Resolver, ResolverConfig};
 use impulse::outbound::ShardDelivery;
-use impulse::runtime::Control;
+use impulse::runtime::Current;
 use impulse::spool::{Fault, Spool, SpoolOptions};
 
 /// A next hop that refuses `gone@example.net` and accepts anything else,
@@ -86,19 +85,16 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
          [listener.esmtp]\nlisten = [\"127.0.0.1:0\"]\n"
     );
     let config = Config::from_str("test.toml", &text, tmp.path()).expect("config");
-    let control = Arc::new(Control {
-        config: ArcSwap::from_pointee(config),
-        shutdown: AtomicBool::new(false),
-    });
+    let config = Arc::new(config);
     let spool_dir = dir.clone();
     let sent = glommio::LocalExecutor::default().run(async move {
         let (spool, _) = Spool::open(&spool_dir, 0, SpoolOptions::default())
             .await
             .expect("open");
-        let resolver = Rc::new(Resolver::new(ResolverConfig::load(
-            &control.config.load().dns,
-        )));
-        let delivery = ShardDelivery::new(0, control.clone(), spool.clone(), resolver, Vec::new());
+        let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
+        let current = Rc::new(Current::new(config));
+        let tls = Rc::new(ShardTls::default());
+        let delivery = ShardDelivery::new(0, current, tls, spool.clone(), resolver, Vec::new());
         let id = spool.allocate_id();
         let env = Envelope::new("a@example.com", &["gone@example.net"]);
         let body = b"Subject: x\r\n\r\nx\r\n".to_vec();

@@ -12,23 +12,24 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use glommio::net::TcpListener;
 
 use auth_limit::AuthFailures;
 
 use crate::config::Config;
+use crate::conn::ShardTls;
 use crate::outbound::ShardDelivery;
 use crate::runtime::shutdown::Signal;
-use crate::runtime::Control;
+use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
 use crate::spool::Spool;
 
 /// One shard's inbound side.
 pub struct ShardInbound {
     shard: usize,
-    control: Arc<Control>,
+    config: Rc<Current<Config>>,
+    tls: Rc<ShardTls>,
     spool: Rc<Spool>,
     delivery: Rc<ShardDelivery>,
     /// Fired to stop the accept loops.
@@ -76,28 +77,30 @@ impl ShardInbound {
     /// Returns the bound addresses (with real ports when 0 was configured).
     pub fn start(
         shard: usize,
-        config: &Config,
-        control: Arc<Control>,
+        config: Rc<Current<Config>>,
+        tls: Rc<ShardTls>,
         spool: Rc<Spool>,
         delivery: Rc<ShardDelivery>,
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
+        let snapshot = config.get();
         let state = Rc::new(ShardInbound {
             shard,
-            control,
+            config,
+            tls,
             spool,
             delivery,
             stop_accepting: Signal::default(),
             closing: Signal::default(),
             force: Signal::default(),
             active: Cell::new(0),
-            data_budget: ContentBudget::new(config.inbound_data_budget),
+            data_budget: ContentBudget::new(snapshot.inbound_data_budget),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
             auth_failures: RefCell::new(AuthFailures::default()),
         });
         let mut bound = Vec::new();
-        for l in &config.listeners {
-            for addr in config.listen_addrs(shard, l) {
+        for l in &snapshot.listeners {
+            for addr in snapshot.listen_addrs(shard, l) {
                 let sock = TcpListener::bind(addr)
                     .map_err(|e| format!("listener {}: cannot bind {addr}: {e}", l.name))?;
                 bound.push(sock.local_addr().unwrap_or(addr));

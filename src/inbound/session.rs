@@ -66,7 +66,7 @@ fn settings(
 
 /// Runs a session to its end; never panics on client input.
 pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: String) {
-    let config = state.control.config.load_full();
+    let config = state.config.get();
     let peer = stream.peer_addr().ok();
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
     let mut conn = Conn::Plain(stream);
@@ -156,7 +156,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     break;
                 }
                 let Some(tls) = &listener.tls else { break };
-                let handshake = conn.accept_tls(tls.server.clone());
+                let handshake = conn.accept_tls(state.tls.server(&tls.server));
                 match with_timeout(inbound.idle_time, handshake).await {
                     Some(Ok(())) => sess.tls_started(),
                     Some(Err(e)) => {

@@ -6,15 +6,16 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dns::Resolver;
+use crate::config::Config;
+use crate::conn::ShardTls;
 use crate::message::{Envelope, MessageId};
 use crate::queue::{Entry, Queue, QueuedRcpt};
 use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
-use crate::runtime::Control;
+use crate::runtime::Current;
 use crate::spool::Spool;
 
 mod bounces;
@@ -44,7 +45,8 @@ struct Resident {
 /// A shard's outbound side.
 pub struct ShardDelivery {
     shard: usize,
-    control: Arc<Control>,
+    config: Rc<Current<Config>>,
+    tls: Rc<ShardTls>,
     spool: Rc<Spool>,
     resolver: Rc<Resolver>,
     queue: RefCell<Queue>,
@@ -66,14 +68,16 @@ impl ShardDelivery {
     /// Builds the engine with the messages recovered from the spool.
     pub fn new(
         shard: usize,
-        control: Arc<Control>,
+        config: Rc<Current<Config>>,
+        tls: Rc<ShardTls>,
         spool: Rc<Spool>,
         resolver: Rc<Resolver>,
         recovered: Vec<crate::spool::QueuedMessage>,
     ) -> Rc<Self> {
         let d = Rc::new(ShardDelivery {
             shard,
-            control,
+            config,
+            tls,
             spool,
             resolver,
             queue: RefCell::new(Queue::new()),
@@ -204,7 +208,7 @@ impl ShardDelivery {
     }
 
     fn start_workers(self: &Rc<Self>, domain: Rc<str>) {
-        let config = self.control.config.load();
+        let config = self.config.get();
         let settings = config.delivery.get(&domain).clone();
         if settings.suspend_delivery {
             return;

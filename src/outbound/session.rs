@@ -3,6 +3,7 @@
 //! STARTTLS policy.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -74,7 +75,12 @@ fn client_settings(d: &Delivery) -> ClientSettings {
 impl Outbound {
     /// Connects and runs the handshake. `Err` carries the reply to record
     /// for the attempt (the caller tries the next host).
-    pub async fn open(addr: SocketAddr, host: &str, d: &Delivery) -> Result<Outbound, ServerReply> {
+    pub async fn open(
+        addr: SocketAddr,
+        host: &str,
+        d: &Delivery,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Outbound, ServerReply> {
         let timeouts = Timeouts {
             connect: d.connect_timeout,
             ehlo: d.ehlo_timeout,
@@ -99,7 +105,6 @@ impl Outbound {
             addr,
             timeouts,
         };
-        let tls = d.tls_client.clone();
         let failure = match out.step(Some(&tls)).await {
             Event::Ready => return Ok(out),
             Event::Failed(e) => e.reply(),

@@ -1,28 +1,40 @@
-//! Process runtime primitives: CPU placement and limits, signals-side
-//! shared state, shutdown signals, the logger.
+//! Process runtime primitives: CPU placement and limits, typed requests
+//! between threads (inboxes and the shard mesh), shard-local signals and
+//! the current-snapshot cell, the logger.
 //!
-//! Imports no pipeline stage (only `config` for the snapshot type): the
-//! composition root (`server`) builds shards out of the stages and these
-//! primitives. Shards share nothing mutable with each other; the only
-//! shared state is [`Control`]: the current config snapshot (read at each
-//! new session) and the shutdown flag.
+//! Imports no pipeline stage and no config type: the composition root
+//! (`server`) builds shards out of the stages and these primitives. Must
+//! never: hold state shared mutably between shards (cross-shard traffic is
+//! requests on bounded channels, see [`mesh`]).
 
 pub mod logger;
+pub mod mesh;
 pub mod shutdown;
 
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+/// A shard's current snapshot of something the main thread replaces (the
+/// config): stages read it when they start a unit of work (a session, a
+/// delivery attempt) and keep that copy for the unit's life. Shard-local:
+/// the shard sets it when its inbox brings a new one.
+pub struct Current<T>(RefCell<Arc<T>>);
 
-use crate::config::Config;
+impl<T> Current<T> {
+    /// A cell holding `value`.
+    pub fn new(value: Arc<T>) -> Self {
+        Current(RefCell::new(value))
+    }
 
-/// What the shards read from the main thread.
-pub struct Control {
-    /// The config new sessions use; replaced on a successful reload.
-    pub config: ArcSwap<Config>,
-    /// Set on SIGTERM/SIGINT.
-    pub shutdown: AtomicBool,
+    /// The snapshot now.
+    pub fn get(&self) -> Arc<T> {
+        self.0.borrow().clone()
+    }
+
+    /// Replaces the snapshot; work already started keeps the one it took.
+    pub fn set(&self, value: Arc<T>) {
+        *self.0.borrow_mut() = value;
+    }
 }
 
 const MEMLOCK_HINT: &str =
@@ -90,6 +102,3 @@ pub fn explain_glommio(e: impl std::fmt::Display) -> String {
         format!("cannot start the executor: {text}")
     }
 }
-
-/// How often shards look at the shutdown flag.
-pub const CONTROL_POLL: Duration = Duration::from_millis(50);

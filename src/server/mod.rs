@@ -1,6 +1,8 @@
 //! The composition root: loads the config, locks the spools, starts one
 //! glommio executor per shard (each built by `shard::run` out of the
-//! stages: spool, queue and delivery, inbound) and handles signals.
+//! stages: spool, queue and delivery, inbound), gives each shard an inbox
+//! of typed requests, and turns signals into requests (SIGHUP: reload with
+//! a new snapshot; SIGTERM/SIGINT: shutdown).
 //!
 //! May call every stage and the runtime primitives; nothing imports it but
 //! `main`. Must never: bind a socket before every spool is locked, or
@@ -9,14 +11,14 @@
 mod shard;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{reload, Config};
-use crate::runtime::{allowed_cpus, explain_glommio, raise_limits, Control};
+use crate::runtime::mesh;
+use crate::runtime::{allowed_cpus, explain_glommio, raise_limits};
 use crate::spool::SpoolLock;
 
 /// A shard's start-up report to the main thread.
@@ -48,6 +50,31 @@ pub enum ServeError {
     Startup(String),
 }
 
+/// What the main thread asks a shard (its inbox). Later issues add console
+/// commands and counters here.
+pub enum ShardRequest {
+    /// Use this snapshot from now on (live options at once, new-sessions
+    /// options for sessions that start after this).
+    Reload(Arc<Config>),
+    /// Stop accepting, drain, close the spool and end the shard.
+    Shutdown,
+}
+
+/// A shard's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardAnswer {
+    /// The request was carried out.
+    Done,
+}
+
+/// Requests waiting in a shard's inbox before the main thread waits.
+const INBOX_CAPACITY: usize = 64;
+/// How long the main thread waits for a shard to take or answer a request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Inbox = mesh::Inbox<ShardRequest, ShardAnswer>;
+type Address = mesh::Address<ShardRequest, ShardAnswer>;
+
 /// Runs the server until SIGTERM/SIGINT.
 pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let config = Config::load(config_path.as_deref())?;
@@ -61,27 +88,27 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     // Held until serve returns: no second process, and no second shard,
     // may write to these directories. Taken before anything binds.
     let _locks = lock_spools(&config, count)?;
-    let control = Arc::new(Control {
-        config: ArcSwap::from_pointee(config),
-        shutdown: AtomicBool::new(false),
-    });
-    let signals = signal_thread(control.clone(), config_path)?;
+    let config = Arc::new(config);
+    // Installed before any shard starts, so an early SIGTERM waits for the
+    // signal thread instead of killing the process.
+    let signals = install_signals()?;
+    let (addresses, inboxes) = mesh::inboxes::<ShardRequest, ShardAnswer>(count, INBOX_CAPACITY);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for shard in 0..count {
+    for (shard, inbox) in inboxes.into_iter().enumerate() {
         // More shards than CPUs run unpinned rather than doubling up on one core.
         let placement = match cpus.get(shard) {
             Some(cpu) if count <= cpus.len() => Placement::Fixed(*cpu),
             _ => Placement::Unbound,
         };
-        let (ctl, tx) = (control.clone(), tx.clone());
+        let (snapshot, tx) = (config.clone(), tx.clone());
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(SHARD_IO_MEMORY);
-        match builder.spawn(move || shard::run(shard, ctl, tx)) {
+        match builder.spawn(move || shard::run(shard, snapshot, inbox, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
-                control.shutdown.store(true, Ordering::SeqCst);
+                shutdown_all(&addresses);
                 return Err(ServeError::Startup(explain_glommio(e)));
             }
         }
@@ -93,11 +120,14 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             Ok(Startup::Ready { shard, summary }) => log::info!("shard {shard} ready: {summary}"),
             Ok(Startup::Failed { shard, error }) => {
                 failure.get_or_insert(format!("shard {shard}: {error}"));
-                control.shutdown.store(true, Ordering::SeqCst);
+                shutdown_all(&addresses);
             }
             Err(_) => break,
         }
     }
+    // The signal thread is started once every shard is up (or has failed),
+    // so a reload never races a shard's start-up.
+    let signals = signal_thread(signals, addresses.clone(), config, config_path)?;
     if failure.is_none() {
         log::info!(
             "impulse {} serving with {count} shard(s)",
@@ -115,6 +145,16 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         None => {
             log::info!("impulse stopped");
             Ok(())
+        }
+    }
+}
+
+/// Asks every shard to shut down; a shard that already ended is fine.
+fn shutdown_all(addresses: &[Address]) {
+    for (shard, a) in addresses.iter().enumerate() {
+        match a.tell_blocking(ShardRequest::Shutdown, ASK_TIMEOUT) {
+            Ok(()) | Err(mesh::AskError::Closed) => {}
+            Err(e) => log::error!("paniclog: shard {shard}: shutdown request not taken: {e}"),
         }
     }
 }
@@ -142,22 +182,23 @@ const SHARD_IO_MEMORY: usize = 1 << 20;
 
 /// SIGTERM/SIGINT start a graceful shutdown; SIGHUP reloads the config.
 fn signal_thread(
-    control: Arc<Control>,
+    mut signals: signal_hook::iterator::Signals,
+    addresses: Vec<Address>,
+    running: Arc<Config>,
     path: Option<PathBuf>,
 ) -> Result<signal_hook::iterator::Handle, ServeError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| ServeError::Startup(format!("cannot install signal handlers: {e}")))?;
+    use signal_hook::consts::SIGHUP;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            let mut running = running;
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => reload(&control, path.as_deref()),
+                    SIGHUP => reload(&addresses, &mut running, path.as_deref()),
                     _ => {
                         log::info!("signal {sig}: shutting down gracefully");
-                        control.shutdown.store(true, Ordering::SeqCst);
+                        shutdown_all(&addresses);
                     }
                 }
             }
@@ -166,13 +207,28 @@ fn signal_thread(
     Ok(handle)
 }
 
-fn reload(control: &Control, path: Option<&std::path::Path>) {
+fn install_signals() -> Result<signal_hook::iterator::Signals, ServeError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| ServeError::Startup(format!("cannot install signal handlers: {e}")))
+}
+
+/// Loads the file again and hands every shard the new snapshot; logs what
+/// was applied, what needs a restart, and any shard that did not take it.
+fn reload(addresses: &[Address], running: &mut Arc<Config>, path: Option<&std::path::Path>) {
     match Config::load(path) {
         Ok(mut new) => {
-            let old = control.config.load();
-            let restart = reload::restart_only_changes(&old, &new);
-            reload::keep_restart_only(&mut new, &old);
-            control.config.store(Arc::new(new));
+            let restart = reload::restart_only_changes(running, &new);
+            reload::keep_restart_only(&mut new, running);
+            let new = Arc::new(new);
+            let mut missed = Vec::new();
+            for (shard, a) in addresses.iter().enumerate() {
+                match a.ask_blocking(ShardRequest::Reload(new.clone()), ASK_TIMEOUT) {
+                    Ok(ShardAnswer::Done) => {}
+                    Err(e) => missed.push(format!("shard {shard} ({e})")),
+                }
+            }
+            *running = new;
             let name = path.map_or("(embedded)".into(), |p| p.display().to_string());
             if restart.is_empty() {
                 log::info!("reload: configuration {name} applied to new sessions");
@@ -181,6 +237,12 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
                     "reload: configuration {name} applied to new sessions, except {}, which \
                      need a restart to take effect and keep their running values until then",
                     restart.join(", ")
+                );
+            }
+            if !missed.is_empty() {
+                log::error!(
+                    "paniclog: reload: not taken by {}; those shards keep their previous configuration",
+                    missed.join(", ")
                 );
             }
         }

@@ -1,28 +1,34 @@
 //! One shard's life: recover its spool, bind its listeners, serve, keep
-//! the spool compacted, and shut down gracefully when the main thread says
-//! so.
+//! the spool compacted, answer its inbox (reload, shutdown), and shut down
+//! gracefully when asked.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Startup;
+use super::{Inbox, ShardAnswer, ShardRequest, Startup};
+use crate::config::Config;
+use crate::conn::ShardTls;
 use crate::inbound::ShardInbound;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
-use crate::runtime::{Control, CONTROL_POLL};
+use crate::runtime::shutdown::Signal;
+use crate::runtime::Current;
 use crate::spool::{Spool, SpoolOptions};
 
 /// Spool maintenance interval while the disk is full.
 const LOW_SPACE_MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long sessions get to write their 421 and close after the deadline.
 const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How often a draining shard looks whether its sessions and connections
+/// have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// The shard's main task.
-pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
-    let config = control.config.load_full();
+pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Startup>) {
+    let current = Rc::new(Current::new(config.clone()));
+    let tls = Rc::new(ShardTls::default());
     let dir = super::shard_spool_dir(&config, shard);
     let opts = SpoolOptions {
         segment_size: config.spool.segment_size,
@@ -44,15 +50,16 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
     let delivery = ShardDelivery::new(
         shard,
-        control.clone(),
+        current.clone(),
+        tls.clone(),
         spool.clone(),
         resolver,
         std::mem::take(&mut recovered.messages),
     );
     let started = ShardInbound::start(
         shard,
-        &config,
-        control.clone(),
+        current.clone(),
+        tls.clone(),
         spool.clone(),
         delivery.clone(),
     );
@@ -83,19 +90,24 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
         libc::malloc_trim(0);
     }
     let scheduler = glommio::spawn_local(delivery.clone().run());
-    let compactor = glommio::spawn_local(compact_loop(shard, spool.clone(), control.clone()));
-    while !control.shutdown.load(Ordering::SeqCst) {
-        glommio::timer::sleep(CONTROL_POLL).await;
-    }
-    let timeout = control.config.load().shutdown_timeout;
+    let stopping = Signal::default();
+    let compactor = glommio::spawn_local(compact_loop(
+        shard,
+        spool.clone(),
+        current.clone(),
+        stopping.clone(),
+    ));
+    serve_inbox(&inbox, &current, &tls).await;
+    stopping.fire();
+    let timeout = current.get().shutdown_timeout;
     let deadline = Instant::now() + timeout;
     drain(&inbound, timeout).await;
     delivery.stop();
     scheduler.await;
     while delivery.active_connections() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
-        glommio::timer::sleep(CONTROL_POLL).await;
+        glommio::timer::sleep(DRAIN_POLL).await;
     }
-    // It stops at the shutdown flag once its current pass is through.
+    // It stops at the signal once its current pass is through.
     compactor.await;
     if let Err(e) = spool.close().await {
         log::error!("paniclog: shard {shard}: closing the spool: {e}");
@@ -104,12 +116,30 @@ pub async fn run(shard: usize, control: Arc<Control>, tx: Sender<Startup>) {
     drop(Rc::try_unwrap(inbound).ok());
 }
 
+/// Answers the inbox until it asks for shutdown (or the main thread is gone).
+async fn serve_inbox(inbox: &Inbox, current: &Current<Config>, tls: &ShardTls) {
+    while let Some(request) = inbox.recv().await {
+        let (body, reply) = request.split();
+        match body {
+            ShardRequest::Reload(config) => {
+                current.set(config);
+                tls.prune();
+                reply.send(ShardAnswer::Done);
+            }
+            ShardRequest::Shutdown => {
+                reply.send(ShardAnswer::Done);
+                return;
+            }
+        }
+    }
+}
+
 /// Stops accepting, lets sessions finish until `timeout`, then ends the rest with 421.
 async fn drain(inbound: &ShardInbound, timeout: Duration) {
     inbound.begin_shutdown();
     let deadline = Instant::now() + timeout;
     while inbound.active_sessions() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(CONTROL_POLL).await;
+        glommio::timer::sleep(DRAIN_POLL).await;
     }
     if inbound.active_sessions() > 0 {
         log::info!(
@@ -119,24 +149,48 @@ async fn drain(inbound: &ShardInbound, timeout: Duration) {
         inbound.force_close();
         let grace = Instant::now() + FORCE_CLOSE_GRACE;
         while inbound.active_sessions() > 0 && Instant::now() < grace {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+            glommio::timer::sleep(DRAIN_POLL).await;
         }
     }
 }
 
 /// Runs a spool maintenance pass (`Spool::maintain`) every
-/// `spool_compact_interval_secs` until shutdown. Glommio I/O only, so the
-/// shard keeps serving while it runs.
-async fn compact_loop(shard: usize, spool: Rc<Spool>, control: Arc<Control>) {
+/// `spool_compact_interval_secs` (read at each pass: a reload may change
+/// it), and every second while the disk is full, until `stopping` fires.
+/// Glommio I/O only, so the shard keeps serving while it runs.
+async fn compact_loop(
+    shard: usize,
+    spool: Rc<Spool>,
+    config: Rc<Current<Config>>,
+    stopping: Signal,
+) {
     let mut last = Instant::now();
-    while !control.shutdown.load(Ordering::SeqCst) {
-        glommio::timer::sleep(CONTROL_POLL).await;
-        // Read each time: a reload may change it. On a full disk, space
-        // must come back soon whatever the configured interval.
+    loop {
+        // Wakes at least once a second: low space may begin at any time,
+        // and then space must come back soon whatever the interval.
+        let interval = config.get().spool.compact_interval;
+        let due = if interval.is_zero() {
+            LOW_SPACE_MAINTAIN_INTERVAL
+        } else {
+            interval.saturating_sub(last.elapsed())
+        };
+        let stop = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(due.min(LOW_SPACE_MAINTAIN_INTERVAL)).await;
+                false
+            },
+            async {
+                stopping.wait().await;
+                true
+            },
+        );
+        if stop.await {
+            return;
+        }
         let interval = if spool.low_on_space() {
             LOW_SPACE_MAINTAIN_INTERVAL
         } else {
-            control.config.load().spool.compact_interval
+            config.get().spool.compact_interval
         };
         if interval.is_zero() || last.elapsed() < interval {
             continue;

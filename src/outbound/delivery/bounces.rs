@@ -167,7 +167,7 @@ impl ShardDelivery {
 
     fn dsn_settings(&self, d: &Delivery) -> DsnSettings {
         DsnSettings {
-            hostname: self.control.config.load().hostname.clone(),
+            hostname: self.config.get().hostname.clone(),
             mailerdaemon: d.mailerdaemon.clone(),
             inline_original: match d.bounces_inline_original.as_str() {
                 "none" => InlineOriginal::None,

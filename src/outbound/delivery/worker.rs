@@ -161,7 +161,7 @@ impl ShardDelivery {
         let targets = self.targets(domain, d).await?;
         let mut last = None;
         for (host, addr) in targets {
-            match Outbound::open(addr, &host, d).await {
+            match Outbound::open(addr, &host, d, self.tls.client(&d.tls_client)).await {
                 Ok(c) => {
                     log::debug!(
                         "shard {}: {domain}: connected to {} [{}]",

@@ -7,6 +7,7 @@
 pub mod bounce;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod inbound;
 pub mod message;
 pub mod outbound;

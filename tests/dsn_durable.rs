@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use impulse::config::Config;
 use impulse::conn::ShardTls;
+use impulse::events::Events;
 use impulse::message::Envelope;
 use impulse::outbound::dns::{Resolver, ResolverConfig};
 use impulse::outbound::ShardDelivery;
@@ -94,7 +95,9 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
         let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
         let current = Rc::new(Current::new(config));
         let tls = Rc::new(ShardTls::default());
-        let delivery = ShardDelivery::new(0, current, tls, spool.clone(), resolver, Vec::new());
+        let events = Rc::new(Events::new(0));
+        let delivery =
+            ShardDelivery::new(0, current, tls, events, spool.clone(), resolver, Vec::new());
         let id = spool.allocate_id();
         let env = Envelope::new("a@example.com", &["gone@example.net"]);
         let body = b"Subject: x\r\n\r\nx\r\n".to_vec();

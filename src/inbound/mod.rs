@@ -19,6 +19,7 @@ use auth_limit::AuthFailures;
 
 use crate::config::Config;
 use crate::conn::ShardTls;
+use crate::events::{Direction, Event, Events};
 use crate::outbound::ShardDelivery;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
@@ -30,6 +31,7 @@ pub struct ShardInbound {
     shard: usize,
     config: Rc<Current<Config>>,
     tls: Rc<ShardTls>,
+    events: Rc<Events>,
     spool: Rc<Spool>,
     delivery: Rc<ShardDelivery>,
     /// Fired to stop the accept loops.
@@ -53,10 +55,15 @@ struct SessionSlot {
     state: Rc<ShardInbound>,
     listener: String,
     ip: IpAddr,
+    peer: Option<SocketAddr>,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        self.state.events.emit(Event::ConnectionClosed {
+            direction: Direction::Inbound,
+            peer: self.peer,
+        });
         self.state.active.set(self.state.active.get() - 1);
         decrement(&mut self.state.per_listener.borrow_mut(), &self.listener);
         decrement(&mut self.state.per_ip.borrow_mut(), &self.ip);
@@ -79,6 +86,7 @@ impl ShardInbound {
         shard: usize,
         config: Rc<Current<Config>>,
         tls: Rc<ShardTls>,
+        events: Rc<Events>,
         spool: Rc<Spool>,
         delivery: Rc<ShardDelivery>,
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
@@ -87,6 +95,7 @@ impl ShardInbound {
             shard,
             config,
             tls,
+            events,
             spool,
             delivery,
             stop_accepting: Signal::default(),
@@ -131,10 +140,11 @@ impl ShardInbound {
     fn admit(
         self: &Rc<Self>,
         listener: &str,
-        ip: IpAddr,
+        peer: Option<SocketAddr>,
         max_listener: u32,
         max_ip: u32,
     ) -> Option<SessionSlot> {
+        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
         let on_listener = self
             .per_listener
             .borrow()
@@ -152,10 +162,15 @@ impl ShardInbound {
             .entry(listener.to_string())
             .or_insert(0) += 1;
         *self.per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
+        self.events.emit(Event::ConnectionOpened {
+            direction: Direction::Inbound,
+            peer,
+        });
         Some(SessionSlot {
             state: self.clone(),
             listener: listener.to_string(),
             ip,
+            peer,
         })
     }
 }

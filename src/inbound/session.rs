@@ -2,7 +2,7 @@
 //! steps (AUTH check, STARTTLS, spooling), writes its replies, and enforces
 //! per-stage timeouts and shutdown.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,9 +13,10 @@ use super::auth_limit::{failure_delay, Verdict};
 use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::conn::{with_timeout, Conn};
+use crate::events::Event;
 use crate::message::Envelope;
 use crate::smtp::reply::Reply;
-use crate::smtp::server::TimeLimits;
+use crate::smtp::server::{RejectPhase, TimeLimits};
 use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
 use crate::spool::SpoolError;
 
@@ -84,14 +85,18 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
     let max_sessions = config.listener_sessions(state.shard, listener);
     let Some(_slot) = state.admit(
         &listener.name,
-        ip,
+        peer,
         max_sessions,
         inbound.max_connections_per_ip,
     ) else {
-        let msg = format!(
-            "421 4.7.0 {} too many connections, try again later\r\n",
-            config.hostname
-        );
+        let text = format!("{} too many connections, try again later", config.hostname);
+        state.events.emit(Event::Rejection {
+            phase: RejectPhase::Connect,
+            code: 421,
+            reply: &text,
+            peer,
+        });
+        let msg = format!("421 4.7.0 {text}\r\n");
         let _ = conn.write_all(msg.as_bytes()).await;
         conn.close().await;
         return;
@@ -114,7 +119,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
     loop {
         match sess.process() {
             Step::NeedInput => {
-                if !flush(&mut conn, &mut sess, inbound.idle_time).await {
+                if !flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await {
                     break;
                 }
                 if state.force.is_fired() || (state.closing.is_fired() && !sess.in_transaction()) {
@@ -152,7 +157,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 authenticate(&state, listener, peer, &mut sess, user, password).await;
             }
             Step::StartTls => {
-                if !flush(&mut conn, &mut sess, inbound.idle_time).await {
+                if !flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await {
                     break;
                 }
                 let Some(tls) = &listener.tls else { break };
@@ -170,11 +175,11 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
             Step::Recipient(_) => sess.recipient_checked(None),
             Step::Message(msg) => {
                 let (envelope, body) = *msg;
-                let result = store(&state, &config, sess.is_tls(), envelope, body).await;
+                let result = store(&state, &config, peer, sess.is_tls(), envelope, body).await;
                 sess.message_stored(result);
             }
             Step::Close => {
-                flush(&mut conn, &mut sess, inbound.idle_time).await;
+                flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await;
                 break;
             }
         }
@@ -259,6 +264,7 @@ async fn authenticate(
 async fn store(
     state: &ShardInbound,
     config: &Config,
+    peer: Option<SocketAddr>,
     tls: bool,
     mut env: Envelope,
     body: Vec<u8>,
@@ -280,10 +286,17 @@ async fn store(
     drop(body);
     match state.spool.append_message(id, &env, &content).await {
         Ok(()) => {
+            state.events.emit(Event::Reception {
+                id,
+                sender: &env.mail_from,
+                recipients: env.recipients.len(),
+                octets: content.len(),
+                peer,
+            });
             state.delivery.accept(id, env, content);
             Ok(id_text)
         }
-        Err(e) => Err(spool_failure(&e)),
+        Err(e) => Err(spool_failure(state, &e)),
     }
 }
 
@@ -295,9 +308,9 @@ fn spool_full_reply() -> Reply {
     )
 }
 
-fn spool_failure(e: &SpoolError) -> Reply {
+fn spool_failure(state: &ShardInbound, e: &SpoolError) -> Reply {
     let (code, enhanced) = e.smtp_reply_code();
-    log::error!("paniclog: spool append failed: {e}");
+    state.events.panic(&format!("spool append failed: {e}"));
     Reply::new(
         code,
         enhanced,
@@ -306,7 +319,21 @@ fn spool_failure(e: &SpoolError) -> Reply {
 }
 
 /// Writes pending replies; false when the client is gone or stalled.
-async fn flush(conn: &mut Conn, sess: &mut ServerSession, limit: Duration) -> bool {
+async fn flush(
+    state: &ShardInbound,
+    peer: Option<SocketAddr>,
+    conn: &mut Conn,
+    sess: &mut ServerSession,
+    limit: Duration,
+) -> bool {
+    for (phase, reply) in sess.take_rejections() {
+        state.events.emit(Event::Rejection {
+            phase,
+            code: reply.code,
+            reply: reply.lines.first().map_or("", |l| l.as_str()),
+            peer,
+        });
+    }
     if !sess.has_output() {
         return true;
     }

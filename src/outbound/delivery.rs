@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::dns::Resolver;
 use crate::config::Config;
 use crate::conn::ShardTls;
+use crate::events::Events;
 use crate::message::{Envelope, MessageId};
 use crate::queue::{Entry, Queue, QueuedRcpt};
 use crate::runtime::logger::RepeatLimiter;
@@ -47,6 +48,7 @@ pub struct ShardDelivery {
     shard: usize,
     config: Rc<Current<Config>>,
     tls: Rc<ShardTls>,
+    events: Rc<Events>,
     spool: Rc<Spool>,
     resolver: Rc<Resolver>,
     queue: RefCell<Queue>,
@@ -70,6 +72,7 @@ impl ShardDelivery {
         shard: usize,
         config: Rc<Current<Config>>,
         tls: Rc<ShardTls>,
+        events: Rc<Events>,
         spool: Rc<Spool>,
         resolver: Rc<Resolver>,
         recovered: Vec<crate::spool::QueuedMessage>,
@@ -78,6 +81,7 @@ impl ShardDelivery {
             shard,
             config,
             tls,
+            events,
             spool,
             resolver,
             queue: RefCell::new(Queue::new()),

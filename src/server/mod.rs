@@ -17,6 +17,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{reload, Config};
+use crate::events::CounterSnapshot;
 use crate::runtime::mesh;
 use crate::runtime::{allowed_cpus, explain_glommio, raise_limits};
 use crate::spool::SpoolLock;
@@ -56,6 +57,11 @@ pub enum ShardRequest {
     /// Use this snapshot from now on (live options at once, new-sessions
     /// options for sessions that start after this).
     Reload(Arc<Config>),
+    /// This shard's counters.
+    Counters,
+    /// Every shard's counters added up, gathered by this shard through the
+    /// mesh.
+    GatherCounters,
     /// Stop accepting, drain, close the spool and end the shard.
     Shutdown,
 }
@@ -65,6 +71,15 @@ pub enum ShardRequest {
 pub enum ShardAnswer {
     /// The request was carried out.
     Done,
+    /// One shard's counters.
+    Counters(CounterSnapshot),
+    /// The sum over the shards that answered in time.
+    Gathered {
+        /// The sum.
+        total: CounterSnapshot,
+        /// Shards that did not answer: the sum is then a lower bound.
+        missing: Vec<usize>,
+    },
 }
 
 /// Requests waiting in a shard's inbox before the main thread waits.
@@ -74,6 +89,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Inbox = mesh::Inbox<ShardRequest, ShardAnswer>;
 type Address = mesh::Address<ShardRequest, ShardAnswer>;
+type Mesh = mesh::Mesh<ShardRequest, ShardAnswer>;
 
 /// Runs the server until SIGTERM/SIGINT.
 pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
@@ -102,10 +118,11 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             _ => Placement::Unbound,
         };
         let (snapshot, tx) = (config.clone(), tx.clone());
+        let peers = Mesh::new(shard, addresses.clone());
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(SHARD_IO_MEMORY);
-        match builder.spawn(move || shard::run(shard, snapshot, inbox, tx)) {
+        match builder.spawn(move || shard::run(shard, snapshot, inbox, peers, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 shutdown_all(&addresses);
@@ -187,7 +204,7 @@ fn signal_thread(
     running: Arc<Config>,
     path: Option<PathBuf>,
 ) -> Result<signal_hook::iterator::Handle, ServeError> {
-    use signal_hook::consts::SIGHUP;
+    use signal_hook::consts::{SIGHUP, SIGUSR1};
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
@@ -196,6 +213,7 @@ fn signal_thread(
             for sig in signals.forever() {
                 match sig {
                     SIGHUP => reload(&addresses, &mut running, path.as_deref()),
+                    SIGUSR1 => log_counters(&addresses),
                     _ => {
                         log::info!("signal {sig}: shutting down gracefully");
                         shutdown_all(&addresses);
@@ -208,9 +226,27 @@ fn signal_thread(
 }
 
 fn install_signals() -> Result<signal_hook::iterator::Signals, ServeError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| ServeError::Startup(format!("cannot install signal handlers: {e}")))
+}
+
+/// SIGUSR1: asks shard 0 to gather every shard's counters through the mesh
+/// and logs the sum, saying which shards did not answer.
+fn log_counters(addresses: &[Address]) {
+    let shards = addresses.len();
+    match addresses[0].ask_blocking(ShardRequest::GatherCounters, ASK_TIMEOUT) {
+        Ok(ShardAnswer::Gathered { total, missing }) if missing.is_empty() => {
+            log::info!("counters ({shards} of {shards} shards): {}", total.render());
+        }
+        Ok(ShardAnswer::Gathered { total, missing }) => log::warn!(
+            "counters (partial: {} of {shards} shards; no answer from shard(s) {missing:?}): {}",
+            shards - missing.len(),
+            total.render()
+        ),
+        Ok(other) => log::error!("paniclog: counters: unexpected answer {other:?}"),
+        Err(e) => log::error!("paniclog: counters: shard 0 did not answer: {e}"),
+    }
 }
 
 /// Loads the file again and hands every shard the new snapshot; logs what
@@ -224,7 +260,7 @@ fn reload(addresses: &[Address], running: &mut Arc<Config>, path: Option<&std::p
             let mut missed = Vec::new();
             for (shard, a) in addresses.iter().enumerate() {
                 match a.ask_blocking(ShardRequest::Reload(new.clone()), ASK_TIMEOUT) {
-                    Ok(ShardAnswer::Done) => {}
+                    Ok(_) => {}
                     Err(e) => missed.push(format!("shard {shard} ({e})")),
                 }
             }

@@ -7,9 +7,10 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Inbox, ShardAnswer, ShardRequest, Startup};
+use super::{Inbox, Mesh, ShardAnswer, ShardRequest, Startup};
 use crate::config::Config;
 use crate::conn::ShardTls;
+use crate::events::{CounterSnapshot, Counters, Events};
 use crate::inbound::ShardInbound;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
@@ -26,7 +27,7 @@ const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// The shard's main task.
-pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Startup>) {
+pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx: Sender<Startup>) {
     let current = Rc::new(Current::new(config.clone()));
     let tls = Rc::new(ShardTls::default());
     let dir = super::shard_spool_dir(&config, shard);
@@ -48,10 +49,14 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Sta
     };
     // Reads /etc/resolv.conf once, before the shard serves anything.
     let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
+    let events = Rc::new(Events::new(shard));
+    let counters = Rc::new(Counters::default());
+    events.subscribe(counters.clone());
     let delivery = ShardDelivery::new(
         shard,
         current.clone(),
         tls.clone(),
+        events.clone(),
         spool.clone(),
         resolver,
         std::mem::take(&mut recovered.messages),
@@ -60,6 +65,7 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Sta
         shard,
         current.clone(),
         tls.clone(),
+        events.clone(),
         spool.clone(),
         delivery.clone(),
     );
@@ -97,7 +103,14 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Sta
         current.clone(),
         stopping.clone(),
     ));
-    serve_inbox(&inbox, &current, &tls).await;
+    let here = Here {
+        current: &current,
+        tls: &tls,
+        events: &events,
+        counters: &counters,
+        mesh: &mesh,
+    };
+    serve_inbox(&inbox, here).await;
     stopping.fire();
     let timeout = current.get().shutdown_timeout;
     let deadline = Instant::now() + timeout;
@@ -110,21 +123,60 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, tx: Sender<Sta
     // It stops at the signal once its current pass is through.
     compactor.await;
     if let Err(e) = spool.close().await {
-        log::error!("paniclog: shard {shard}: closing the spool: {e}");
+        events.panic(&format!("closing the spool: {e}"));
     }
+    log::info!(
+        "shard {shard} stopped: {}",
+        counters.snapshot(&events).render()
+    );
     drop(spool);
     drop(Rc::try_unwrap(inbound).ok());
 }
 
+/// What the inbox loop works on.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    current: &'a Current<Config>,
+    tls: &'a ShardTls,
+    events: &'a Events,
+    counters: &'a Counters,
+    mesh: &'a Mesh,
+}
+
+/// How long a gathering shard waits for the others' counters.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Answers the inbox until it asks for shutdown (or the main thread is gone).
-async fn serve_inbox(inbox: &Inbox, current: &Current<Config>, tls: &ShardTls) {
+async fn serve_inbox(inbox: &Inbox, here: Here<'_>) {
     while let Some(request) = inbox.recv().await {
         let (body, reply) = request.split();
         match body {
             ShardRequest::Reload(config) => {
-                current.set(config);
-                tls.prune();
+                here.current.set(config);
+                here.tls.prune();
                 reply.send(ShardAnswer::Done);
+            }
+            ShardRequest::Counters => {
+                reply.send(ShardAnswer::Counters(here.counters.snapshot(here.events)));
+            }
+            ShardRequest::GatherCounters => {
+                // Its own task: this shard is one of those asked, so this
+                // loop must go on answering while the answers come in.
+                let mesh = here.mesh.clone();
+                glommio::spawn_local(async move {
+                    let g = mesh
+                        .ask_all(|_| ShardRequest::Counters, GATHER_TIMEOUT)
+                        .await;
+                    let missing = g.missing();
+                    let mut total = CounterSnapshot::default();
+                    for a in g.answers.into_iter().flatten() {
+                        if let ShardAnswer::Counters(c) = a {
+                            total.add(&c);
+                        }
+                    }
+                    reply.send(ShardAnswer::Gathered { total, missing });
+                })
+                .detach();
             }
             ShardRequest::Shutdown => {
                 reply.send(ShardAnswer::Done);

@@ -60,6 +60,76 @@ pub enum Step {
     Close,
 }
 
+/// Where in a session a client was refused: Momentum's validation phases
+/// (connect, ehlo, mailfrom, rcptto, data), plus AUTH and any other command.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RejectPhase {
+    /// The greeting or admission (too many connections).
+    Connect,
+    /// HELO/EHLO.
+    Ehlo,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// DATA/BDAT and the message itself.
+    Data,
+    /// Anything else: unknown commands, syntax, sequence, STARTTLS, limits.
+    Command,
+}
+
+impl RejectPhase {
+    /// Every phase, in `index` order.
+    pub const ALL: [RejectPhase; 7] = [
+        RejectPhase::Connect,
+        RejectPhase::Ehlo,
+        RejectPhase::Auth,
+        RejectPhase::Mail,
+        RejectPhase::Rcpt,
+        RejectPhase::Data,
+        RejectPhase::Command,
+    ];
+
+    /// Position in [`RejectPhase::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Momentum's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectPhase::Connect => "connect",
+            RejectPhase::Ehlo => "ehlo",
+            RejectPhase::Auth => "auth",
+            RejectPhase::Mail => "mailfrom",
+            RejectPhase::Rcpt => "rcptto",
+            RejectPhase::Data => "data",
+            RejectPhase::Command => "command",
+        }
+    }
+}
+
+/// The phase of a command line that did not parse, from its verb.
+fn phase_of_verb(line: &str) -> RejectPhase {
+    let verb = line.split([' ', ':']).next().unwrap_or("");
+    let is = |v: &str| verb.eq_ignore_ascii_case(v);
+    if is("HELO") || is("EHLO") {
+        RejectPhase::Ehlo
+    } else if is("MAIL") {
+        RejectPhase::Mail
+    } else if is("RCPT") {
+        RejectPhase::Rcpt
+    } else if is("DATA") || is("BDAT") {
+        RejectPhase::Data
+    } else if is("AUTH") {
+        RejectPhase::Auth
+    } else {
+        RejectPhase::Command
+    }
+}
+
 enum Phase {
     Command,
     AuthPlain,
@@ -136,6 +206,10 @@ pub struct ServerSession {
     budget: Option<ContentBudget>,
     /// The charge of a message handed to the driver, until `message_stored`.
     held: Option<Charge>,
+    /// The phase refusals are counted in: the command being answered.
+    answering: RejectPhase,
+    /// Refusals sent since the driver last took them.
+    rejections: Vec<(RejectPhase, Reply)>,
 }
 
 impl ServerSession {
@@ -165,6 +239,8 @@ impl ServerSession {
             timers: None,
             budget: None,
             held: None,
+            answering: RejectPhase::Connect,
+            rejections: Vec::new(),
         };
         s.send(greeting);
         s
@@ -333,12 +409,14 @@ impl ServerSession {
 
     /// The driver's stage timer fired: 421 4.4.2, then `Step::Close`.
     pub fn timeout(&mut self) {
+        self.answering = RejectPhase::Command;
         let text = format!("{} timeout, closing", self.settings.hostname);
         self.close_with(Reply::new(421, "4.4.2", text));
     }
 
     /// The server is shutting down: 421 4.3.2, then `Step::Close`.
     pub fn shutdown(&mut self) {
+        self.answering = RejectPhase::Command;
         let text = format!("{} shutting down", self.settings.hostname);
         self.close_with(Reply::new(421, "4.3.2", text));
     }
@@ -374,6 +452,15 @@ impl ServerSession {
 
     fn send(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
+        if reply.is_error() {
+            self.rejections.push((self.answering, reply));
+        }
+    }
+
+    /// The refusals (4xx/5xx replies) sent since the last call, with the
+    /// phase of each; bounded like the output they went out with.
+    pub fn take_rejections(&mut self) -> Vec<(RejectPhase, Reply)> {
+        std::mem::take(&mut self.rejections)
     }
 
     /// A client-caused failure: counts towards `max_errors_per_session`.
@@ -466,6 +553,7 @@ impl ServerSession {
     }
 
     fn command_phase(&mut self) -> Flow {
+        self.answering = RejectPhase::Command;
         let raw = match self.next_line(self.settings.max_command_line_octets) {
             Line::Partial => return Flow::NeedInput,
             Line::TooLong => {
@@ -484,6 +572,7 @@ impl ServerSession {
         match parse_command(&line) {
             Ok(cmd) => self.dispatch(cmd),
             Err(e) => {
+                self.answering = phase_of_verb(&line);
                 self.error(e.reply());
                 Flow::Continue
             }
@@ -491,6 +580,14 @@ impl ServerSession {
     }
 
     fn dispatch(&mut self, cmd: Command<'_>) -> Flow {
+        self.answering = match cmd {
+            Command::Helo(_) | Command::Ehlo(_) => RejectPhase::Ehlo,
+            Command::Mail { .. } => RejectPhase::Mail,
+            Command::Rcpt { .. } => RejectPhase::Rcpt,
+            Command::Data | Command::Bdat { .. } => RejectPhase::Data,
+            Command::Auth { .. } => RejectPhase::Auth,
+            _ => RejectPhase::Command,
+        };
         let reply = match cmd {
             Command::Helo(name) => self.hello(name, false),
             Command::Ehlo(name) => self.hello(name, true),

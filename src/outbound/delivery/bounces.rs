@@ -45,10 +45,8 @@ impl ShardDelivery {
         let (env, content) = match self.fetch(id).await {
             Ok(x) => x,
             Err(e) => {
-                log::error!(
-                    "paniclog: shard {}: no DSN for {id}: cannot read it: {e}",
-                    self.shard
-                );
+                self.events
+                    .panic(&format!("no DSN for {id}: cannot read it: {e}"));
                 return None;
             }
         };
@@ -157,10 +155,9 @@ impl ShardDelivery {
             };
             match self.store_dsn(&dsn).await {
                 Ok(()) => self.accept_dsn(dsn),
-                Err(e) => log::error!(
-                    "paniclog: shard {}: storing delay DSN {dsn_id}: {e}",
-                    self.shard
-                ),
+                Err(e) => self
+                    .events
+                    .panic(&format!("storing delay DSN {dsn_id}: {e}")),
             }
         }
     }

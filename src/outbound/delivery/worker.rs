@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{now_ms, ShardDelivery};
+use crate::bounce::{classify, BounceClass};
 use crate::config::Delivery;
+use crate::events::{Direction, Event, Events};
 use crate::message::{Envelope, MessageId, Recipient};
 use crate::outbound::dns::MxResult;
 use crate::outbound::session::Outbound;
@@ -37,6 +39,41 @@ fn reply(text: String) -> Rc<str> {
     Rc::from(text)
 }
 
+/// Reports an outbound connection opened, and closed when dropped.
+struct OpenConnection<'a> {
+    events: &'a Events,
+    peer: SocketAddr,
+}
+
+impl<'a> OpenConnection<'a> {
+    fn new(events: &'a Events, peer: SocketAddr) -> Self {
+        events.emit(Event::ConnectionOpened {
+            direction: Direction::Outbound,
+            peer: Some(peer),
+        });
+        OpenConnection { events, peer }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.events.emit(Event::ConnectionClosed {
+            direction: Direction::Outbound,
+            peer: Some(self.peer),
+        });
+    }
+}
+
+/// A reply as recorded (`"550 5.1.1 text"`) and its Momentum bounce class.
+fn bounce_class(reply: &str) -> BounceClass {
+    let code = reply
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(0);
+    let text = reply.get(3..).unwrap_or("").trim_start();
+    classify(code, None, text)
+}
+
 impl ShardDelivery {
     /// Runs one connection for `domain` until its work runs out.
     pub(super) async fn worker(self: &Rc<Self>, domain: &Rc<str>, d: &Arc<Delivery>) {
@@ -49,6 +86,7 @@ impl ShardDelivery {
                 return self.settle_domain(domain, RcptResult::Deferred(r), d).await
             }
         };
+        let _open = OpenConnection::new(&self.events, conn.addr);
         let mut sent = 0u32;
         loop {
             let job = self.queue.borrow_mut().take(domain);
@@ -201,11 +239,8 @@ impl ShardDelivery {
         let (env, body) = match self.fetch(job.id).await {
             Ok(x) => x,
             Err(e) => {
-                log::error!(
-                    "paniclog: shard {}: reading {} from the spool: {e}",
-                    self.shard,
-                    job.id
-                );
+                self.events
+                    .panic(&format!("reading {} from the spool: {e}", job.id));
                 let r = reply(format!("451 4.3.0 [internal] spool read failed: {e}"));
                 let results = job
                     .recipients
@@ -286,6 +321,7 @@ impl ShardDelivery {
             .queue
             .borrow_mut()
             .settle(job, results, &d.retry, now_ms());
+        self.report(job, results, &s, remote);
         let failures: Vec<&crate::queue::Final> =
             s.finals.iter().filter(|f| !f.delivered).collect();
         // Neither may be forgotten: each is retried until it is durable,
@@ -306,6 +342,49 @@ impl ShardDelivery {
                 self.release(&s.id);
             }
             Next::Waiting => {}
+        }
+    }
+
+    /// Emits one event per recipient result: delivered or failed for good
+    /// as the settlement says (a deferral past its expiry is a failure),
+    /// deferred otherwise.
+    fn report(&self, job: &Job, results: &[(u32, RcptResult)], s: &Settlement, host: Option<&str>) {
+        for f in &s.finals {
+            let (recipient, reply) = (&*f.rcpt.address, &*f.reply);
+            self.events.emit(if f.delivered {
+                Event::Delivery {
+                    id: s.id,
+                    recipient,
+                    host,
+                    reply,
+                }
+            } else {
+                Event::PermanentFailure {
+                    id: s.id,
+                    recipient,
+                    host,
+                    reply,
+                    class: bounce_class(reply),
+                }
+            });
+        }
+        for (index, r) in results {
+            let RcptResult::Deferred(reply) = r else {
+                continue;
+            };
+            if s.finals.iter().any(|f| f.rcpt.index == *index) {
+                continue;
+            }
+            let Some(q) = job.recipients.iter().find(|q| q.index == *index) else {
+                continue;
+            };
+            self.events.emit(Event::TransientFailure {
+                id: s.id,
+                recipient: &q.address,
+                host,
+                reply,
+                class: bounce_class(reply),
+            });
         }
     }
 
@@ -357,10 +436,9 @@ impl ShardDelivery {
                     return;
                 }
                 Err(SpoolError::Closed) => {
-                    log::error!(
-                        "paniclog: shard {}: {id}: {what}: spool closed; the attempt is repeated after restart",
-                        self.shard
-                    );
+                    self.events.panic(&format!(
+                        "{id}: {what}: spool closed; the attempt is repeated after restart"
+                    ));
                     return;
                 }
                 Err(e) => {
@@ -368,10 +446,7 @@ impl ShardDelivery {
                     // 1st, 2nd, 4th, 8th ... failure: the log shows it is
                     // stuck without a line per retry.
                     if failures.is_power_of_two() {
-                        log::error!(
-                            "paniclog: shard {}: {id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits",
-                            self.shard
-                        );
+                        self.events.panic(&format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
                     }
                     glommio::timer::sleep(delay).await;
                     delay = (delay * 2).min(RECORD_RETRY_MAX);

@@ -457,3 +457,36 @@ fn recipient_hook_refusals_do_not_count_as_client_errors_and_421_closes() {
     assert_eq!(s.process(), Step::Close);
     assert_eq!(text(s.take_output()), "421 4.7.0 too busy\r\n");
 }
+
+#[test]
+fn refusals_are_reported_with_their_phase() {
+    use crate::smtp::server::RejectPhase;
+    let mut s = greeted();
+    assert!(
+        s.take_rejections().is_empty(),
+        "greeting and EHLO are not refusals"
+    );
+    exchange(&mut s, "RCPT TO:<b@example.com>\r\n");
+    exchange(&mut s, "MAIL FROM:<a@sender.example> BOGUS=1\r\n");
+    exchange(&mut s, "MAIL FROM:<a@sender.example>\r\n");
+    exchange(&mut s, "RCPT TO:<not an address\r\n");
+    exchange(&mut s, "XYZZY\r\n");
+    exchange(&mut s, "NOOP\r\n");
+    let got: Vec<(RejectPhase, u16)> = s
+        .take_rejections()
+        .into_iter()
+        .map(|(p, r)| (p, r.code))
+        .collect();
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![
+            RejectPhase::Rcpt,
+            RejectPhase::Mail,
+            RejectPhase::Rcpt,
+            RejectPhase::Command
+        ],
+        "{got:?}"
+    );
+    assert!(got.iter().all(|(_, c)| *c >= 500), "{got:?}");
+    assert!(s.take_rejections().is_empty(), "taken once");
+}

@@ -170,19 +170,12 @@ fn reload(control: &Control, path: Option<&std::path::Path>) {
     match Config::load(path) {
         Ok(mut new) => {
             let old = control.config.load();
-            let restart = reload::restart_only_changes(&old, &new);
+            let plan = reload::plan(&old, &new);
             reload::keep_restart_only(&mut new, &old);
             control.config.store(Arc::new(new));
             let name = path.map_or("(embedded)".into(), |p| p.display().to_string());
-            if restart.is_empty() {
-                log::info!("reload: configuration {name} applied to new sessions");
-            } else {
-                log::warn!(
-                    "reload: configuration {name} applied to new sessions, except {}, which \
-                     need a restart to take effect and keep their running values until then",
-                    restart.join(", ")
-                );
-            }
+            let (level, line) = plan.describe(&name);
+            log::log!(level, "{line}");
         }
         Err(errors) => {
             log::error!("reload: configuration rejected, keeping the running one:\n{errors}");

@@ -1,6 +1,7 @@
 //! SIGHUP with options that only a restart can change: the reload applies
-//! the rest, names each restart-only option that changed, and keeps its
-//! running value (the spool and the bound sockets stay as they are).
+//! the rest, names each changed option by when it takes effect (live, new
+//! sessions, restart), and keeps each restart-only option at its running
+//! value (the spool and the bound sockets stay as they are).
 
 mod common;
 
@@ -13,18 +14,23 @@ fn a_reload_names_the_options_that_need_a_restart_and_applies_the_rest() {
     let other_port = free_port();
     let new = basic_config("", "")
         .replace("hostname = \"mx.test\"", "hostname = \"mx2.test\"")
+        .replace("shutdown_timeout = 2", "shutdown_timeout = 3")
         .replace("{dir}/spool", "{dir}/elsewhere")
         .replace("{port}", &other_port.to_string())
         .replace("{dir}", &s.dir.path().display().to_string());
     std::fs::write(&s.config_path, new).unwrap();
     s.signal(libc::SIGHUP);
-    s.wait_log("need a restart", Duration::from_secs(10));
+    s.wait_log("needs a restart", Duration::from_secs(10));
     let log = s.log_text();
+    assert!(log.contains("applied live: shutdown_timeout;"), "{log}");
+    assert!(log.contains("applied to new sessions: hostname;"), "{log}");
     assert!(
-        log.contains("except spoolbase, listener.esmtp.listen,"),
+        log.contains(
+            "needs a restart (running values kept until then): spoolbase, listener.esmtp.listen\n"
+        ),
         "{log}"
     );
-    // The live option is applied to new sessions...
+    // The new-sessions option is applied to new sessions...
     let mut c = Client::connect(s.addr());
     assert!(c.reply().contains("mx2.test"), "hostname applied");
     assert!(c.cmd("EHLO t").starts_with("250"));
@@ -40,4 +46,10 @@ fn a_reload_names_the_options_that_need_a_restart_and_applies_the_rest() {
         !has(&s.dir.path().join("elsewhere")),
         "no half-applied spoolbase"
     );
+    // The snapshot kept the running values, so the same file reloaded
+    // again still names what waits for a restart, and only that.
+    s.signal(libc::SIGHUP);
+    let again =
+        ": needs a restart (running values kept until then): spoolbase, listener.esmtp.listen\n";
+    s.wait_log(again, Duration::from_secs(10));
 }

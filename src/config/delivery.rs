@@ -130,11 +130,39 @@ pub struct Delivery {
     pub delay_dsn_max_retry_interval: Duration,
 }
 
+/// Every field but the rustls client config (which has no useful text form):
+/// a reload test compares snapshots by this.
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
+            .field("suspend_delivery", &self.suspend_delivery)
             .field("routes", &self.routes)
+            .field("remote_smtp_port", &self.remote_smtp_port)
+            .field("ehlo_hostname", &self.ehlo_hostname)
             .field("tls", &self.tls)
+            .field("max_outbound_connections", &self.max_outbound_connections)
+            .field(
+                "max_deliveries_per_connection",
+                &self.max_deliveries_per_connection,
+            )
+            .field("max_recipients_per_batch", &self.max_recipients_per_batch)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ehlo_timeout", &self.ehlo_timeout)
+            .field("mailfrom_timeout", &self.mailfrom_timeout)
+            .field("rcptto_timeout", &self.rcptto_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("rset_timeout", &self.rset_timeout)
+            .field("retry", &self.retry)
+            .field("generate_bounces", &self.generate_bounces)
+            .field("mailerdaemon", &self.mailerdaemon)
+            .field("bounces_inline_original", &self.bounces_inline_original)
+            .field("generate_delay_dsn", &self.generate_delay_dsn)
+            .field("delay_dsn_retry_interval", &self.delay_dsn_retry_interval)
+            .field(
+                "delay_dsn_max_retry_interval",
+                &self.delay_dsn_max_retry_interval,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -218,10 +246,21 @@ pub fn compile(
 }
 
 /// Delivery settings for every configured domain plus the global default.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DeliveryTable {
     default: Arc<Delivery>,
     domains: HashMap<String, Arc<Delivery>>,
+}
+
+/// Domains in name order, so equal tables print alike.
+impl fmt::Debug for DeliveryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domains: std::collections::BTreeMap<_, _> = self.domains.iter().collect();
+        f.debug_struct("DeliveryTable")
+            .field("default", &self.default)
+            .field("domains", &domains)
+            .finish()
+    }
 }
 
 impl DeliveryTable {

@@ -1,8 +1,11 @@
 //! The defaults registry: every configuration option, the scopes it may
-//! appear in, its type, range and built-in default.
+//! appear in, its type, range, built-in default and when a reload makes a
+//! changed value take effect.
 //!
 //! Pure data. `parse` checks files against it; `resolve` falls back to the
-//! defaults here; `check-config` prints from it.
+//! defaults here; `reload` classifies changes by it; `check-config` prints
+//! from it. Must never: mark an option by intent rather than by where the
+//! running server reads its compiled value.
 
 /// Where an option may be written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -89,6 +92,56 @@ impl Kind {
     }
 }
 
+/// When a changed value takes effect after a reload (SIGHUP). Each mark
+/// says where the running server reads the option's compiled value from
+/// the current snapshot (`Control::config`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// The running server uses the new value from its next decision on.
+    /// What "next decision" means, by reader:
+    /// * the delivery scheduler reads `suspend_delivery` and
+    ///   `max_outbound_connections` on each pass (on new work, else at
+    ///   least every 500 ms) before it opens connections for a domain;
+    ///   connections already open are not stopped when delivery is
+    ///   suspended or the limit falls, they run until they close;
+    /// * every other delivery option (routes, ports, EHLO name, outbound
+    ///   TLS, timeouts, per-connection and per-batch limits, the retry and
+    ///   expiry policy, DSN options) is taken by each outbound connection
+    ///   when it opens and kept until it closes (when its domain's queue
+    ///   has been empty for `idle_timeout`, or after
+    ///   `max_deliveries_per_connection` messages), so it is live for new
+    ///   connections; retry times already given to queued messages stand;
+    /// * spool compaction reads `spool_compact_interval_secs` before each
+    ///   pass (every 50 ms it checks whether one is due);
+    /// * `shutdown_timeout` is read when a shutdown begins.
+    Live,
+    /// Inbound sessions read it when they start (admission, banner and
+    /// session limits); sessions already open keep the old value. Notes:
+    /// `inbound_data_budget` is one budget per shard: each new session sets
+    /// its limit, which open sessions of that shard then share; `hostname`
+    /// also names DSNs (read per DSN) and is the default of `ehlo_hostname`
+    /// and `mailerdaemon` (per outbound connection); the files named by
+    /// `tls_certificate`, `tls_key` and `auth_password_file` are read
+    /// again at every reload, even when the paths did not change.
+    NewSessions,
+    /// Read once at start-up: shard layout and CPUs, spool directories and
+    /// the tuning the spools were opened with, bound addresses, and the DNS
+    /// resolver (built per shard at start, with /etc/resolv.conf). A reload
+    /// keeps the running value until a restart.
+    Restart,
+}
+
+impl Reload {
+    /// The class as `check-config --options` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reload::Live => "live",
+            Reload::NewSessions => "new-sessions",
+            Reload::Restart => "restart",
+        }
+    }
+}
+
 /// One option of the registry.
 #[derive(Debug)]
 pub struct OptionDef {
@@ -100,10 +153,13 @@ pub struct OptionDef {
     pub kind: Kind,
     /// Built-in default as a TOML literal; `None` = unset.
     pub default: Option<&'static str>,
+    /// When a reload makes a changed value take effect.
+    pub reload: Reload,
     /// One line for `check-config` and the README.
     pub help: &'static str,
 }
 
+use Reload::{Live, NewSessions, Restart};
 use Scope::{Domain as D, Global as G, Listener as L, Peer as P, Shard as S};
 
 const SECS: Kind = Kind::Int {
@@ -118,80 +174,80 @@ const COUNT: Kind = Kind::Int {
 /// Every option impulse knows.
 pub const OPTIONS: &[OptionDef] = &[
     // --- process and shards (global) ---
-    OptionDef { name: "hostname", scopes: &[G], kind: Kind::Text, default: None, help: "name in the banner, EHLO and Received: (default: the system host name)" },
-    OptionDef { name: "shards", scopes: &[G], kind: Kind::Shards, default: Some("\"auto\""), help: "executors (one per CPU core with \"auto\")" },
-    OptionDef { name: "cpus", scopes: &[G], kind: Kind::CpuList, default: None, help: "CPUs to pin shards to, in shard order (default: all available)" },
-    OptionDef { name: "spoolbase", scopes: &[G], kind: Kind::Path, default: Some("\"spool\""), help: "spool root; shard N uses spoolbase/shard-N unless [shard.N] spool_dir is set" },
-    OptionDef { name: "spool_dir", scopes: &[S], kind: Kind::Path, default: None, help: "this shard's spool directory (put shards on different disks)" },
-    OptionDef { name: "shutdown_timeout", scopes: &[G], kind: SECS, default: Some("30"), help: "seconds sessions may finish after SIGTERM before they get 421" },
-    OptionDef { name: "spool_segment_size", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"64M\""), help: "spool segment file size" },
-    OptionDef { name: "spool_batch_max_bytes", scopes: &[G], kind: Kind::Size { min: 4096, max: 1 << 30 }, default: Some("\"1M\""), help: "group commit: bytes per write+sync" },
-    OptionDef { name: "spool_batch_max_delay_us", scopes: &[G], kind: Kind::Int { min: 0, max: 1_000_000 }, default: Some("200"), help: "group commit: longest wait for more appends before a sync (microseconds)" },
-    OptionDef { name: "spool_reserve_size", scopes: &[G], kind: Kind::Size { min: 0, max: 1 << 40 }, default: Some("\"16M\""), help: "disk space each shard holds back so outcomes, DSNs and a new segment can be written when the disk is full; while it is in use new mail gets 452 4.3.1" },
-    OptionDef { name: "spool_compact_interval_secs", scopes: &[G], kind: Kind::Int { min: 0, max: 86_400 }, default: Some("30"), help: "seconds between spool compaction passes (delete dead segments, copy live messages out of sparse ones); 0 disables" },
-    OptionDef { name: "relay_domains", scopes: &[G], kind: Kind::TextList, default: Some("[]"), help: "domains accepted from anyone (\"*.example.com\" = subdomains only)" },
+    OptionDef { name: "hostname", scopes: &[G], kind: Kind::Text, default: None, reload: NewSessions, help: "name in the banner, EHLO and Received: (default: the system host name)" },
+    OptionDef { name: "shards", scopes: &[G], kind: Kind::Shards, default: Some("\"auto\""), reload: Restart, help: "executors (one per CPU core with \"auto\")" },
+    OptionDef { name: "cpus", scopes: &[G], kind: Kind::CpuList, default: None, reload: Restart, help: "CPUs to pin shards to, in shard order (default: all available)" },
+    OptionDef { name: "spoolbase", scopes: &[G], kind: Kind::Path, default: Some("\"spool\""), reload: Restart, help: "spool root; shard N uses spoolbase/shard-N unless [shard.N] spool_dir is set" },
+    OptionDef { name: "spool_dir", scopes: &[S], kind: Kind::Path, default: None, reload: Restart, help: "this shard's spool directory (put shards on different disks)" },
+    OptionDef { name: "shutdown_timeout", scopes: &[G], kind: SECS, default: Some("30"), reload: Live, help: "seconds sessions may finish after SIGTERM before they get 421" },
+    OptionDef { name: "spool_segment_size", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"64M\""), reload: Restart, help: "spool segment file size" },
+    OptionDef { name: "spool_batch_max_bytes", scopes: &[G], kind: Kind::Size { min: 4096, max: 1 << 30 }, default: Some("\"1M\""), reload: Restart, help: "group commit: bytes per write+sync" },
+    OptionDef { name: "spool_batch_max_delay_us", scopes: &[G], kind: Kind::Int { min: 0, max: 1_000_000 }, default: Some("200"), reload: Restart, help: "group commit: longest wait for more appends before a sync (microseconds)" },
+    OptionDef { name: "spool_reserve_size", scopes: &[G], kind: Kind::Size { min: 0, max: 1 << 40 }, default: Some("\"16M\""), reload: Restart, help: "disk space each shard holds back so outcomes, DSNs and a new segment can be written when the disk is full; while it is in use new mail gets 452 4.3.1" },
+    OptionDef { name: "spool_compact_interval_secs", scopes: &[G], kind: Kind::Int { min: 0, max: 86_400 }, default: Some("30"), reload: Live, help: "seconds between spool compaction passes (delete dead segments, copy live messages out of sparse ones); 0 disables" },
+    OptionDef { name: "relay_domains", scopes: &[G], kind: Kind::TextList, default: Some("[]"), reload: NewSessions, help: "domains accepted from anyone (\"*.example.com\" = subdomains only)" },
     // --- inbound: peer -> listener -> global ---
-    OptionDef { name: "relay_hosts", scopes: &[G, L], kind: Kind::CidrList, default: Some("[\"127.0.0.0/8\", \"::1/128\"]"), help: "client networks that may relay to any domain (global and listener lists are merged)" },
-    OptionDef { name: "can_relay", scopes: &[P], kind: Kind::Bool, default: None, help: "clients in this network may (true) or may not (false) relay, overriding relay_hosts" },
-    OptionDef { name: "listen", scopes: &[L, S], kind: Kind::AddrList, default: None, help: "addresses this listener binds on every shard (SO_REUSEPORT)" },
-    OptionDef { name: "listener_sessions", scopes: &[G, L, S], kind: COUNT, default: Some("10000"), help: "concurrent sessions per listener per shard; beyond it 421 4.7.0" },
-    OptionDef { name: "max_connections_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("500"), help: "concurrent sessions from one client address per shard (0 = no limit); beyond it 421 4.7.0" },
-    OptionDef { name: "idle_time", scopes: &[G, L, P], kind: SECS, default: Some("300"), help: "seconds a command line may take from the previous reply (each byte does not restart it) before 421 4.4.2" },
-    OptionDef { name: "data_timeout", scopes: &[G, L, P], kind: SECS, default: Some("600"), help: "seconds a DATA body or BDAT chunk may take, plus what min_data_rate allows (and at most this long without any content), before 421 4.4.2" },
-    OptionDef { name: "min_data_rate", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 1 << 30 }, default: Some("500"), help: "bytes/s: each content byte received extends the data_timeout deadline by 1/min_data_rate s (0 = no extension)" },
-    OptionDef { name: "max_session_time", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 86_400 * 30 }, default: Some("3600"), help: "seconds a session may last in all, then 421 4.4.2 (0 = no limit)" },
-    OptionDef { name: "inbound_data_budget", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"256M\""), help: "per shard: message content sessions may hold in memory before its 250; beyond it MAIL gets 452 4.3.1 and a message that does not fit is read to its end and refused with 452 4.3.1" },
-    OptionDef { name: "message_size", scopes: &[G, L, P], kind: Kind::Size { min: 0, max: 1 << 34 }, default: Some("\"10M\""), help: "largest message accepted (0 = no limit); 552 5.3.4 beyond it" },
-    OptionDef { name: "max_recipients_per_message", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("1000"), help: "RCPTs per message; 452 4.5.3 beyond it" },
-    OptionDef { name: "max_receptions_per_connection", scopes: &[G, L, P], kind: COUNT, default: Some("0"), help: "messages per session, then 421 (0 = no limit)" },
-    OptionDef { name: "max_errors_per_session", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("20"), help: "error replies before 421 4.7.0 and disconnect" },
-    OptionDef { name: "max_command_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 512, max: 65_536 }, default: Some("2048"), help: "longest command line incl. CRLF; 500 5.5.2 beyond it" },
-    OptionDef { name: "max_data_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 1000, max: 1 << 24 }, default: Some("1000"), help: "longest message line incl. CRLF (RFC 5322: 1000); 550 5.6.0 beyond it" },
-    OptionDef { name: "require_ehlo", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), help: "MAIL needs HELO/EHLO first" },
-    OptionDef { name: "allow_null_envelope_sender", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), help: "accept MAIL FROM:<>" },
-    OptionDef { name: "reject_8bit_without_8bitmime", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), help: "reject 8-bit bodies sent without BODY=8BITMIME (554 5.6.1)" },
-    OptionDef { name: "tls_certificate", scopes: &[G, L], kind: Kind::Path, default: None, help: "PEM certificate chain for STARTTLS" },
-    OptionDef { name: "tls_key", scopes: &[G, L], kind: Kind::Path, default: None, help: "PEM private key for STARTTLS" },
-    OptionDef { name: "auth_password_file", scopes: &[G, L], kind: Kind::Path, default: None, help: "user:{SHA512-CRYPT}$6$... lines for AUTH PLAIN/LOGIN" },
-    OptionDef { name: "auth_requires_tls", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), help: "offer AUTH only after STARTTLS" },
-    OptionDef { name: "auth_failure_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 60_000 }, default: Some("1000"), help: "wait before the 535 of a session's first failed AUTH, doubling with each further failure (0 = no wait)" },
-    OptionDef { name: "auth_failure_max_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 600_000 }, default: Some("16000"), help: "cap on the wait before a failed AUTH's 535" },
-    OptionDef { name: "auth_failures_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("20"), help: "failed AUTHs from one client address per shard within auth_failure_window_secs; beyond it AUTH gets 421 4.7.0 (0 = no limit; per shard, so the host allows shards times this)" },
-    OptionDef { name: "auth_failure_window_secs", scopes: &[G, L, P], kind: SECS, default: Some("600"), help: "seconds over which auth_failures_per_ip counts, from an address's first failure" },
+    OptionDef { name: "relay_hosts", scopes: &[G, L], kind: Kind::CidrList, default: Some("[\"127.0.0.0/8\", \"::1/128\"]"), reload: NewSessions, help: "client networks that may relay to any domain (global and listener lists are merged)" },
+    OptionDef { name: "can_relay", scopes: &[P], kind: Kind::Bool, default: None, reload: NewSessions, help: "clients in this network may (true) or may not (false) relay, overriding relay_hosts" },
+    OptionDef { name: "listen", scopes: &[L, S], kind: Kind::AddrList, default: None, reload: Restart, help: "addresses this listener binds on every shard (SO_REUSEPORT)" },
+    OptionDef { name: "listener_sessions", scopes: &[G, L, S], kind: COUNT, default: Some("10000"), reload: NewSessions, help: "concurrent sessions per listener per shard; beyond it 421 4.7.0" },
+    OptionDef { name: "max_connections_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("500"), reload: NewSessions, help: "concurrent sessions from one client address per shard (0 = no limit); beyond it 421 4.7.0" },
+    OptionDef { name: "idle_time", scopes: &[G, L, P], kind: SECS, default: Some("300"), reload: NewSessions, help: "seconds a command line may take from the previous reply (each byte does not restart it) before 421 4.4.2" },
+    OptionDef { name: "data_timeout", scopes: &[G, L, P], kind: SECS, default: Some("600"), reload: NewSessions, help: "seconds a DATA body or BDAT chunk may take, plus what min_data_rate allows (and at most this long without any content), before 421 4.4.2" },
+    OptionDef { name: "min_data_rate", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 1 << 30 }, default: Some("500"), reload: NewSessions, help: "bytes/s: each content byte received extends the data_timeout deadline by 1/min_data_rate s (0 = no extension)" },
+    OptionDef { name: "max_session_time", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 86_400 * 30 }, default: Some("3600"), reload: NewSessions, help: "seconds a session may last in all, then 421 4.4.2 (0 = no limit)" },
+    OptionDef { name: "inbound_data_budget", scopes: &[G], kind: Kind::Size { min: 1 << 20, max: 1 << 40 }, default: Some("\"256M\""), reload: NewSessions, help: "per shard: message content sessions may hold in memory before its 250; beyond it MAIL gets 452 4.3.1 and a message that does not fit is read to its end and refused with 452 4.3.1" },
+    OptionDef { name: "message_size", scopes: &[G, L, P], kind: Kind::Size { min: 0, max: 1 << 34 }, default: Some("\"10M\""), reload: NewSessions, help: "largest message accepted (0 = no limit); 552 5.3.4 beyond it" },
+    OptionDef { name: "max_recipients_per_message", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("1000"), reload: NewSessions, help: "RCPTs per message; 452 4.5.3 beyond it" },
+    OptionDef { name: "max_receptions_per_connection", scopes: &[G, L, P], kind: COUNT, default: Some("0"), reload: NewSessions, help: "messages per session, then 421 (0 = no limit)" },
+    OptionDef { name: "max_errors_per_session", scopes: &[G, L, P], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("20"), reload: NewSessions, help: "error replies before 421 4.7.0 and disconnect" },
+    OptionDef { name: "max_command_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 512, max: 65_536 }, default: Some("2048"), reload: NewSessions, help: "longest command line incl. CRLF; 500 5.5.2 beyond it" },
+    OptionDef { name: "max_data_line_octets", scopes: &[G, L, P], kind: Kind::Int { min: 1000, max: 1 << 24 }, default: Some("1000"), reload: NewSessions, help: "longest message line incl. CRLF (RFC 5322: 1000); 550 5.6.0 beyond it" },
+    OptionDef { name: "require_ehlo", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), reload: NewSessions, help: "MAIL needs HELO/EHLO first" },
+    OptionDef { name: "allow_null_envelope_sender", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), reload: NewSessions, help: "accept MAIL FROM:<>" },
+    OptionDef { name: "reject_8bit_without_8bitmime", scopes: &[G, L, P], kind: Kind::Bool, default: Some("false"), reload: NewSessions, help: "reject 8-bit bodies sent without BODY=8BITMIME (554 5.6.1)" },
+    OptionDef { name: "tls_certificate", scopes: &[G, L], kind: Kind::Path, default: None, reload: NewSessions, help: "PEM certificate chain for STARTTLS" },
+    OptionDef { name: "tls_key", scopes: &[G, L], kind: Kind::Path, default: None, reload: NewSessions, help: "PEM private key for STARTTLS" },
+    OptionDef { name: "auth_password_file", scopes: &[G, L], kind: Kind::Path, default: None, reload: NewSessions, help: "user:{SHA512-CRYPT}$6$... lines for AUTH PLAIN/LOGIN" },
+    OptionDef { name: "auth_requires_tls", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), reload: NewSessions, help: "offer AUTH only after STARTTLS" },
+    OptionDef { name: "auth_failure_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 60_000 }, default: Some("1000"), reload: NewSessions, help: "wait before the 535 of a session's first failed AUTH, doubling with each further failure (0 = no wait)" },
+    OptionDef { name: "auth_failure_max_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 600_000 }, default: Some("16000"), reload: NewSessions, help: "cap on the wait before a failed AUTH's 535" },
+    OptionDef { name: "auth_failures_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("20"), reload: NewSessions, help: "failed AUTHs from one client address per shard within auth_failure_window_secs; beyond it AUTH gets 421 4.7.0 (0 = no limit; per shard, so the host allows shards times this)" },
+    OptionDef { name: "auth_failure_window_secs", scopes: &[G, L, P], kind: SECS, default: Some("600"), reload: NewSessions, help: "seconds over which auth_failures_per_ip counts, from an address's first failure" },
     // --- delivery (domain -> global); read by the queue and outbound stages ---
-    OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), help: "base retry delay in seconds, doubling per attempt" },
-    OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the retry delay in seconds" },
-    OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), help: "seconds before an undelivered message fails (4.4.7)" },
-    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), help: "outbound connections per domain per shard" },
-    OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), help: "deferrals before a permanent failure (0 = until message_expiration)" },
-    OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), help: "accept and queue mail but make no delivery attempts" },
-    OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
-    OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), help: "destination port for MX hosts and routes without a port" },
-    OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, help: "name sent in EHLO (default: hostname)" },
-    OptionDef { name: "tls", scopes: &[G, D], kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), help: "outbound STARTTLS: opportunistic, required, or off" },
-    OptionDef { name: "tls_verify", scopes: &[G, D], kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },
-    OptionDef { name: "tls_ca", scopes: &[G, D], kind: Kind::Path, default: None, help: "PEM CA bundle trusted in addition to the system roots" },
-    OptionDef { name: "max_deliveries_per_connection", scopes: &[G, D], kind: COUNT, default: Some("0"), help: "messages per outbound connection, then QUIT (0 = no limit)" },
-    OptionDef { name: "max_recipients_per_batch", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("100"), help: "RCPTs per outbound transaction" },
-    OptionDef { name: "idle_timeout", scopes: &[G, D], kind: SECS, default: Some("5"), help: "seconds an idle outbound connection is kept for more mail" },
-    OptionDef { name: "connect_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for connect() and the banner" },
-    OptionDef { name: "ehlo_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for the EHLO and STARTTLS replies" },
-    OptionDef { name: "mailfrom_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for the MAIL and DATA (354) replies" },
-    OptionDef { name: "rcptto_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), help: "seconds to wait for a RCPT reply" },
-    OptionDef { name: "body_timeout", scopes: &[G, D], kind: SECS, default: Some("600"), help: "seconds to wait for the reply after the final dot" },
-    OptionDef { name: "rset_timeout", scopes: &[G, D], kind: SECS, default: Some("30"), help: "seconds to wait for the RSET and QUIT replies" },
-    OptionDef { name: "generate_bounces", scopes: &[G, D], kind: Kind::Bool, default: Some("true"), help: "send DSNs for failures after acceptance" },
-    OptionDef { name: "mailerdaemon", scopes: &[G, D], kind: Kind::Text, default: None, help: "From: of DSNs (default mailer-daemon@hostname)" },
-    OptionDef { name: "bounces_inline_original", scopes: &[G, D], kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), help: "how much of the original a DSN carries (RET= can ask for less)" },
-    OptionDef { name: "generate_delay_dsn", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), help: "send delay DSNs while a message keeps being deferred" },
-    OptionDef { name: "delay_dsn_retry_interval", scopes: &[G, D], kind: SECS, default: Some("3600"), help: "first delay DSN after this many seconds, then doubling" },
-    OptionDef { name: "delay_dsn_max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), help: "cap on the interval between delay DSNs" },
+    OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), reload: Live, help: "base retry delay in seconds, doubling per attempt" },
+    OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), reload: Live, help: "cap on the retry delay in seconds" },
+    OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), reload: Live, help: "seconds before an undelivered message fails (4.4.7)" },
+    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), reload: Live, help: "outbound connections per domain per shard" },
+    OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), reload: Live, help: "deferrals before a permanent failure (0 = until message_expiration)" },
+    OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "accept and queue mail but make no delivery attempts" },
+    OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, reload: Live, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
+    OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), reload: Live, help: "destination port for MX hosts and routes without a port" },
+    OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, reload: Live, help: "name sent in EHLO (default: hostname)" },
+    OptionDef { name: "tls", scopes: &[G, D], kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), reload: Live, help: "outbound STARTTLS: opportunistic, required, or off" },
+    OptionDef { name: "tls_verify", scopes: &[G, D], kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), reload: Live, help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },
+    OptionDef { name: "tls_ca", scopes: &[G, D], kind: Kind::Path, default: None, reload: Live, help: "PEM CA bundle trusted in addition to the system roots" },
+    OptionDef { name: "max_deliveries_per_connection", scopes: &[G, D], kind: COUNT, default: Some("0"), reload: Live, help: "messages per outbound connection, then QUIT (0 = no limit)" },
+    OptionDef { name: "max_recipients_per_batch", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("100"), reload: Live, help: "RCPTs per outbound transaction" },
+    OptionDef { name: "idle_timeout", scopes: &[G, D], kind: SECS, default: Some("5"), reload: Live, help: "seconds an idle outbound connection is kept for more mail" },
+    OptionDef { name: "connect_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for connect() and the banner" },
+    OptionDef { name: "ehlo_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the EHLO and STARTTLS replies" },
+    OptionDef { name: "mailfrom_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the MAIL and DATA (354) replies" },
+    OptionDef { name: "rcptto_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for a RCPT reply" },
+    OptionDef { name: "body_timeout", scopes: &[G, D], kind: SECS, default: Some("600"), reload: Live, help: "seconds to wait for the reply after the final dot" },
+    OptionDef { name: "rset_timeout", scopes: &[G, D], kind: SECS, default: Some("30"), reload: Live, help: "seconds to wait for the RSET and QUIT replies" },
+    OptionDef { name: "generate_bounces", scopes: &[G, D], kind: Kind::Bool, default: Some("true"), reload: Live, help: "send DSNs for failures after acceptance" },
+    OptionDef { name: "mailerdaemon", scopes: &[G, D], kind: Kind::Text, default: None, reload: Live, help: "From: of DSNs (default mailer-daemon@hostname)" },
+    OptionDef { name: "bounces_inline_original", scopes: &[G, D], kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), reload: Live, help: "how much of the original a DSN carries (RET= can ask for less)" },
+    OptionDef { name: "generate_delay_dsn", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "send delay DSNs while a message keeps being deferred" },
+    OptionDef { name: "delay_dsn_retry_interval", scopes: &[G, D], kind: SECS, default: Some("3600"), reload: Live, help: "first delay DSN after this many seconds, then doubling" },
+    OptionDef { name: "delay_dsn_max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), reload: Live, help: "cap on the interval between delay DSNs" },
     // --- DNS (global); read by outbound::dns ---
-    OptionDef { name: "nameservers", scopes: &[G], kind: Kind::AddrList, default: None, help: "recursive DNS servers as ip:port, tried in order (default: nameserver lines of /etc/resolv.conf)" },
-    OptionDef { name: "dns_timeout_ms", scopes: &[G], kind: Kind::Int { min: 10, max: 60_000 }, default: None, help: "wait for one DNS reply before trying the next server (default: resolv.conf timeout, else 5000)" },
-    OptionDef { name: "dns_attempts", scopes: &[G], kind: Kind::Int { min: 1, max: 10 }, default: None, help: "rounds over all nameservers per query (default: resolv.conf attempts, else 2)" },
-    OptionDef { name: "min_dns_ttl", scopes: &[G], kind: COUNT, default: Some("0"), help: "floor on DNS TTLs in seconds, positive and negative answers" },
-    OptionDef { name: "max_dns_ttl", scopes: &[G], kind: COUNT, default: Some("4294967295"), help: "ceiling on DNS TTLs in seconds, positive and negative answers" },
+    OptionDef { name: "nameservers", scopes: &[G], kind: Kind::AddrList, default: None, reload: Restart, help: "recursive DNS servers as ip:port, tried in order (default: nameserver lines of /etc/resolv.conf)" },
+    OptionDef { name: "dns_timeout_ms", scopes: &[G], kind: Kind::Int { min: 10, max: 60_000 }, default: None, reload: Restart, help: "wait for one DNS reply before trying the next server (default: resolv.conf timeout, else 5000)" },
+    OptionDef { name: "dns_attempts", scopes: &[G], kind: Kind::Int { min: 1, max: 10 }, default: None, reload: Restart, help: "rounds over all nameservers per query (default: resolv.conf attempts, else 2)" },
+    OptionDef { name: "min_dns_ttl", scopes: &[G], kind: COUNT, default: Some("0"), reload: Restart, help: "floor on DNS TTLs in seconds, positive and negative answers" },
+    OptionDef { name: "max_dns_ttl", scopes: &[G], kind: COUNT, default: Some("4294967295"), reload: Restart, help: "ceiling on DNS TTLs in seconds, positive and negative answers" },
 ];
 
 /// Looks an option up by name.

@@ -1,5 +1,6 @@
 //! `impulse check-config`: the effective settings per scope, after
-//! fallback, marking where each value came from.
+//! fallback, marking where each value came from; and the option list with
+//! each option's scopes, reload class and default.
 
 use std::fmt::Write;
 
@@ -107,16 +108,18 @@ impl Config {
     }
 }
 
-/// The option list, as `check-config --options` prints it.
+/// The option list, as `check-config --options` prints it: name, scopes,
+/// when a reload applies it (live, new-sessions, restart), default, help.
 pub fn options_help() -> String {
     let mut out = String::new();
     for d in OPTIONS {
         let scopes: Vec<_> = d.scopes.iter().map(|s| s.name()).collect();
         let _ = writeln!(
             out,
-            "{:<32} {:<24} default {:<28} {}",
+            "{:<32} {:<24} reload {:<12} default {:<28} {}",
             d.name,
             scopes.join(","),
+            d.reload.name(),
             d.default.unwrap_or("(unset)"),
             d.help
         );

@@ -254,7 +254,7 @@ fn log_counters(addresses: &[Address]) {
 fn reload(addresses: &[Address], running: &mut Arc<Config>, path: Option<&std::path::Path>) {
     match Config::load(path) {
         Ok(mut new) => {
-            let restart = reload::restart_only_changes(running, &new);
+            let plan = reload::plan(running, &new);
             reload::keep_restart_only(&mut new, running);
             let new = Arc::new(new);
             let mut missed = Vec::new();
@@ -266,15 +266,8 @@ fn reload(addresses: &[Address], running: &mut Arc<Config>, path: Option<&std::p
             }
             *running = new;
             let name = path.map_or("(embedded)".into(), |p| p.display().to_string());
-            if restart.is_empty() {
-                log::info!("reload: configuration {name} applied to new sessions");
-            } else {
-                log::warn!(
-                    "reload: configuration {name} applied to new sessions, except {}, which \
-                     need a restart to take effect and keep their running values until then",
-                    restart.join(", ")
-                );
-            }
+            let (level, line) = plan.describe(&name);
+            log::log!(level, "{line}");
             if !missed.is_empty() {
                 log::error!(
                     "paniclog: reload: not taken by {}; those shards keep their previous configuration",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod inbound;
+pub mod intake;
 pub mod message;
 pub mod outbound;
 pub mod queue;

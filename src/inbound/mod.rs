@@ -1,9 +1,10 @@
 //! Inbound: each shard's listening sockets (SO_REUSEPORT), connection
 //! limits, and the sessions that drive `smtp::server` over glommio TCP and
-//! rustls, writing accepted messages through the shard's spool.
+//! rustls, handing each received message to intake.
 //!
-//! May call: config (snapshot), smtp::server, spool. Never blocks the
-//! shard: all socket and disk I/O is glommio's.
+//! May call: config (snapshot), smtp::server, conn, intake, events. Must
+//! never: block the shard (all socket I/O is glommio's), write to the
+//! spool itself, or answer 250 to a message intake has not confirmed.
 
 mod auth_limit;
 mod session;
@@ -20,11 +21,10 @@ use auth_limit::AuthFailures;
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{Direction, Event, Events};
-use crate::outbound::ShardDelivery;
+use crate::intake::Intake;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
-use crate::spool::Spool;
 
 /// One shard's inbound side.
 pub struct ShardInbound {
@@ -32,8 +32,7 @@ pub struct ShardInbound {
     config: Rc<Current<Config>>,
     tls: Rc<ShardTls>,
     events: Rc<Events>,
-    spool: Rc<Spool>,
-    delivery: Rc<ShardDelivery>,
+    intake: Rc<Intake>,
     /// Fired to stop the accept loops.
     stop_accepting: Signal,
     /// Fired at shutdown: idle sessions end with 421 at their next pause.
@@ -87,8 +86,7 @@ impl ShardInbound {
         config: Rc<Current<Config>>,
         tls: Rc<ShardTls>,
         events: Rc<Events>,
-        spool: Rc<Spool>,
-        delivery: Rc<ShardDelivery>,
+        intake: Rc<Intake>,
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
         let snapshot = config.get();
         let state = Rc::new(ShardInbound {
@@ -96,8 +94,7 @@ impl ShardInbound {
             config,
             tls,
             events,
-            spool,
-            delivery,
+            intake,
             stop_accepting: Signal::default(),
             closing: Signal::default(),
             force: Signal::default(),

@@ -1,10 +1,11 @@
 //! One client session: reads bytes, feeds `smtp::server`, acts on its
-//! steps (AUTH check, STARTTLS, spooling), writes its replies, and enforces
+//! steps (AUTH check, STARTTLS, a received message to intake), writes its
+//! replies, reports connections and refusals as events, and enforces
 //! per-stage timeouts and shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpStream;
@@ -14,11 +15,10 @@ use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::conn::{with_timeout, Conn};
 use crate::events::Event;
-use crate::message::Envelope;
+use crate::intake::Arrival;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{RejectPhase, TimeLimits};
-use crate::smtp::{received_header, ServerSession, ServerSettings, Step};
-use crate::spool::SpoolError;
+use crate::smtp::{ServerSession, ServerSettings, Step};
 
 /// Read size while waiting for commands: small, since idle sessions hold it.
 const COMMAND_READ_OCTETS: usize = 1024;
@@ -139,7 +139,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
                     Wake::Data(Ok(n)) => {
                         // A full spool is told at MAIL and RCPT, before a body.
-                        sess.refuse_mail((!state.spool.takes_mail()).then(spool_full_reply));
+                        sess.refuse_mail((!state.intake.takes_mail()).then(spool_full_reply));
                         sess.feed(&buf[..n]);
                     }
                     Wake::Timeout => {
@@ -175,8 +175,13 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
             Step::Recipient(_) => sess.recipient_checked(None),
             Step::Message(msg) => {
                 let (envelope, body) = *msg;
-                let result = store(&state, &config, peer, sess.is_tls(), envelope, body).await;
-                sess.message_stored(result);
+                let arrival = Arrival {
+                    peer,
+                    tls: sess.is_tls(),
+                    hostname: &config.hostname,
+                };
+                let result = state.intake.receive(arrival, envelope, body).await;
+                sess.message_stored(result.map(|id| id.to_string()));
             }
             Step::Close => {
                 flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await;
@@ -260,61 +265,11 @@ async fn authenticate(
     sess.auth_result(ok);
 }
 
-/// Spools one message; Ok(id) only once it is durable.
-async fn store(
-    state: &ShardInbound,
-    config: &Config,
-    peer: Option<SocketAddr>,
-    tls: bool,
-    mut env: Envelope,
-    body: Vec<u8>,
-) -> Result<String, Reply> {
-    let now = SystemTime::now();
-    env.received_at_ms = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let id = state.spool.allocate_id();
-    let id_text = id.to_string();
-    let date = time::OffsetDateTime::from(now)
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default();
-    let header = received_header(&env, &config.hostname, tls, &id_text, &date);
-    let mut content = Vec::with_capacity(header.len() + body.len());
-    content.extend_from_slice(header.as_bytes());
-    content.extend_from_slice(&body);
-    // One copy in memory while the spool write waits, not two.
-    drop(body);
-    match state.spool.append_message(id, &env, &content).await {
-        Ok(()) => {
-            state.events.emit(Event::Reception {
-                id,
-                sender: &env.mail_from,
-                recipients: env.recipients.len(),
-                octets: content.len(),
-                peer,
-            });
-            state.delivery.accept(id, env, content);
-            Ok(id_text)
-        }
-        Err(e) => Err(spool_failure(state, &e)),
-    }
-}
-
 fn spool_full_reply() -> Reply {
     Reply::new(
         452,
         "4.3.1",
         "Insufficient system storage: spool full, try again later",
-    )
-}
-
-fn spool_failure(state: &ShardInbound, e: &SpoolError) -> Reply {
-    let (code, enhanced) = e.smtp_reply_code();
-    state.events.panic(&format!("spool append failed: {e}"));
-    Reply::new(
-        code,
-        enhanced,
-        "Requested action aborted: message not stored, try again later",
     )
 }
 

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
 use crate::inbound::ShardInbound;
+use crate::intake::Intake;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
 use crate::runtime::shutdown::Signal;
@@ -61,14 +62,8 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx
         resolver,
         std::mem::take(&mut recovered.messages),
     );
-    let started = ShardInbound::start(
-        shard,
-        current.clone(),
-        tls.clone(),
-        events.clone(),
-        spool.clone(),
-        delivery.clone(),
-    );
+    let intake = Rc::new(Intake::new(spool.clone(), delivery.clone(), events.clone()));
+    let started = ShardInbound::start(shard, current.clone(), tls.clone(), events.clone(), intake);
     let (inbound, bound) = match started {
         Ok(x) => x,
         Err(error) => {

@@ -1,0 +1,129 @@
+//! Intake: the cleanup stage between an inbound session and the queue
+//! (Postfix's cleanup). For each message a session has received in full it
+//! stamps the arrival time and a spool id, adds the trace header, runs the
+//! intake hooks (where policy verdicts and DKIM signing go), appends the
+//! message to the shard's spool, reports the reception, and hands the
+//! message to the queue manager.
+//!
+//! May call: spool, the queue manager's `accept`, events, smtp (trace
+//! header, reply type), config. Must never: acknowledge a message before
+//! the spool says it is durable, hand the queue a message the spool does
+//! not hold, or keep a second copy of the content while the spool writes.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::events::{Event, Events};
+use crate::message::{Envelope, MessageId};
+use crate::outbound::ShardDelivery;
+use crate::smtp::received_header;
+use crate::smtp::reply::Reply;
+use crate::spool::{Spool, SpoolError};
+
+/// Where a message came from, as the session knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival<'a> {
+    /// The client.
+    pub peer: Option<SocketAddr>,
+    /// The session was under TLS.
+    pub tls: bool,
+    /// This host's name, for the trace header.
+    pub hostname: &'a str,
+}
+
+/// A step every message passes before it is spooled: it may refuse the
+/// message (the client gets the reply) or change its content (a signature
+/// header). Runs on the shard: quick, no I/O, never blocking.
+pub trait Hook {
+    /// Its name in logs.
+    fn name(&self) -> &'static str;
+    /// Looks at the envelope and the content (trace header included).
+    fn inspect(&self, envelope: &Envelope, content: &mut Vec<u8>) -> Result<(), Reply>;
+}
+
+/// A shard's intake stage.
+pub struct Intake {
+    spool: Rc<Spool>,
+    queue: Rc<ShardDelivery>,
+    events: Rc<Events>,
+    hooks: RefCell<Vec<Rc<dyn Hook>>>,
+}
+
+impl Intake {
+    /// The stage, with no hooks.
+    pub fn new(spool: Rc<Spool>, queue: Rc<ShardDelivery>, events: Rc<Events>) -> Self {
+        Intake {
+            spool,
+            queue,
+            events,
+            hooks: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds a hook; it runs after those added before it.
+    pub fn add_hook(&self, hook: Rc<dyn Hook>) {
+        self.hooks.borrow_mut().push(hook);
+    }
+
+    /// True while the spool takes new mail (not short of space).
+    pub fn takes_mail(&self) -> bool {
+        self.spool.takes_mail()
+    }
+
+    /// Takes one message: `Ok(id)` only once it is durable and queued.
+    pub async fn receive(
+        &self,
+        arrival: Arrival<'_>,
+        mut env: Envelope,
+        body: Vec<u8>,
+    ) -> Result<MessageId, Reply> {
+        let now = SystemTime::now();
+        env.received_at_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let id = self.spool.allocate_id();
+        let date = time::OffsetDateTime::from(now)
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        let header = received_header(&env, arrival.hostname, arrival.tls, &id.to_string(), &date);
+        let mut content = Vec::with_capacity(header.len() + body.len());
+        content.extend_from_slice(header.as_bytes());
+        content.extend_from_slice(&body);
+        // One copy in memory while the spool write waits, not two.
+        drop(body);
+        let hooks = self.hooks.borrow().clone();
+        for hook in hooks {
+            // The session reports the refusal (phase data) when it sends it.
+            if let Err(reply) = hook.inspect(&env, &mut content) {
+                log::info!("{id}: refused by intake hook {}: {reply}", hook.name());
+                return Err(reply);
+            }
+        }
+        match self.spool.append_message(id, &env, &content).await {
+            Ok(()) => {
+                self.events.emit(Event::Reception {
+                    id,
+                    sender: &env.mail_from,
+                    recipients: env.recipients.len(),
+                    octets: content.len(),
+                    peer: arrival.peer,
+                });
+                self.queue.accept(id, env, content);
+                Ok(id)
+            }
+            Err(e) => Err(self.spool_failure(&e)),
+        }
+    }
+
+    fn spool_failure(&self, e: &SpoolError) -> Reply {
+        let (code, enhanced) = e.smtp_reply_code();
+        self.events.panic(&format!("spool append failed: {e}"));
+        Reply::new(
+            code,
+            enhanced,
+            "Requested action aborted: message not stored, try again later",
+        )
+    }
+}

@@ -1,7 +1,10 @@
 //! Types that travel between pipeline stages: message ids and envelopes.
 //!
-//! Owns nothing and does no I/O. `smtp::server` produces these, `inbound`
-//! hands them to `spool`, and `queue`/`bounce` read them back.
+//! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
+//! `Recipient`, `Notify`, `BodyType`, `DsnRet`. May call: nothing in the
+//! crate (std and `thiserror` only), so that every stage may import it. Must
+//! never do I/O. `smtp::server` produces these, `inbound` hands them to
+//! `spool`, and `queue`, `outbound` and `bounce` read them back.
 
 use std::fmt;
 use std::net::IpAddr;

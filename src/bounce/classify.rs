@@ -1,7 +1,9 @@
 //! Bounce classification: a remote reply (or our own `[internal]` reply)
 //! to one of Momentum's bounce classes (reference §6).
 //!
-//! Pure and table-driven; no I/O. Order of the rules:
+//! Owns `BounceClass` (codes, names) and the rule tables. May call:
+//! `smtp::status` (the enhanced-code parser). Must never: do I/O, or leave
+//! a reply without a class. Pure and table-driven. Order of the rules:
 //! 1. 2xx/3xx replies are not bounces: `Undetermined`.
 //! 2. An enhanced status code with a specific meaning (`SPECIFIC`), taken
 //!    from `enhanced` or, failing that, from the start of `text`.

@@ -1,7 +1,12 @@
 //! Byte-level helpers for building DSNs: RFC 5322 dates, header folding,
 //! text wrapping, header-section extraction and 8-bit/MIME-safety checks.
 //!
-//! Pure functions; no I/O.
+//! Owns the line limits (`MAX_LINE_OCTETS`, `WRAP_COLUMN_OCTETS`). May call:
+//! nothing in the crate; the `time` crate formats dates. Must never: do I/O
+//! or read a clock (times come in as ms), panic on any input (an
+//! unformattable date clamps or falls back), or let text written through
+//! `push_field`/`push_paragraph` start a new line or field (controls become
+//! spaces).
 
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;

@@ -4,9 +4,11 @@
 //! Owns: deciding which recipients of a message are due a DSN (the NOTIFY
 //! rules), composing the `multipart/report` DSN as bytes together with its
 //! null-sender envelope, and classifying remote replies into Momentum's
-//! bounce classes. Pure: no I/O, no clock (time comes in as a parameter),
-//! no randomness (uniqueness comes from the caller's id string). The
-//! `queue` calls this and injects the returned DSN as a new message.
+//! bounce classes. May call: `crate::message`, `smtp::status` (enhanced
+//! codes); the `time` crate. Must never: do I/O, read a clock (time comes
+//! in as a parameter), use randomness (uniqueness comes from the caller's id
+//! string), or answer a null-sender message with a DSN. `outbound::delivery`
+//! calls `generate` and spools the returned DSN as a new message.
 
 mod classify;
 mod format;

@@ -1,9 +1,14 @@
 //! Composes the RFC 3464 `multipart/report` DSN: top-level header, the
 //! human-readable part, `message/delivery-status`, and the original
-//! (whole or headers only).
+//! (whole or headers only). Callers have already filtered the reports by
+//! the NOTIFY rules.
 //!
-//! Pure: bytes and time in, bytes out; no I/O. Callers have already
-//! filtered the reports by the NOTIFY rules.
+//! Owns the DSN layout. May call: `bounce::format`, the `bounce` types,
+//! `crate::message`, `smtp::status`. Must never: do I/O or read a clock
+//! (bytes and time in, bytes out), write a header field other than through
+//! `push_field` (folded, controls removed), quote an original that 8BITMIME
+//! cannot carry (headers, then nothing, instead), or use a MIME boundary
+//! that occurs in a part.
 
 use super::format::{
     has_8bit, header_section, is_mime_safe, one_line, push_field, push_paragraph, rfc5322_date,

@@ -1,8 +1,12 @@
 //! Reads a TOML document into per-scope option values, checking every key
-//! against the registry in `options`. Collects all errors, each with file,
-//! line, column, key path and a hint.
+//! against the registry in `options`. Collects every error (a TOML syntax
+//! error stops at the first), each with file, line and column, the key path
+//! when there is one, and a hint where one helps.
 //!
-//! Pure: takes text, returns values or errors. No file access here.
+//! Owns `Value`, `Entry`, `Values` and the `Raw*` scope tables. May call:
+//! `config::options`, `config::ConfigError`; the `toml` and `ipnet` crates.
+//! Must never: touch a file (it takes text and returns values or errors), or
+//! accept a key the registry does not allow in its scope.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,11 @@
 //! `impulse check-config`: the effective settings per scope, after
 //! fallback, marking where each value came from; and the option list with
 //! each option's scopes, reload class and default.
+//!
+//! Owns the report text only. May call: `config` (`Config`,
+//! `default_value`), `config::options` (the registry), `config::parse`
+//! (values). Must never do I/O: it returns a `String` for `main` to print,
+//! and the CPU count comes in as a parameter.
 
 use std::fmt::Write;
 

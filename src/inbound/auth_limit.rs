@@ -1,12 +1,14 @@
 //! Failed-AUTH accounting: the growing wait after each failure in a
 //! session, and a budget of failures per client address over a window.
 //!
-//! Plain data with the time passed in: no I/O, no timers here (the session
-//! driver sleeps). The budget is kept **per shard**: each shard counts the
-//! failures of the sessions it accepted, so a client spread over N shards
-//! by SO_REUSEPORT gets N times the budget. The cross-shard mesh does not
-//! exist yet; once it does, the count moves to the address's owner shard
-//! and the budget becomes host-wide.
+//! Owns `AuthFailures` and `failure_delay`: plain data with the time passed
+//! in. May call: nothing in the crate (std only). Must never: do I/O or arm
+//! timers (the session driver sleeps), let parallel checks all pass before
+//! one fails (checks in flight count against the budget), or grow past
+//! `AUTH_FAILURE_TABLE_MAX_ENTRIES` addresses unless every one has a check
+//! in flight. The budget is kept **per shard**, so a client spread over N
+//! shards by SO_REUSEPORT gets N times the budget; it becomes host-wide
+//! once the count moves to the address's owner shard over `runtime::mesh`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,5 +1,10 @@
 //! A shard-local, one-shot broadcast: "stop now". Sessions wait on it
 //! beside their reads so a stalled peer cannot hold shutdown up.
+//!
+//! Owns `Signal` with its `Wait` future, and `Notify`, a reusable wake-up
+//! for one waiting task. May call: nothing in the crate (std only). Must
+//! never: cross threads (`Rc` and `Cell`: one per shard), or keep the waker
+//! of a dropped `Wait` (the waiter map does not grow with abandoned waits).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -1,7 +1,8 @@
 //! Mailbox syntax (RFC 5321 §4.1.2, RFC 6531 for UTF-8) and the path length
 //! limits of RFC 5321 §4.5.3.1, plus relay-domain matching.
 //!
-//! Owns address validation only. No I/O here.
+//! Owns address validation only (`AddrError`, the length limits). May call:
+//! nothing (pure, std only). Must never: do I/O, or panic on any input.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -1,9 +1,11 @@
 //! Command-line parsing for the ESMTP server: verb and arguments, MAIL/RCPT
 //! paths, ESMTP parameters (RFC 1869, 1870, 3461, 6152, 6531) and xtext.
 //!
-//! Owns the `Command` type and its syntax errors. Works on one command line
-//! (CRLF already stripped, bare CR/LF/NUL already refused by the caller).
-//! Knows nothing of session state. No I/O here.
+//! Owns the `Command` type, the MAIL/RCPT parameter types and their syntax
+//! errors. Works on one command line (CRLF already stripped, bare CR/LF/NUL
+//! already refused by the caller). May call: `smtp::address`, `smtp::reply`,
+//! `crate::message`. Must never: do I/O, look at session state, or panic on
+//! a command line (slices are cut at ASCII delimiters or taken with `get`).
 
 use super::address::{self, AddrError};
 use super::reply::Reply;

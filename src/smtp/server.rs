@@ -1,16 +1,22 @@
 //! The ESMTP server session state machine: bytes from the client go in
 //! (`feed`), replies come out (`take_output`), and the driver is asked to
-//! act through `Step` (authenticate, start TLS, store a message, close).
+//! act through `Step` (authenticate, start TLS, check a recipient, store a
+//! message, close).
 //!
-//! Owns session and transaction state, command sequencing and the limits.
-//! Calls only the pure parsers beside it. No sockets, no clock, no disk, no
-//! async: the driver (`inbound`) does all of that.
+//! Owns session and transaction state, input framing, command sequencing and
+//! the limits. May call: the `smtp` modules beside it (`address`, `budget`,
+//! `command`, `data`, `reply`) and `crate::message`. Must never: do I/O (no
+//! sockets, no clock, no disk, no async: the driver, `inbound`, does all of
+//! that), panic on client input, wait for the end of an over-long command
+//! line (it is answered at its limit and the rest discarded), or run input
+//! pipelined after STARTTLS as if it came over TLS.
 //!
 //! Pausing: after `process()` returns `Authenticate`, `StartTls`,
 //! `Recipient` or `Message`, the session waits for `auth_result`,
-//! `tls_started`, `recipient_checked` or `message_stored`; until then `process()` returns `NeedInput` and consumes
-//! nothing (input fed meanwhile stays buffered, in order). After answering,
-//! the driver calls `process()` again to run any pipelined input.
+//! `tls_started`, `recipient_checked` or `message_stored`; until then
+//! `process()` returns `NeedInput` and consumes nothing (input fed meanwhile
+//! stays buffered, in order). After answering, the driver calls `process()`
+//! again to run any pipelined input.
 
 use std::net::IpAddr;
 use std::rc::Rc;

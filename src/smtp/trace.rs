@@ -1,7 +1,7 @@
 //! The Received: trace header (RFC 5321 §4.4, protocol names RFC 3848).
 //!
 //! Owns header formatting only; the driver supplies the id and the date.
-//! No I/O here.
+//! May call: `crate::message`. Must never: do I/O or read a clock.
 
 use crate::message::Envelope;
 

@@ -1,8 +1,11 @@
 //! The per-shard DNS cache: entries that expire at `now + ttl`, with TTLs
 //! clamped by `min_dns_ttl`/`max_dns_ttl` and negative answers capped.
 //!
-//! Sans-IO: every call takes `now`, so tests (and the scheduler's simulated
-//! clock) decide what time it is. No I/O, no clock reads.
+//! Owns `TtlCache` and `TtlPolicy`. Sans-IO: every call that depends on
+//! time takes `now`, so tests (and the scheduler's simulated clock) decide
+//! what time it is. May call: nothing in the crate (std only). Must never:
+//! do I/O or read a clock, return an expired entry, or hold more than
+//! `max_entries` (a full cache purges, then drops the soonest to expire).
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -2,9 +2,13 @@
 //! first, TCP when the reply is truncated; per-try timeouts, rounds over the
 //! servers, replies checked against id and question.
 //!
-//! The only file here that does I/O. Everything awaits io_uring; nothing
-//! blocks the shard. Timeouts use the real clock: they bound socket waits,
-//! not cache lifetimes.
+//! The only file of `dns` that touches sockets (`conf` reads resolv.conf,
+//! off the shard). May call: `dns::conf`, `dns::wire`, `dns::DnsError`;
+//! `glommio`, `futures-lite`, `hickory-proto`. Timeouts use the real clock:
+//! they bound socket waits, not cache lifetimes. Must never: block the shard
+//! (everything awaits io_uring), wait for a reply past the per-try timeout,
+//! take a reply whose id or question is not ours, or hold more than one
+//! reply (4096 octets over UDP, at most 64 KiB over TCP).
 
 use std::future::Future;
 use std::net::SocketAddr;

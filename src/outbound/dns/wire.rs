@@ -1,10 +1,14 @@
 //! DNS wire format: builds queries and turns responses into typed answers.
 //!
-//! Pure: no I/O, no clock, no randomness (the caller supplies the query id).
 //! hickory-proto does the encoding and decoding; this file decides what a
 //! response *means* for one question: records (following a CNAME chain in
 //! the answer section), NODATA, NXDOMAIN (with the RFC 2308 negative TTL), a
 //! server failure, truncation, or a datagram that is not ours to read.
+//! Owns `QType`, `Answer`, `Reply`, `Ignored` and the record types. May
+//! call: nothing in the crate; `hickory-proto`. Must never: do I/O, read a
+//! clock or draw randomness (the caller supplies the query id), read a reply
+//! whose id or question is not ours (`Ignored::Mismatch`), or collect
+//! records past `MAX_CNAME_CHAIN` CNAMEs.
 
 use std::net::IpAddr;
 

@@ -1,7 +1,12 @@
 //! Wire encoding of client commands and message content: MAIL/RCPT with
 //! their ESMTP parameters, DATA dot-stuffing, BDAT framing.
 //!
-//! Owns byte layouts only; the session decides what to send. No I/O.
+//! Owns byte layouts only; the session decides what to send. May call:
+//! `crate::message`, the client's `extensions` and `transaction`. Must
+//! never: do I/O, send DATA content with a bare CR or LF, an unstuffed
+//! leading dot or no final CRLF, or change BDAT content. It does not itself
+//! refuse control characters in addresses: the caller checks `has_control`
+//! (`ClientSession::submit`).
 
 use crate::message::{BodyType, DsnRet, Notify, Recipient};
 

@@ -2,7 +2,12 @@
 //! `ClientSession`. Replies are matched to commands strictly in order
 //! (RFC 2920 §3.1), so pipelined and lock-step sessions share one path.
 //!
-//! No I/O: commands are appended to the session's output buffer.
+//! Owns what each reply makes the session do next. May call: the client
+//! session (`super`), its `encode`, `reply` and `transaction`, and
+//! `crate::message`. Must never: do I/O (commands are appended to the
+//! session's output buffer), panic on a server reply, pipeline unless the
+//! server advertised PIPELINING and the settings allow it, or send content
+//! the server cannot take (the transaction fails locally first).
 
 use crate::message::BodyType;
 

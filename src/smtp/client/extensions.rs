@@ -1,7 +1,9 @@
 //! ESMTP service extensions advertised in the EHLO reply.
 //!
-//! Owns: `Extensions` and its parser. No I/O. Unknown keywords are ignored;
-//! sizes are bounded by the reply parser's limits.
+//! Owns: `Extensions` and its parser. May call: the client's `reply`
+//! (`ServerReply`). Must never: do I/O, or fail or panic on an odd EHLO
+//! line: unknown keywords are ignored, and a SIZE without a readable number
+//! means no fixed limit. Sizes are bounded by the reply parser's limits.
 
 use super::reply::ServerReply;
 

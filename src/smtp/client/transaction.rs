@@ -2,7 +2,11 @@
 //! the replies collected along the way, and the per-recipient result.
 //!
 //! Owns: `Transaction`, `TransactionResult`, `RecipientResult`, `Outcome`
-//! and the bookkeeping of a transaction in flight. No I/O.
+//! and the bookkeeping of a transaction in flight. May call:
+//! `crate::message`, the client's `reply` (`ServerReply`). Must never: do
+//! I/O, leave a submitted recipient without a result (an undecided one is
+//! transient), or count one delivered without a positive RCPT reply and a
+//! positive final reply to its content.
 
 use std::rc::Rc;
 

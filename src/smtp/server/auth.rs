@@ -2,7 +2,10 @@
 //! exchanges, up to the credentials handed to the driver.
 //!
 //! Owns the 334 challenge/response sequencing only; the driver checks the
-//! credentials. No I/O here.
+//! credentials. May call: the session (`super`), `smtp::reply`, the `base64`
+//! crate. Must never: do I/O, judge a password itself, read an exchange line
+//! past `AUTH_LINE_MAX_OCTETS`, or pass on an authzid other than "" or the
+//! user's own.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

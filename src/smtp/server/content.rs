@@ -2,8 +2,13 @@
 //! feeding the decoders, and turning finished content into a message or a
 //! refusal.
 //!
-//! Owns content sequencing only; the decoding itself is `smtp::data`.
-//! No I/O here.
+//! Owns content sequencing only; the decoding itself is `smtp::data`. A
+//! message handed to the driver stays charged to the budget until
+//! `message_stored`. May call: the session (`super`), `smtp::data`,
+//! `smtp::reply`, `crate::message`. Must never: do I/O, store content
+//! without MAIL and an accepted RCPT, or hand the driver a message whose
+//! content is refused (oversize, bare CR/LF, NUL, long line, no memory, or
+//! 8-bit the settings refuse).
 
 use super::{BdatChunk, Flow, Phase, ServerSession, Step};
 use crate::message::{BodyType, Envelope};

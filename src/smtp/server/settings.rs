@@ -1,5 +1,9 @@
-//! Settings of one server session, compiled by `config` per listener and
-//! peer. Plain data; no I/O here.
+//! Settings of one server session, built by `inbound` from the `config`
+//! snapshot per listener and peer.
+//!
+//! Owns `ServerSettings` and its defaults. May call: nothing (plain data).
+//! Must never: do I/O, or default to an open relay (`can_relay` is false and
+//! `relay_domains` empty unless configured).
 
 /// Default command line limit: RFC 5321 says 512, extensions need more.
 pub const DEFAULT_MAX_COMMAND_LINE_OCTETS: usize = 2048;

@@ -7,7 +7,9 @@
 //! does not buy a long stall (with the octets held in memory). The whole
 //! session has a cap of its own.
 //!
-//! The driver passes the time in; nothing here reads a clock.
+//! Owns `TimeLimits` and the deadline bookkeeping; the driver arms the timer
+//! and calls `expire`. May call: the session (`super`), `smtp::reply`. Must
+//! never read a clock: the driver passes the time in.
 
 use std::time::{Duration, Instant};
 

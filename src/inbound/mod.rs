@@ -45,7 +45,8 @@ pub struct ShardInbound {
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     /// Failed AUTHs per client address, this shard's sessions only (see
-    /// `auth_limit`: the budget is per shard until the mesh exists).
+    /// `auth_limit`: the budget is per shard; moving it to the owner shard
+    /// of the address over the mesh is still to do).
     auth_failures: RefCell<AuthFailures>,
 }
 

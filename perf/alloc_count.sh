@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# perf/alloc_count.sh — allocations and body-sized buffers per relayed message:
+# impulse-load -> impulse-counted (impulse serve with a counting allocator,
+# one shard) -> impulse-sink, run with N and with 2N messages; the difference
+# divided by N is the cost of one message with start-up and shutdown taken out.
+#
+# Usage: perf/alloc_count.sh [--at COMMIT] [--messages N] [--size BYTES] [--sessions S]
+#   --at COMMIT   measure the tree of COMMIT instead (built in a temporary
+#                 worktree with this script's impulse-counted.rs copied in)
+# Run from the repository. Prints one RESULT line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AT= N=5000 SIZE=4096 S=20
+while [ $# -gt 0 ]; do
+  case $1 in
+    --at) AT=$2; shift;; --messages) N=$2; shift;; --size) SIZE=$2; shift;; --sessions) S=$2; shift;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0;;
+    *) echo "alloc_count: unknown option $1" >&2; exit 2;;
+  esac; shift
+done
+ROOT=$PWD
+W=$(mktemp -d /tmp/impulse-alloc.XXXXXX)
+PIDS=()
+cleanup() { set +e; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
+  [ -n "$AT" ] && git -C "$ROOT" worktree remove --force "$W/tree" 2>/dev/null; rm -rf "$W"; }
+trap cleanup EXIT
+cargo build --release -q -p impulse-perf --bin impulse-load --bin impulse-sink --bin impulse-counted
+TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+COUNTED=$TOOLS/impulse-counted
+LABEL=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+changes")
+if [ -n "$AT" ]; then
+  git worktree add -q --detach "$W/tree" "$AT"
+  cp perf/src/bin/impulse-counted.rs "$W/tree/perf/src/bin/"
+  grep -q impulse-counted "$W/tree/perf/Cargo.toml" ||
+    printf '\n[[bin]]\nname = "impulse-counted"\npath = "src/bin/impulse-counted.rs"\n' >> "$W/tree/perf/Cargo.toml"
+  (cd "$W/tree" && CARGO_TARGET_DIR=$ROOT/target/alloc-at cargo build --release -q -p impulse-perf --bin impulse-counted)
+  COUNTED=$ROOT/target/alloc-at/release/impulse-counted
+  LABEL=$(git rev-parse --short "$AT")
+fi
+MTA_PORT=2725 SINK_PORT=2726
+listening() { ss -Hltn "sport = :$1" | grep -q .; }
+wait_port() { for _ in $(seq 400); do listening "$1" && return 0; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
+wait_gone() { for _ in $(seq 400); do listening "$1" || return 0; sleep 0.05; done; }
+one_run() { # messages -> prints "allocs bytes big_allocs big_bytes realloc_copied"
+  local n=$1
+  rm -rf "$W/spool"; mkdir -p "$W/spool"
+  cat > "$W/impulse.toml" <<IM
+[global]
+shards = 1
+spoolbase = "$W/spool"
+relay_hosts = ["127.0.0.0/8"]
+routes = ["127.0.0.1:$SINK_PORT"]
+max_outbound_connections = 50
+tls = "no"
+[listener.esmtp]
+listen = ["127.0.0.1:$MTA_PORT"]
+max_connections_per_ip = 0
+IM
+  "$TOOLS/impulse-sink" -l 127.0.0.1:$SINK_PORT --shards 1 -q --json --expect "$n" --duration 600 >"$W/sink.json" 2>"$W/sink.err" &
+  local sink=$!; PIDS+=("$sink"); wait_port $SINK_PORT
+  IMPULSE_COUNT_BIG=$((SIZE * 9 / 10)) "$COUNTED" "$W/impulse.toml" 2>"$W/imp.log" &
+  local imp=$!; PIDS+=("$imp")
+  for _ in $(seq 400); do grep -q "serving with" "$W/imp.log" && break; sleep 0.05; done
+  "$TOOLS/impulse-load" -t 127.0.0.1:$MTA_PORT --shards 1 -c "$S" -m "$n" -s "$SIZE" -r 1 --domains 10 -q --json >"$W/load.json"
+  wait "$sink" || true
+  kill -TERM "$imp"; wait "$imp" || true; wait_gone $MTA_PORT; wait_gone $SINK_PORT
+  grep '^ALLOC' "$W/imp.log" | sed -E 's/ALLOC allocs=([0-9]+) bytes=([0-9]+) big_allocs=([0-9]+) big_bytes=([0-9]+) realloc_copied=([0-9]+).*/\1 \2 \3 \4 \5/'
+}
+read -r a1 b1 g1 gb1 r1 < <(one_run "$N")
+read -r a2 b2 g2 gb2 r2 < <(one_run $((2 * N)))
+awk -v n="$N" -v size="$SIZE" -v label="$LABEL" -v a1="$a1" -v a2="$a2" -v b1="$b1" -v b2="$b2" \
+    -v g1="$g1" -v g2="$g2" -v gb1="$gb1" -v gb2="$gb2" -v r1="$r1" -v r2="$r2" 'BEGIN {
+  printf "RESULT tree=%s size=%d messages=%d allocs_per_msg=%.1f bytes_per_msg=%.0f body_sized_buffers_per_msg=%.2f body_sized_bytes_per_msg=%.0f realloc_copied_per_msg=%.0f\n",
+    label, size, n, (a2-a1)/n, (b2-b1)/n, (g2-g1)/n, (gb2-gb1)/n, (r2-r1)/n }'

@@ -23,6 +23,7 @@ use crate::conn::ShardTls;
 use crate::events::{Direction, Event, Events};
 use crate::intake::Intake;
 use crate::runtime::shutdown::Signal;
+use crate::runtime::pool::BufferPool;
 use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
 
@@ -42,6 +43,8 @@ pub struct ShardInbound {
     active: Cell<u32>,
     /// Message content all sessions of this shard may hold before their 250.
     data_budget: ContentBudget,
+    /// Read buffers for sessions receiving content.
+    data_buffers: Rc<BufferPool>,
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     /// Failed AUTHs per client address, this shard's sessions only (see
@@ -49,6 +52,11 @@ pub struct ShardInbound {
     /// of the address over the mesh is still to do).
     auth_failures: RefCell<AuthFailures>,
 }
+
+/// Read size while receiving message content.
+const DATA_READ_OCTETS: usize = 64 * 1024;
+/// Idle DATA read buffers a shard keeps for the next messages (4 MiB).
+const DATA_BUFFERS_IDLE: usize = 64;
 
 /// Releases a session's slots when it ends, however it ends.
 struct SessionSlot {
@@ -101,6 +109,7 @@ impl ShardInbound {
             force: Signal::default(),
             active: Cell::new(0),
             data_budget: ContentBudget::new(snapshot.inbound_data_budget),
+            data_buffers: BufferPool::new(DATA_READ_OCTETS, DATA_BUFFERS_IDLE),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
             auth_failures: RefCell::new(AuthFailures::default()),

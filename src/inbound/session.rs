@@ -16,14 +16,13 @@ use crate::config::{Config, Inbound, Listener};
 use crate::conn::{with_timeout, Conn};
 use crate::events::Event;
 use crate::intake::Arrival;
+use crate::runtime::pool::PoolBuf;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{RejectPhase, TimeLimits};
 use crate::smtp::{ServerSession, ServerSettings, Step};
 
 /// Read size while waiting for commands: small, since idle sessions hold it.
 const COMMAND_READ_OCTETS: usize = 1024;
-/// Read size while receiving message content.
-const DATA_READ_OCTETS: usize = 64 * 1024;
 
 enum Wake {
     Data(std::io::Result<usize>),
@@ -114,7 +113,10 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
     // A reload changes the shard's budget from the next session on.
     state.data_budget.set_limit(config.inbound_data_budget);
     sess.set_content_budget(state.data_budget.clone());
-    let mut buf = Vec::new();
+    // Small while idle; a pooled DATA buffer while content arrives, handed
+    // back when the message is through.
+    let mut command_buf = vec![0u8; COMMAND_READ_OCTETS];
+    let mut data_buf: Option<PoolBuf> = None;
     let mut auth_failures = 0u32;
     loop {
         match sess.process() {
@@ -126,16 +128,17 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                     sess.shutdown();
                     continue;
                 }
-                let size = if sess.in_data() {
-                    DATA_READ_OCTETS
+                if sess.in_data() {
+                    data_buf.get_or_insert_with(|| state.data_buffers.take());
                 } else {
-                    COMMAND_READ_OCTETS
-                };
-                if buf.len() != size {
-                    buf = vec![0u8; size];
+                    data_buf = None;
                 }
+                let buf: &mut [u8] = match data_buf.as_mut() {
+                    Some(b) => b,
+                    None => &mut command_buf,
+                };
                 let deadline = sess.deadline(Instant::now());
-                match read(&state, &mut conn, &mut buf, deadline, sess.in_transaction()).await {
+                match read(&state, &mut conn, buf, deadline, sess.in_transaction()).await {
                     Wake::Data(Ok(0)) | Wake::Data(Err(_)) => break,
                     Wake::Data(Ok(n)) => {
                         // A full spool is told at MAIL and RCPT, before a body.

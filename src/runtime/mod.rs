@@ -1,6 +1,6 @@
 //! Process runtime primitives: CPU placement and limits, typed requests
-//! between threads (inboxes and the shard mesh), shard-local signals and
-//! the current-snapshot cell, the logger.
+//! between threads (inboxes and the shard mesh), shard-local signals, the
+//! current-snapshot cell, buffer pools, the logger.
 //!
 //! Imports no pipeline stage and no config type: the composition root
 //! (`server`) builds shards out of the stages and these primitives. Must
@@ -9,6 +9,7 @@
 
 pub mod logger;
 pub mod mesh;
+pub mod pool;
 pub mod shutdown;
 
 use std::cell::RefCell;

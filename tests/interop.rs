@@ -256,6 +256,38 @@ fn failed_auth_budget_per_address_spans_sessions() {
     assert!(r.starts_with("235 2.7.0"), "another address: {r}");
 }
 
+/// With two shards, SO_REUSEPORT spreads one client's sessions over both;
+/// the address's owner shard counts for both, so the budget holds for the
+/// host, not once per shard.
+#[test]
+fn failed_auth_budget_holds_across_shards() {
+    const BUDGET: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = auth_config(
+        dir.path(),
+        &format!(
+            "auth_failure_delay_ms = 0\nauth_failures_per_ip = {BUDGET}\nauth_failure_window_secs = 600\n"
+        ),
+    )
+    .replace("shards = 1", "shards = 2");
+    let s = start_in(dir, free_port(), &cfg);
+    for _ in 0..BUDGET {
+        let mut c = greeted_from([127, 0, 0, 1], &s);
+        let r = c.cmd(&plain("", "alice", "wrong"));
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    // Both shards take some of these (each new connection lands on either).
+    for _ in 0..8 {
+        let mut c = greeted_from([127, 0, 0, 1], &s);
+        let r = c.cmd(&plain("", "alice", "s3cret"));
+        assert!(r.starts_with("421 4.7.0"), "over the host-wide budget: {r}");
+    }
+    let mut other = greeted_from([127, 0, 0, 2], &s);
+    let r = other.cmd(&plain("", "alice", "s3cret"));
+    assert!(r.starts_with("235 2.7.0"), "another address: {r}");
+}
+
 /// RFC 4616 §2: an authorization identity other than the user's own is
 /// refused even with the right password.
 #[test]

@@ -212,7 +212,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "auth_requires_tls", scopes: &[G, L, P], kind: Kind::Bool, default: Some("true"), reload: NewSessions, help: "offer AUTH only after STARTTLS" },
     OptionDef { name: "auth_failure_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 60_000 }, default: Some("1000"), reload: NewSessions, help: "wait before the 535 of a session's first failed AUTH, doubling with each further failure (0 = no wait)" },
     OptionDef { name: "auth_failure_max_delay_ms", scopes: &[G, L, P], kind: Kind::Int { min: 0, max: 600_000 }, default: Some("16000"), reload: NewSessions, help: "cap on the wait before a failed AUTH's 535" },
-    OptionDef { name: "auth_failures_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("20"), reload: NewSessions, help: "failed AUTHs from one client address per shard within auth_failure_window_secs; beyond it AUTH gets 421 4.7.0 (0 = no limit; per shard, so the host allows shards times this)" },
+    OptionDef { name: "auth_failures_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("20"), reload: NewSessions, help: "failed AUTHs from one client address within auth_failure_window_secs, counted host-wide by the address's owner shard; beyond it AUTH gets 421 4.7.0 (0 = no limit)" },
     OptionDef { name: "auth_failure_window_secs", scopes: &[G, L, P], kind: SECS, default: Some("600"), reload: NewSessions, help: "seconds over which auth_failures_per_ip counts, from an address's first failure" },
     // --- delivery (domain -> global); read by the queue and outbound stages ---
     OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), reload: Live, help: "base retry delay in seconds, doubling per attempt" },

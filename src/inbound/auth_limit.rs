@@ -1,18 +1,75 @@
 //! Failed-AUTH accounting: the growing wait after each failure in a
 //! session, and a budget of failures per client address over a window.
 //!
-//! Owns `AuthFailures` and `failure_delay`: plain data with the time passed
-//! in. May call: nothing in the crate (std only). Must never: do I/O or arm
-//! timers (the session driver sleeps), let parallel checks all pass before
-//! one fails (checks in flight count against the budget), or grow past
+//! The budget is host-wide: an address's failures are counted by its
+//! owner shard (`runtime::mesh`, hash of the address), which every shard
+//! asks, so a client spread over the shards by SO_REUSEPORT gets the
+//! budget once, not once per shard.
+//!
+//! Owns `AuthFailures` (plain data with the time passed in), the owner's
+//! service loop `serve` and its request types, and `failure_delay`. May
+//! call: runtime::mesh. Must never: do I/O or arm timers (the session
+//! driver sleeps), let parallel checks all pass before one fails (checks
+//! in flight count against the budget), or grow past
 //! `AUTH_FAILURE_TABLE_MAX_ENTRIES` addresses unless every one has a check
-//! in flight. The budget is kept **per shard**, so a client spread over N
-//! shards by SO_REUSEPORT gets N times the budget; it becomes host-wide
-//! once the count moves to the address's owner shard over `runtime::mesh`.
+//! in flight.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::runtime::mesh::{Inbox, Mesh};
+
+/// What a shard asks an address's owner shard.
+#[derive(Debug)]
+pub enum AuthAsk {
+    /// A password check is about to start: may it?
+    Begin {
+        /// The client address.
+        ip: IpAddr,
+        /// `auth_failures_per_ip` of the asking session (0 = no limit).
+        budget: u32,
+    },
+    /// The check ended.
+    Finish {
+        /// The client address.
+        ip: IpAddr,
+        /// `auth_failure_window_secs` of the asking session.
+        window: Duration,
+        /// The password was wrong.
+        failed: bool,
+    },
+}
+
+/// The owner's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// To `Begin`.
+    Verdict(Verdict),
+    /// To `Finish`: failures from the address in its window.
+    Failures(u32),
+}
+
+/// The shards' AUTH accounting, as one shard sees it.
+pub type AuthMesh = Mesh<AuthAsk, AuthAnswer>;
+/// A shard's inbox for the addresses it owns.
+pub type AuthInbox = Inbox<AuthAsk, AuthAnswer>;
+
+/// Answers the requests for the addresses this shard owns until every
+/// shard's mesh is gone.
+pub async fn serve(inbox: AuthInbox) {
+    let mut table = AuthFailures::default();
+    while let Some(request) = inbox.recv().await {
+        let (ask, reply) = request.split();
+        let now = Instant::now();
+        reply.send(match ask {
+            AuthAsk::Begin { ip, budget } => AuthAnswer::Verdict(table.begin(ip, now, budget)),
+            AuthAsk::Finish { ip, window, failed } => {
+                AuthAnswer::Failures(table.finish(ip, now, window, failed))
+            }
+        });
+    }
+}
 
 /// Most client addresses one shard tracks. When full, expired entries go
 /// first, then the one whose window ends soonest: memory stays bounded

@@ -16,14 +16,14 @@ use std::rc::Rc;
 
 use glommio::net::TcpListener;
 
-use auth_limit::AuthFailures;
+pub use auth_limit::{AuthAnswer, AuthAsk, AuthInbox, AuthMesh};
 
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{Direction, Event, Events};
 use crate::intake::Intake;
-use crate::runtime::shutdown::Signal;
 use crate::runtime::pool::BufferPool;
+use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
 
@@ -47,10 +47,9 @@ pub struct ShardInbound {
     data_buffers: Rc<BufferPool>,
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
-    /// Failed AUTHs per client address, this shard's sessions only (see
-    /// `auth_limit`: the budget is per shard; moving it to the owner shard
-    /// of the address over the mesh is still to do).
-    auth_failures: RefCell<AuthFailures>,
+    /// Failed AUTHs per client address, counted by each address's owner
+    /// shard (see `auth_limit`).
+    auth: AuthMesh,
 }
 
 /// Read size while receiving message content.
@@ -96,6 +95,7 @@ impl ShardInbound {
         tls: Rc<ShardTls>,
         events: Rc<Events>,
         intake: Rc<Intake>,
+        (auth, auth_inbox): (AuthMesh, AuthInbox),
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
         let snapshot = config.get();
         let state = Rc::new(ShardInbound {
@@ -112,8 +112,9 @@ impl ShardInbound {
             data_buffers: BufferPool::new(DATA_READ_OCTETS, DATA_BUFFERS_IDLE),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
-            auth_failures: RefCell::new(AuthFailures::default()),
+            auth,
         });
+        glommio::spawn_local(auth_limit::serve(auth_inbox)).detach();
         let mut bound = Vec::new();
         for l in &snapshot.listeners {
             for addr in snapshot.listen_addrs(shard, l) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::TcpStream;
 
-use super::auth_limit::{failure_delay, Verdict};
+use super::auth_limit::{failure_delay, AuthAnswer, AuthAsk, Verdict};
 use super::ShardInbound;
 use crate::config::{Config, Inbound, Listener};
 use crate::conn::{with_timeout, Conn};
@@ -218,15 +218,22 @@ async fn authenticate(
 ) {
     let (ip, inbound) = (peer.ip, peer.inbound);
     let budget = inbound.auth_failures_per_ip;
-    let verdict = state
-        .auth_failures
-        .borrow_mut()
-        .begin(ip, Instant::now(), budget);
+    // The owner shard of the address counts for every shard. Should it not
+    // answer (it is stopping), the check goes ahead: the per-session wait
+    // still applies.
+    let verdict = match state
+        .auth
+        .ask_owner(&ip, AuthAsk::Begin { ip, budget })
+        .await
+    {
+        Ok(AuthAnswer::Verdict(v)) => v,
+        _ => Verdict::Allowed,
+    };
     if let Verdict::OverBudget { failures, first } = verdict {
         if first {
             log::warn!(
                 "shard {}: AUTH refused for {ip}: {failures} failed or pending AUTHs \
-                 within {}s (auth_failures_per_ip, counted per shard)",
+                 within {}s (auth_failures_per_ip, counted host-wide)",
                 state.shard,
                 inbound.auth_failure_window.as_secs()
             );
@@ -245,10 +252,15 @@ async fn authenticate(
         None => false,
     };
     let window = inbound.auth_failure_window;
-    let n = state
-        .auth_failures
-        .borrow_mut()
-        .finish(ip, Instant::now(), window, !ok);
+    let finish = AuthAsk::Finish {
+        ip,
+        window,
+        failed: !ok,
+    };
+    let n = match state.auth.ask_owner(&ip, finish).await {
+        Ok(AuthAnswer::Failures(n)) => n,
+        _ => 0,
+    };
     if !ok {
         *peer.session_failures += 1;
         log::info!(

@@ -18,6 +18,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{reload, Config};
 use crate::events::CounterSnapshot;
+use crate::inbound::AuthMesh;
 use crate::runtime::mesh;
 use crate::runtime::{allowed_cpus, explain_glommio, raise_limits};
 use crate::spool::SpoolLock;
@@ -84,6 +85,9 @@ pub enum ShardAnswer {
 
 /// Requests waiting in a shard's inbox before the main thread waits.
 const INBOX_CAPACITY: usize = 64;
+/// Requests waiting in a shard's inbox of a cross-shard service (AUTH
+/// accounting) before the asking sessions wait.
+const SERVICE_INBOX_CAPACITY: usize = 1024;
 /// How long the main thread waits for a shard to take or answer a request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,9 +113,10 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     // signal thread instead of killing the process.
     let signals = install_signals()?;
     let (addresses, inboxes) = mesh::inboxes::<ShardRequest, ShardAnswer>(count, INBOX_CAPACITY);
+    let (auth_addresses, auth_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (shard, inbox) in inboxes.into_iter().enumerate() {
+    for (shard, (inbox, auth_inbox)) in inboxes.into_iter().zip(auth_inboxes).enumerate() {
         // More shards than CPUs run unpinned rather than doubling up on one core.
         let placement = match cpus.get(shard) {
             Some(cpu) if count <= cpus.len() => Placement::Fixed(*cpu),
@@ -119,10 +124,11 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         };
         let (snapshot, tx) = (config.clone(), tx.clone());
         let peers = Mesh::new(shard, addresses.clone());
+        let auth = (AuthMesh::new(shard, auth_addresses.clone()), auth_inbox);
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(SHARD_IO_MEMORY);
-        match builder.spawn(move || shard::run(shard, snapshot, inbox, peers, tx)) {
+        match builder.spawn(move || shard::run(shard, snapshot, inbox, peers, auth, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 shutdown_all(&addresses);

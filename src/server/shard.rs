@@ -11,7 +11,7 @@ use super::{Inbox, Mesh, ShardAnswer, ShardRequest, Startup};
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
-use crate::inbound::ShardInbound;
+use crate::inbound::{AuthInbox, AuthMesh, ShardInbound};
 use crate::intake::Intake;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::ShardDelivery;
@@ -28,7 +28,14 @@ const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// The shard's main task.
-pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx: Sender<Startup>) {
+pub async fn run(
+    shard: usize,
+    config: Arc<Config>,
+    inbox: Inbox,
+    mesh: Mesh,
+    auth: (AuthMesh, AuthInbox),
+    tx: Sender<Startup>,
+) {
     let current = Rc::new(Current::new(config.clone()));
     let tls = Rc::new(ShardTls::default());
     let dir = super::shard_spool_dir(&config, shard);
@@ -63,7 +70,14 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx
         std::mem::take(&mut recovered.messages),
     );
     let intake = Rc::new(Intake::new(spool.clone(), delivery.clone(), events.clone()));
-    let started = ShardInbound::start(shard, current.clone(), tls.clone(), events.clone(), intake);
+    let started = ShardInbound::start(
+        shard,
+        current.clone(),
+        tls.clone(),
+        events.clone(),
+        intake,
+        auth,
+    );
     let (inbound, bound) = match started {
         Ok(x) => x,
         Err(error) => {

@@ -1,10 +1,14 @@
-//! Types that travel between pipeline stages: message ids and envelopes.
+//! Types that travel between pipeline stages: message ids, envelopes, the
+//! recipients still to deliver and what an attempt came to for each.
 //!
 //! Owns nothing and does no I/O. `smtp::server` produces these, `inbound`
-//! hands them to `spool`, and `queue`/`bounce` read them back.
+//! hands them to `spool`, `queue`/`bounce` read them back, and `queue` and
+//! `outbound` pass recipients and their results between them. May call:
+//! nothing else in the crate (every stage imports this).
 
 use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::str::FromStr;
 
 /// A message id, unique across shards and restarts.
@@ -165,4 +169,47 @@ impl Envelope {
             received_at_ms: 0,
         }
     }
+}
+
+/// A recipient still to be delivered: its place in the envelope and its
+/// address (what the queue hands out and outbound sends to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRcpt {
+    /// Index in the message's envelope recipient list.
+    pub index: u32,
+    /// The address.
+    pub address: Box<str>,
+}
+
+impl QueuedRcpt {
+    /// The destination domain, lower-cased.
+    pub fn domain(&self) -> String {
+        domain_of(&self.address)
+    }
+
+    /// True when the address is in `domain` (lower-case), without allocating.
+    pub fn in_domain(&self, domain: &str) -> bool {
+        self.address
+            .rsplit_once('@')
+            .map_or(domain.is_empty(), |(_, d)| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// The lower-cased domain of an address (empty for a bare local part).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+}
+
+/// What one delivery attempt came to for one recipient, with the reply
+/// (remote, or ours marked `[internal]`) that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    /// Accepted by the next hop.
+    Delivered(Rc<str>),
+    /// Permanent failure (5xx, null MX, ...).
+    Failed(Rc<str>),
+    /// Transient failure (4xx, connection trouble, ...).
+    Deferred(Rc<str>),
 }

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::dns::Resolver;
+use super::Pools;
 use crate::config::Config;
-use crate::conn::ShardTls;
 use crate::events::Events;
 use crate::message::{Envelope, MessageId};
 use crate::queue::{Entry, Queue, QueuedRcpt};
@@ -47,10 +46,9 @@ struct Resident {
 pub struct ShardDelivery {
     shard: usize,
     config: Rc<Current<Config>>,
-    tls: Rc<ShardTls>,
     events: Rc<Events>,
     spool: Rc<Spool>,
-    resolver: Rc<Resolver>,
+    pools: Rc<Pools>,
     queue: RefCell<Queue>,
     resident: RefCell<HashMap<MessageId, Resident>>,
     resident_octets: std::cell::Cell<usize>,
@@ -71,19 +69,17 @@ impl ShardDelivery {
     pub fn new(
         shard: usize,
         config: Rc<Current<Config>>,
-        tls: Rc<ShardTls>,
         events: Rc<Events>,
         spool: Rc<Spool>,
-        resolver: Rc<Resolver>,
+        pools: Rc<Pools>,
         recovered: Vec<crate::spool::QueuedMessage>,
     ) -> Rc<Self> {
         let d = Rc::new(ShardDelivery {
             shard,
             config,
-            tls,
             events,
             spool,
-            resolver,
+            pools,
             queue: RefCell::new(Queue::new()),
             resident: RefCell::new(HashMap::new()),
             resident_octets: std::cell::Cell::new(0),
@@ -177,14 +173,16 @@ impl ShardDelivery {
         self.kick.notify();
     }
 
-    /// Outbound connections open now.
-    pub fn active_connections(&self) -> u32 {
-        self.active.borrow().values().sum()
+    /// Delivery tasks running plus outbound connections open (lent out,
+    /// idle or closing): shutdown waits for this to reach zero.
+    pub fn busy(&self) -> u32 {
+        self.active.borrow().values().sum::<u32>() + self.pools.open()
     }
 
-    /// Stops starting new deliveries (shutdown).
+    /// Stops starting new deliveries and closes idle connections (shutdown).
     pub fn stop(&self) {
         self.stop.fire();
+        self.pools.shutdown();
         for (_, idle) in self.idle.borrow_mut().drain() {
             idle.fire();
         }

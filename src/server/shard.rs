@@ -13,7 +13,7 @@ use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
 use crate::inbound::ShardInbound;
 use crate::outbound::dns::{Resolver, ResolverConfig};
-use crate::outbound::ShardDelivery;
+use crate::outbound::{Pools, ShardDelivery};
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::spool::{Spool, SpoolOptions};
@@ -52,13 +52,13 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx
     let events = Rc::new(Events::new(shard));
     let counters = Rc::new(Counters::default());
     events.subscribe(counters.clone());
+    let pools = Pools::new(shard, tls.clone(), events.clone(), resolver);
     let delivery = ShardDelivery::new(
         shard,
         current.clone(),
-        tls.clone(),
         events.clone(),
         spool.clone(),
-        resolver,
+        pools,
         std::mem::take(&mut recovered.messages),
     );
     let started = ShardInbound::start(
@@ -117,7 +117,7 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx
     drain(&inbound, timeout).await;
     delivery.stop();
     scheduler.await;
-    while delivery.active_connections() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
+    while delivery.busy() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
     // It stops at the signal once its current pass is through.

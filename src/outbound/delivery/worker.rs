@@ -1,9 +1,9 @@
-//! One delivery connection's life: find the domain's hosts, connect, send
-//! jobs until the domain's queue is empty (waiting `idle_timeout` for
-//! more), then QUIT. Results are settled through the queue and recorded in
-//! the spool before anything else happens.
+//! One delivery task's life for a domain: take a connection slot from the
+//! pools, send the domain's jobs over it until the queue is empty (the slot
+//! goes back to the pools while the task waits `idle_timeout` for more),
+//! the connection breaks or is used up. Results are settled through the
+//! queue and recorded in the spool before anything else happens.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +11,10 @@ use std::time::Duration;
 use super::{now_ms, ShardDelivery};
 use crate::bounce::{classify, BounceClass};
 use crate::config::Delivery;
-use crate::events::{Direction, Event, Events};
-use crate::message::{Envelope, MessageId, Recipient};
-use crate::outbound::dns::MxResult;
-use crate::outbound::session::Outbound;
+use crate::events::Event;
+use crate::message::{Envelope, MessageId};
+use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
 use crate::queue::{Job, Next, RcptResult, Settlement};
-use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
 use crate::spool::{Outcome, Record, SpoolError};
 
 /// First wait before writing an outcome again after a spool failure.
@@ -26,43 +24,6 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Jobs settled concurrently when a whole domain is settled at once.
 const SETTLE_CONCURRENCY: usize = 256;
-
-/// Why a domain cannot be delivered to right now.
-enum Unroutable {
-    /// Null MX, no such domain: fail.
-    Permanent(Rc<str>),
-    /// DNS trouble, no addresses, no host answered: try later.
-    Transient(Rc<str>),
-}
-
-fn reply(text: String) -> Rc<str> {
-    Rc::from(text)
-}
-
-/// Reports an outbound connection opened, and closed when dropped.
-struct OpenConnection<'a> {
-    events: &'a Events,
-    peer: SocketAddr,
-}
-
-impl<'a> OpenConnection<'a> {
-    fn new(events: &'a Events, peer: SocketAddr) -> Self {
-        events.emit(Event::ConnectionOpened {
-            direction: Direction::Outbound,
-            peer: Some(peer),
-        });
-        OpenConnection { events, peer }
-    }
-}
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.events.emit(Event::ConnectionClosed {
-            direction: Direction::Outbound,
-            peer: Some(self.peer),
-        });
-    }
-}
 
 /// A reply as recorded (`"550 5.1.1 text"`) and its Momentum bounce class.
 fn bounce_class(reply: &str) -> BounceClass {
@@ -75,39 +36,57 @@ fn bounce_class(reply: &str) -> BounceClass {
 }
 
 impl ShardDelivery {
-    /// Runs one connection for `domain` until its work runs out.
+    /// Runs one delivery task for `domain`: sends its jobs over a slot
+    /// from the pools; while the domain has no work the slot goes back to
+    /// the pools and the task waits `idle_timeout` for more.
     pub(super) async fn worker(self: &Rc<Self>, domain: &Rc<str>, d: &Arc<Delivery>) {
-        let mut conn = match self.connect(domain, d).await {
-            Ok(c) => c,
-            Err(Unroutable::Permanent(r)) => {
-                return self.settle_domain(domain, RcptResult::Failed(r), d).await
-            }
-            Err(Unroutable::Transient(r)) => {
-                return self.settle_domain(domain, RcptResult::Deferred(r), d).await
-            }
+        let Some(mut slot) = self.slot(domain, d, None).await else {
+            return;
         };
-        let _open = OpenConnection::new(&self.events, conn.addr);
-        let mut sent = 0u32;
         loop {
             let job = self.queue.borrow_mut().take(domain);
             let Some(job) = job else {
+                let key = slot.key().clone();
+                self.pools.release(slot).await;
                 if self.stop.is_fired() || !self.wait_for_work(domain, d.idle_timeout).await {
-                    break;
+                    return;
                 }
+                let Some(s) = self.slot(domain, d, Some(&key)).await else {
+                    return;
+                };
+                slot = s;
                 continue;
             };
-            let broken = self.deliver(&mut conn, job, d).await;
-            sent += 1;
-            let used_up =
-                d.max_deliveries_per_connection > 0 && sent >= d.max_deliveries_per_connection;
-            if broken {
+            self.deliver(&mut slot, job, d).await;
+            if slot.is_broken() {
                 return;
             }
-            if used_up || self.stop.is_fired() {
+            if slot.used_up() || self.stop.is_fired() {
                 break;
             }
         }
-        conn.quit().await;
+        self.pools.release(slot).await;
+    }
+
+    /// A connection slot for `domain`: the idle one at `last` if it is
+    /// still there, else one from the pools. `None` when the domain cannot
+    /// be reached now; its ready jobs are then settled with the reason.
+    async fn slot(
+        self: &Rc<Self>,
+        domain: &Rc<str>,
+        d: &Arc<Delivery>,
+        last: Option<&PoolKey>,
+    ) -> Option<Slot> {
+        if let Some(slot) = last.and_then(|k| self.pools.reclaim(k, d)) {
+            return Some(slot);
+        }
+        let result = match self.pools.acquire(Binding::Default, domain, d).await {
+            Ok(slot) => return Some(slot),
+            Err(Unroutable::Permanent(r)) => RcptResult::Failed(r),
+            Err(Unroutable::Transient(r)) => RcptResult::Deferred(r),
+        };
+        self.settle_domain(domain, result, d).await;
+        None
     }
 
     /// Waits until `domain` has ready work or `limit` passes.
@@ -135,93 +114,6 @@ impl ShardDelivery {
         woke && self.queue.borrow().ready_len(domain) > 0
     }
 
-    /// The hosts to try, in order: static routes, else the MX.
-    async fn targets(
-        &self,
-        domain: &str,
-        d: &Delivery,
-    ) -> Result<Vec<(String, SocketAddr)>, Unroutable> {
-        let mut out = Vec::new();
-        if !d.routes.is_empty() {
-            let mut last = None;
-            for r in &d.routes {
-                if let Some(a) = r.addr() {
-                    out.push((r.host.clone(), a));
-                    continue;
-                }
-                match self.resolver.resolve_host(&r.host).await {
-                    Ok(res) => out.extend(
-                        res.addresses()
-                            .map(|(h, ip)| (h.name.clone(), SocketAddr::new(ip, r.port))),
-                    ),
-                    Err(e) => last = Some(e),
-                }
-            }
-            if out.is_empty() {
-                let why = last.map_or("no address for the configured routes".to_string(), |e| {
-                    e.to_string()
-                });
-                return Err(Unroutable::Transient(reply(format!(
-                    "451 4.4.3 [internal] {why}"
-                ))));
-            }
-            return Ok(out);
-        }
-        match self.resolver.resolve_mx(domain).await {
-            Err(e) => Err(Unroutable::Transient(reply(format!(
-                "451 4.4.3 [internal] {e}"
-            )))),
-            Ok(res) => {
-                match &*res {
-                    MxResult::NullMx => Err(Unroutable::Permanent(reply(
-                        "550 5.1.10 [internal] NULL MX domain does not accept mail".into(),
-                    ))),
-                    MxResult::NoSuchDomain => Err(Unroutable::Permanent(reply(format!(
-                        "550 5.1.2 [internal] domain {domain} does not exist"
-                    )))),
-                    hosts => {
-                        out.extend(hosts.addresses().map(|(h, ip)| {
-                            (h.name.clone(), SocketAddr::new(ip, d.remote_smtp_port))
-                        }));
-                        if out.is_empty() {
-                            return Err(Unroutable::Transient(reply(
-                                "454 4.4.4 [internal] no MX or A for domain".into(),
-                            )));
-                        }
-                        Ok(out)
-                    }
-                }
-            }
-        }
-    }
-
-    async fn connect(&self, domain: &str, d: &Delivery) -> Result<Outbound, Unroutable> {
-        let targets = self.targets(domain, d).await?;
-        let mut last = None;
-        for (host, addr) in targets {
-            match Outbound::open(addr, &host, d, self.tls.client(&d.tls_client)).await {
-                Ok(c) => {
-                    log::debug!(
-                        "shard {}: {domain}: connected to {} [{}]",
-                        self.shard,
-                        c.host,
-                        c.addr
-                    );
-                    return Ok(c);
-                }
-                Err(r) => {
-                    log::debug!("shard {}: {domain}: {host} [{addr}]: {r}", self.shard);
-                    last = Some(r);
-                }
-            }
-        }
-        let why = last.map_or(
-            "no MXs for this domain could be reached at this time".into(),
-            |r| r.to_string(),
-        );
-        Err(Unroutable::Transient(reply(format!("421 4.4.0 [internal] no MXs for this domain could be reached at this time (last: {why})"))))
-    }
-
     /// Envelope and content of a queued message.
     pub(super) async fn fetch(
         &self,
@@ -234,77 +126,25 @@ impl ShardDelivery {
         Ok((Rc::new(env), Rc::from(body)))
     }
 
-    /// Sends one job over `conn`; true when the connection broke.
-    async fn deliver(&self, conn: &mut Outbound, job: Job, d: &Arc<Delivery>) -> bool {
+    /// Sends one job over `slot` and settles its results.
+    async fn deliver(&self, slot: &mut Slot, job: Job, d: &Arc<Delivery>) {
         let (env, body) = match self.fetch(job.id).await {
             Ok(x) => x,
             Err(e) => {
                 self.events
                     .panic(&format!("reading {} from the spool: {e}", job.id));
-                let r = reply(format!("451 4.3.0 [internal] spool read failed: {e}"));
+                let r: Rc<str> = Rc::from(format!("451 4.3.0 [internal] spool read failed: {e}"));
                 let results = job
                     .recipients
                     .iter()
                     .map(|q| (q.index, RcptResult::Deferred(r.clone())))
                     .collect::<Vec<_>>();
                 self.finish(&job, &results, None, d).await;
-                return false;
+                return;
             }
         };
-        let mut results = Vec::with_capacity(job.recipients.len());
-        let mut broken = None;
-        for batch in job.recipients.chunks(d.max_recipients_per_batch.max(1)) {
-            if let Some(r) = &broken {
-                results.extend(
-                    batch
-                        .iter()
-                        .map(|q| (q.index, RcptResult::Deferred(Rc::clone(r)))),
-                );
-                continue;
-            }
-            let rcpts: Vec<Recipient> = batch
-                .iter()
-                .map(|q| {
-                    env.recipients
-                        .get(q.index as usize)
-                        .cloned()
-                        .unwrap_or_else(|| Recipient::new(q.address.to_string()))
-                })
-                .collect();
-            match conn
-                .send(Transaction::from_envelope(&env, rcpts, body.clone()))
-                .await
-            {
-                Ok(result) => {
-                    for (q, rr) in batch.iter().zip(result.recipients) {
-                        let text = reply(rr.outcome.reply().to_string());
-                        let r = match rr.outcome {
-                            ClientOutcome::Delivered(_) => RcptResult::Delivered(text),
-                            ClientOutcome::Transient(_) => RcptResult::Deferred(text),
-                            ClientOutcome::Permanent(_) => RcptResult::Failed(text),
-                        };
-                        results.push((q.index, r));
-                    }
-                    if !conn.ready().await {
-                        broken = Some(reply(
-                            "451 4.4.2 [internal] connection closed by remote host".into(),
-                        ));
-                    }
-                }
-                Err((_, r)) => {
-                    let r = reply(r.to_string());
-                    results.extend(
-                        batch
-                            .iter()
-                            .map(|q| (q.index, RcptResult::Deferred(r.clone()))),
-                    );
-                    broken = Some(r);
-                }
-            }
-        }
-        let remote = conn.host.clone();
-        self.finish(&job, &results, Some(&remote), d).await;
-        broken.is_some()
+        let results = slot.send(&env, &body, &job.recipients).await;
+        self.finish(&job, &results, Some(slot.host()), d).await;
     }
 
     /// Settles a job in the queue, spools a DSN for failures, then

@@ -20,7 +20,7 @@ use auth_limit::AuthFailures;
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{Direction, Event, Events};
-use crate::outbound::ShardDelivery;
+use crate::queue::driver::ShardQueue;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
@@ -33,7 +33,7 @@ pub struct ShardInbound {
     tls: Rc<ShardTls>,
     events: Rc<Events>,
     spool: Rc<Spool>,
-    delivery: Rc<ShardDelivery>,
+    delivery: Rc<ShardQueue>,
     /// Fired to stop the accept loops.
     stop_accepting: Signal,
     /// Fired at shutdown: idle sessions end with 421 at their next pause.
@@ -88,7 +88,7 @@ impl ShardInbound {
         tls: Rc<ShardTls>,
         events: Rc<Events>,
         spool: Rc<Spool>,
-        delivery: Rc<ShardDelivery>,
+        delivery: Rc<ShardQueue>,
     ) -> Result<(Rc<Self>, Vec<SocketAddr>), String> {
         let snapshot = config.get();
         let state = Rc::new(ShardInbound {

@@ -11,14 +11,12 @@
 //! what to send and when, and settles what comes back), limit connections
 //! per domain, or block a shard: DNS and sockets are glommio I/O.
 
-pub mod delivery;
 pub mod dns;
 mod pool;
 mod route;
 mod session;
 mod slot;
 
-pub use delivery::ShardDelivery;
 pub use pool::{Binding, PoolKey, Pools};
 pub use route::{Target, Unroutable};
 pub use slot::Slot;

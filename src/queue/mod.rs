@@ -6,6 +6,7 @@
 //! spool what `settle` says before acting on it. Per-domain ready queues
 //! keep one slow or dead domain from delaying any other.
 
+pub mod driver;
 pub mod policy;
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,8 @@ use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
 use crate::inbound::ShardInbound;
 use crate::outbound::dns::{Resolver, ResolverConfig};
-use crate::outbound::{Pools, ShardDelivery};
+use crate::outbound::Pools;
+use crate::queue::driver::ShardQueue;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::spool::{Spool, SpoolOptions};
@@ -53,7 +54,7 @@ pub async fn run(shard: usize, config: Arc<Config>, inbox: Inbox, mesh: Mesh, tx
     let counters = Rc::new(Counters::default());
     events.subscribe(counters.clone());
     let pools = Pools::new(shard, tls.clone(), events.clone(), resolver);
-    let delivery = ShardDelivery::new(
+    let delivery = ShardQueue::new(
         shard,
         current.clone(),
         events.clone(),

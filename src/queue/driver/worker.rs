@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{now_ms, ShardDelivery};
+use super::{now_ms, ShardQueue};
 use crate::bounce::{classify, BounceClass};
 use crate::config::Delivery;
 use crate::events::Event;
@@ -35,7 +35,7 @@ fn bounce_class(reply: &str) -> BounceClass {
     classify(code, None, text)
 }
 
-impl ShardDelivery {
+impl ShardQueue {
     /// Runs one delivery task for `domain`: sends its jobs over a slot
     /// from the pools; while the domain has no work the slot goes back to
     /// the pools and the task waits `idle_timeout` for more.

@@ -1,7 +1,7 @@
 //! Turning permanent failures into DSNs: each DSN is a new message in the
 //! same shard's spool, queued like any other.
 
-use super::{now_ms, ShardDelivery};
+use super::{now_ms, ShardQueue};
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
@@ -31,7 +31,7 @@ pub(super) struct Dsn {
     content: Vec<u8>,
 }
 
-impl ShardDelivery {
+impl ShardQueue {
     /// Makes the DSN for the failed recipients of a message, if one is due
     /// (none for a null sender, or when the original cannot be read: that
     /// is logged, and no retry can make it readable).

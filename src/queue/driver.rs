@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Pools;
+use super::{Entry, Queue, QueuedRcpt};
 use crate::config::Config;
 use crate::events::Events;
 use crate::message::{Envelope, MessageId};
-use crate::queue::{Entry, Queue, QueuedRcpt};
+use crate::outbound::Pools;
 use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::Current;
@@ -25,7 +25,7 @@ mod worker;
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -43,7 +43,7 @@ struct Resident {
 }
 
 /// A shard's outbound side.
-pub struct ShardDelivery {
+pub struct ShardQueue {
     shard: usize,
     config: Rc<Current<Config>>,
     events: Rc<Events>,
@@ -64,7 +64,7 @@ pub struct ShardDelivery {
 /// Interval of the repetitive per-domain operational lines.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-impl ShardDelivery {
+impl ShardQueue {
     /// Builds the engine with the messages recovered from the spool.
     pub fn new(
         shard: usize,
@@ -74,7 +74,7 @@ impl ShardDelivery {
         pools: Rc<Pools>,
         recovered: Vec<crate::spool::QueuedMessage>,
     ) -> Rc<Self> {
-        let d = Rc::new(ShardDelivery {
+        let d = Rc::new(ShardQueue {
             shard,
             config,
             events,

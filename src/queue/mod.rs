@@ -2,9 +2,13 @@
 //! messages still need delivery, per destination domain, and when.
 //!
 //! Sans-IO: no clock (every call takes `now_ms`), no disk, no sockets. The
-//! delivery driver asks it for jobs, reports results, and writes to the
-//! spool what `settle` says before acting on it. Per-domain ready queues
-//! keep one slow or dead domain from delaying any other.
+//! driver (`driver`, the only part here that does I/O) asks it for jobs,
+//! reports results, and writes to the spool what `settle` says before
+//! acting on it. Per-domain ready queues keep one slow or dead domain from
+//! delaying any other.
+//!
+//! May call (this file and `policy`): message, config (the retry policy).
+//! Must never: import the driver, or anything that does I/O.
 
 pub mod driver;
 pub mod policy;

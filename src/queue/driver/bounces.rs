@@ -1,5 +1,10 @@
-//! Turning permanent failures into DSNs: each DSN is a new message in the
-//! same shard's spool, queued like any other.
+//! Turning failures and long deferrals into DSNs: each DSN is a new
+//! message in the same shard's spool, queued like any other once durable.
+//!
+//! Owns the DSN's recipient reports (status, diagnostic, retry-until) and
+//! its injection. May call: bounce (composition), the spool (id and the
+//! write, from the reserve when the disk is full), message, config, smtp's
+//! status parser. Must never: queue a DSN before it is durable.
 
 use super::{now_ms, ShardQueue};
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};

@@ -12,11 +12,13 @@
 //! per domain, or block a shard: DNS and sockets are glommio I/O.
 
 pub mod dns;
+mod key;
 mod pool;
 mod route;
 mod session;
 mod slot;
 
-pub use pool::{Binding, PoolKey, Pools};
+pub use key::{Binding, PoolKey};
+pub use pool::Pools;
 pub use route::{Target, Unroutable};
 pub use slot::Slot;

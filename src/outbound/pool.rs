@@ -12,12 +12,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::dns::Resolver;
+use super::key::{Binding, PoolKey};
 use super::route::{targets, Unroutable};
 use super::session::Outbound;
 use super::slot::{Opened, Slot};
@@ -25,28 +25,6 @@ use crate::config::Delivery;
 use crate::conn::ShardTls;
 use crate::events::Events;
 use crate::runtime::shutdown::Notify;
-
-/// The local side a connection is made from (Momentum's binding). Only
-/// the default exists so far: the kernel picks the source address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Binding {
-    /// No explicit source address.
-    #[default]
-    Default,
-}
-
-/// What an idle connection can be reused for: the same binding, remote
-/// host name (TLS is verified against it) and address. A connection is
-/// reused only under the same settings snapshot as well (see `reclaim`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PoolKey {
-    /// Source binding.
-    pub binding: Binding,
-    /// Remote host name, or the IP literal of a static route.
-    pub host: Rc<str>,
-    /// Remote address and port.
-    pub addr: SocketAddr,
-}
 
 /// A connection waiting for its next job.
 struct Idle {

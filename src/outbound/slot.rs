@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::pool::PoolKey;
+use super::key::PoolKey;
 use super::session::Outbound;
 use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};

@@ -26,7 +26,10 @@ impl ShardQueue {
             let Some(job) = job else {
                 let key = slot.key().clone();
                 self.pools.release(slot).await;
-                if self.stop.is_fired() || !self.wait_for_work(domain, d.idle_timeout).await {
+                let more =
+                    !self.stop.is_fired() && self.wait_for_work(domain, d.idle_timeout).await;
+                // A task woken by the shutdown takes no connection again.
+                if !more || self.stop.is_fired() {
                     return;
                 }
                 let Some(s) = self.slot(domain, d, Some(&key)).await else {

@@ -1,6 +1,11 @@
 //! One shard's life: recover its spool, bind its listeners, serve, keep
 //! the spool compacted, answer its inbox (reload, shutdown), and shut down
 //! gracefully when asked.
+//!
+//! The shard's composition root: builds its stages bottom-up (spool,
+//! outbound pools, the queue's driver, inbound) and wires them. May call:
+//! every stage, runtime. Must never: share a stage's state with another
+//! shard (other shards are reached through the mesh).
 
 use std::rc::Rc;
 use std::sync::mpsc::Sender;

@@ -3,6 +3,10 @@
 //! goes back to the pools while the task waits `idle_timeout` for more),
 //! the connection breaks or is used up. Results are settled through the
 //! queue and recorded in the spool before anything else happens.
+//!
+//! May call: the queue, outbound (pools and slots), settlement. Must never:
+//! hold a slot while it waits for work (another task may use it), or take
+//! a connection once the shard is shutting down.
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -7,8 +7,9 @@
 //! Owns the idle connections, their expiry, and the count of open
 //! outbound connections. May call: routes (the hosts to try), the session
 //! (connect and handshake), conn (the shard's TLS configs), events, config
-//! (a domain's settings). Must never: touch the spool or the queue, limit
-//! connections per domain (the queue's driver does), or block the shard.
+//! (a domain's settings), runtime (a wake-up). Must never: touch the spool
+//! or the queue, limit connections per domain (the queue's driver does),
+//! or block the shard.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::events::{Event, Events};
 use crate::message::{Envelope, MessageId};
-use crate::outbound::ShardDelivery;
+use crate::queue::driver::ShardQueue;
 use crate::smtp::received_header;
 use crate::smtp::reply::Reply;
 use crate::spool::{Spool, SpoolError};
@@ -46,14 +46,14 @@ pub trait Hook {
 /// A shard's intake stage.
 pub struct Intake {
     spool: Rc<Spool>,
-    queue: Rc<ShardDelivery>,
+    queue: Rc<ShardQueue>,
     events: Rc<Events>,
     hooks: RefCell<Vec<Rc<dyn Hook>>>,
 }
 
 impl Intake {
     /// The stage, with no hooks.
-    pub fn new(spool: Rc<Spool>, queue: Rc<ShardDelivery>, events: Rc<Events>) -> Self {
+    pub fn new(spool: Rc<Spool>, queue: Rc<ShardQueue>, events: Rc<Events>) -> Self {
         Intake {
             spool,
             queue,

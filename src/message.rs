@@ -1,13 +1,17 @@
-//! Types that travel between pipeline stages: message ids and envelopes.
+//! Types that travel between pipeline stages: message ids, envelopes, the
+//! recipients still to deliver and what an attempt came to for each.
 //!
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
-//! `Recipient`, `Notify`, `BodyType`, `DsnRet`. May call: nothing in the
-//! crate (std and `thiserror` only), so that every stage may import it. Must
-//! never do I/O. `smtp::server` produces these, `inbound` hands them to
-//! `spool`, and `queue`, `outbound` and `bounce` read them back.
+//! `Recipient`, `Notify`, `BodyType`, `DsnRet`, and the recipients still to
+//! deliver with what an attempt came to for each (`QueuedRcpt`,
+//! `RcptResult`). May call: nothing in the crate (std and `thiserror`
+//! only), so that every stage may import it. Must never do I/O.
+//! `smtp::server` produces these, `intake` hands them to `spool`, and
+//! `queue`, `outbound` and `bounce` pass them on and read them back.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::str::FromStr;
 
 /// A message id, unique across shards and restarts.
@@ -168,4 +172,47 @@ impl Envelope {
             received_at_ms: 0,
         }
     }
+}
+
+/// A recipient still to be delivered: its place in the envelope and its
+/// address (what the queue hands out and outbound sends to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRcpt {
+    /// Index in the message's envelope recipient list.
+    pub index: u32,
+    /// The address.
+    pub address: Box<str>,
+}
+
+impl QueuedRcpt {
+    /// The destination domain, lower-cased.
+    pub fn domain(&self) -> String {
+        domain_of(&self.address)
+    }
+
+    /// True when the address is in `domain` (lower-case), without allocating.
+    pub fn in_domain(&self, domain: &str) -> bool {
+        self.address
+            .rsplit_once('@')
+            .map_or(domain.is_empty(), |(_, d)| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// The lower-cased domain of an address (empty for a bare local part).
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+}
+
+/// What one delivery attempt came to for one recipient, with the reply
+/// (remote, or ours marked `[internal]`) that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    /// Accepted by the next hop.
+    Delivered(Rc<str>),
+    /// Permanent failure (5xx, null MX, ...).
+    Failed(Rc<str>),
+    /// Transient failure (4xx, connection trouble, ...).
+    Deferred(Rc<str>),
 }

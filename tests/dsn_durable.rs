@@ -14,7 +14,8 @@ use impulse::conn::ShardTls;
 use impulse::events::Events;
 use impulse::message::Envelope;
 use impulse::outbound::dns::{Resolver, ResolverConfig};
-use impulse::outbound::ShardDelivery;
+use impulse::outbound::Pools;
+use impulse::queue::driver::ShardQueue;
 use impulse::runtime::Current;
 use impulse::spool::{Fault, Spool, SpoolOptions};
 
@@ -96,8 +97,8 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
         let current = Rc::new(Current::new(config));
         let tls = Rc::new(ShardTls::default());
         let events = Rc::new(Events::new(0));
-        let delivery =
-            ShardDelivery::new(0, current, tls, events, spool.clone(), resolver, Vec::new());
+        let pools = Pools::new(0, tls, events.clone(), resolver);
+        let delivery = ShardQueue::new(0, current, events, spool.clone(), pools, Vec::new());
         let id = spool.allocate_id();
         let env = Envelope::new("a@example.com", &["gone@example.net"]);
         let body = b"Subject: x\r\n\r\nx\r\n".to_vec();

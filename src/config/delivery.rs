@@ -1,6 +1,10 @@
 //! Delivery settings per destination domain (`[domain."x"]` → `[global]` →
 //! default), compiled once per config load: routes, outbound TLS, limits,
 //! Momentum's timeouts and the retry policy.
+//!
+//! Owns the compiled per-domain `Delivery` and the `RetryPolicy` data.
+//! May call: the rest of config. Must never: import a pipeline stage (the
+//! queue, which does the retry arithmetic, imports this, not the reverse).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,7 +16,6 @@ use std::time::Duration;
 use super::parse::{Entry, Value, Values};
 use super::resources::client_tls;
 use super::{flag, int, lookup, secs};
-use crate::queue::RetryPolicy;
 
 /// Outbound STARTTLS policy (Momentum `tls`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -76,6 +79,33 @@ impl Route {
             host: host.to_ascii_lowercase(),
             port,
         })
+    }
+}
+
+/// When to try again and when to give up, as configured. The arithmetic
+/// over it (delays, expiry, the decision after a deferral) is the queue's:
+/// `queue::policy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay after the first transient failure; doubles per failure.
+    pub retry_interval_ms: u64,
+    /// Cap on the delay.
+    pub max_retry_interval_ms: u64,
+    /// Transient failures before a permanent one; `None` = until expiry.
+    pub max_retries: Option<u32>,
+    /// Lifetime of a message from reception.
+    pub message_expiration_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    /// Momentum 2.2's defaults: 1200 s doubling to 43200 s, one day.
+    fn default() -> Self {
+        RetryPolicy {
+            retry_interval_ms: 1_200_000,
+            max_retry_interval_ms: 43_200_000,
+            max_retries: None,
+            message_expiration_ms: 86_400_000,
+        }
     }
 }
 

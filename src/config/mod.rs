@@ -4,6 +4,11 @@
 //! Everything else reads a compiled, immutable [`Config`] snapshot. Loading
 //! reads files (the config, TLS keys, password files) and so happens at
 //! start-up or reload on the main thread, never on a shard.
+//!
+//! May call: nothing else in the crate; every stage reads config, so config
+//! imports no stage (a stage's policy that config compiles, such as the
+//! retry policy, is plain data here and its logic stays in the stage).
+//! Must never: run on a shard's hot path, or accept an unknown key silently.
 
 pub mod delivery;
 pub mod options;
@@ -21,7 +26,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use delivery::{Delivery, DeliveryTable, Route, TlsMode};
+pub use delivery::{Delivery, DeliveryTable, RetryPolicy, Route, TlsMode};
 use options::OptionDef;
 use parse::{Entry, RawConfig, Value, Values};
 pub use resources::{client_tls, Credentials, TlsMaterial};

@@ -1,6 +1,8 @@
-//! One outbound SMTP connection: drives `smtp::client` over a
-//! [`ClientConn`], applying Momentum's per-stage timeouts and the domain's
-//! STARTTLS policy.
+//! One outbound SMTP connection: drives `smtp::client` over a [`Conn`],
+//! applying Momentum's per-stage timeouts and the domain's STARTTLS policy.
+//!
+//! May call: smtp::client, conn, config (a domain's settings). Must never:
+//! decide what becomes of a recipient (it returns the engine's results).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,10 +2,15 @@
 //! messages still need delivery, per destination domain, and when.
 //!
 //! Sans-IO: no clock (every call takes `now_ms`), no disk, no sockets. The
-//! delivery driver asks it for jobs, reports results, and writes to the
-//! spool what `settle` says before acting on it. Per-domain ready queues
-//! keep one slow or dead domain from delaying any other.
+//! driver (`driver`, the only part here that does I/O) asks it for jobs,
+//! reports results, and writes to the spool what `settle` says before
+//! acting on it. Per-domain ready queues keep one slow or dead domain from
+//! delaying any other.
+//!
+//! May call (this file and `policy`): message, config (the retry policy).
+//! Must never: import the driver, or anything that does I/O.
 
+pub mod driver;
 pub mod policy;
 #[cfg(test)]
 mod tests;
@@ -14,37 +19,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use crate::message::MessageId;
+pub use crate::message::{domain_of, QueuedRcpt, RcptResult};
 pub use policy::{AfterDeferral, RetryPolicy};
-
-/// A recipient still to be delivered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedRcpt {
-    /// Index in the message's envelope recipient list.
-    pub index: u32,
-    /// The address.
-    pub address: Box<str>,
-}
-
-impl QueuedRcpt {
-    /// The destination domain, lower-cased.
-    pub fn domain(&self) -> String {
-        domain_of(&self.address)
-    }
-
-    /// True when the address is in `domain` (lower-case), without allocating.
-    pub fn in_domain(&self, domain: &str) -> bool {
-        self.address
-            .rsplit_once('@')
-            .map_or(domain.is_empty(), |(_, d)| d.eq_ignore_ascii_case(domain))
-    }
-}
-
-/// The lower-cased domain of an address (empty for a bare local part).
-pub fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
-}
 
 /// A message as the queue knows it.
 #[derive(Clone, Debug)]
@@ -101,17 +77,6 @@ pub struct Job {
     pub domain: Rc<str>,
     /// Its recipients there.
     pub recipients: Vec<QueuedRcpt>,
-}
-
-/// The result for one recipient of a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RcptResult {
-    /// Accepted by the next hop.
-    Delivered(Rc<str>),
-    /// Permanent failure (5xx, null MX, ...).
-    Failed(Rc<str>),
-    /// Transient failure (4xx, connection trouble, ...).
-    Deferred(Rc<str>),
 }
 
 /// Final state of one recipient, to record in the spool.

@@ -1,30 +1,12 @@
-//! Retry and expiry policy (Momentum's `retry_interval`, `max_retry_interval`,
-//! `max_retries`, `message_expiration`): pure arithmetic on milliseconds.
+//! Retry and expiry decisions (Momentum's `retry_interval`,
+//! `max_retry_interval`, `max_retries`, `message_expiration`): pure
+//! arithmetic on milliseconds over the compiled [`RetryPolicy`], which
+//! `config` owns as data.
+//!
+//! May call: config (the policy's fields). Must never: read a clock (time
+//! comes in as a parameter) or do I/O.
 
-/// When to try again and when to give up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Delay after the first transient failure; doubles per failure.
-    pub retry_interval_ms: u64,
-    /// Cap on the delay.
-    pub max_retry_interval_ms: u64,
-    /// Transient failures before a permanent one; `None` = until expiry.
-    pub max_retries: Option<u32>,
-    /// Lifetime of a message from reception.
-    pub message_expiration_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    /// Momentum 2.2's defaults: 1200 s doubling to 43200 s, one day.
-    fn default() -> Self {
-        RetryPolicy {
-            retry_interval_ms: 1_200_000,
-            max_retry_interval_ms: 43_200_000,
-            max_retries: None,
-            message_expiration_ms: 86_400_000,
-        }
-    }
-}
+pub use crate::config::RetryPolicy;
 
 /// What to do after a transient failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

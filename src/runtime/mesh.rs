@@ -161,8 +161,11 @@ pub fn inbox<Q, A>(capacity: usize) -> (Address<Q, A>, Inbox<Q, A>) {
     (Address { tx }, Inbox { rx })
 }
 
+/// Every shard's address and every shard's inbox, by shard number.
+pub type Inboxes<Q, A> = (Vec<Address<Q, A>>, Vec<Inbox<Q, A>>);
+
 /// One inbox per shard: `addresses[n]` reaches shard n's `inboxes[n]`.
-pub fn inboxes<Q, A>(shards: usize, capacity: usize) -> (Vec<Address<Q, A>>, Vec<Inbox<Q, A>>) {
+pub fn inboxes<Q, A>(shards: usize, capacity: usize) -> Inboxes<Q, A> {
     (0..shards).map(|_| inbox(capacity)).unzip()
 }
 

@@ -1,6 +1,11 @@
 //! One shard's life: recover its spool, bind its listeners, serve, keep
 //! the spool compacted, answer its inbox (reload, shutdown), and shut down
 //! gracefully when asked.
+//!
+//! The shard's composition root: builds its stages bottom-up (spool,
+//! outbound pools, the queue's driver, inbound) and wires them. May call:
+//! every stage, runtime. Must never: share a stage's state with another
+//! shard (other shards are reached through the mesh).
 
 use std::rc::Rc;
 use std::sync::mpsc::Sender;
@@ -14,7 +19,8 @@ use crate::events::{CounterSnapshot, Counters, Events};
 use crate::inbound::{AuthInbox, AuthMesh, ShardInbound};
 use crate::intake::Intake;
 use crate::outbound::dns::{Resolver, ResolverConfig};
-use crate::outbound::ShardDelivery;
+use crate::outbound::Pools;
+use crate::queue::driver::ShardQueue;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::spool::{Spool, SpoolOptions};
@@ -60,16 +66,16 @@ pub async fn run(
     let events = Rc::new(Events::new(shard));
     let counters = Rc::new(Counters::default());
     events.subscribe(counters.clone());
-    let delivery = ShardDelivery::new(
+    let pools = Pools::new(shard, tls.clone(), events.clone(), resolver);
+    let queue = ShardQueue::new(
         shard,
         current.clone(),
-        tls.clone(),
         events.clone(),
         spool.clone(),
-        resolver,
+        pools,
         std::mem::take(&mut recovered.messages),
     );
-    let intake = Rc::new(Intake::new(spool.clone(), delivery.clone(), events.clone()));
+    let intake = Rc::new(Intake::new(spool.clone(), queue.clone(), events.clone()));
     let started = ShardInbound::start(
         shard,
         current.clone(),
@@ -104,7 +110,7 @@ pub async fn run(
     unsafe {
         libc::malloc_trim(0);
     }
-    let scheduler = glommio::spawn_local(delivery.clone().run());
+    let scheduler = glommio::spawn_local(queue.clone().run());
     let stopping = Signal::default();
     let compactor = glommio::spawn_local(compact_loop(
         shard,
@@ -124,9 +130,9 @@ pub async fn run(
     let timeout = current.get().shutdown_timeout;
     let deadline = Instant::now() + timeout;
     drain(&inbound, timeout).await;
-    delivery.stop();
+    queue.stop();
     scheduler.await;
-    while delivery.active_connections() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
+    while queue.busy() > 0 && Instant::now() < deadline + FORCE_CLOSE_GRACE {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
     // It stops at the signal once its current pass is through.

@@ -1,32 +1,44 @@
-//! A shard's delivery engine: takes jobs from the queue partition per
-//! destination domain, runs up to `max_outbound_connections` connections
-//! per domain, records every outcome in the spool before acting on it, and
-//! reschedules or finishes messages as the queue says.
+//! The queue's driver: a shard's queue manager. Owns the shard's `Queue`
+//! and runs it — the scheduler loop (due messages; delivery tasks per
+//! domain up to `max_outbound_connections`, none while
+//! `suspend_delivery`), the hand-off from inbound (`accept`), the resident
+//! content cache, the settlement of every job's results (`settle`), DSNs
+//! and delay DSNs injected as new messages (`bounces`), and the events for
+//! deliveries, failures with their bounce class, and panic-level errors.
+//! It decides what is sent and when; outbound carries it and returns a
+//! result per recipient.
+//!
+//! May call: the queue's data structure, outbound (pools and slots),
+//! spool, bounce, events, config, message, runtime, smtp's status parser.
+//! Must never: speak SMTP or open a socket itself, act on a result before
+//! the spool has it, or drop a result it cannot record (it retries).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::dns::Resolver;
+use super::{Entry, Queue, QueuedRcpt};
 use crate::config::Config;
-use crate::conn::ShardTls;
 use crate::events::Events;
 use crate::message::{Envelope, MessageId};
-use crate::queue::{Entry, Queue, QueuedRcpt};
+use crate::outbound::Pools;
 use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::Current;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
+use resident::Resident;
 
 mod bounces;
+mod resident;
+mod settle;
 mod worker;
 
 /// Longest sleep of the scheduler loop when nothing is due.
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -37,25 +49,17 @@ pub fn now_ms() -> u64 {
 /// and after a deferral, its content is read back from the spool.
 const MAX_RESIDENT_OCTETS: usize = 256 << 20;
 
-/// Content kept from reception for the first attempt.
-struct Resident {
-    env: Rc<Envelope>,
-    body: Rc<[u8]>,
-}
-
-/// A shard's outbound side.
-pub struct ShardDelivery {
+/// A shard's queue manager.
+pub struct ShardQueue {
     shard: usize,
     config: Rc<Current<Config>>,
-    tls: Rc<ShardTls>,
     events: Rc<Events>,
     spool: Rc<Spool>,
-    resolver: Rc<Resolver>,
+    pools: Rc<Pools>,
     queue: RefCell<Queue>,
-    resident: RefCell<HashMap<MessageId, Resident>>,
-    resident_octets: std::cell::Cell<usize>,
+    resident: RefCell<Resident>,
     active: RefCell<HashMap<Rc<str>, u32>>,
-    /// Idle connections per domain wait on these for new work.
+    /// Delivery tasks waiting for work in a domain wait on these.
     idle: RefCell<HashMap<Rc<str>, Signal>>,
     kick: Notify,
     stop: Signal,
@@ -66,27 +70,25 @@ pub struct ShardDelivery {
 /// Interval of the repetitive per-domain operational lines.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-impl ShardDelivery {
-    /// Builds the engine with the messages recovered from the spool.
+impl ShardQueue {
+    /// Builds the driver with the messages recovered from the spool; it
+    /// sends through `pools`.
     pub fn new(
         shard: usize,
         config: Rc<Current<Config>>,
-        tls: Rc<ShardTls>,
         events: Rc<Events>,
         spool: Rc<Spool>,
-        resolver: Rc<Resolver>,
+        pools: Rc<Pools>,
         recovered: Vec<crate::spool::QueuedMessage>,
     ) -> Rc<Self> {
-        let d = Rc::new(ShardDelivery {
+        let d = Rc::new(ShardQueue {
             shard,
             config,
-            tls,
             events,
             spool,
-            resolver,
+            pools,
             queue: RefCell::new(Queue::new()),
-            resident: RefCell::new(HashMap::new()),
-            resident_octets: std::cell::Cell::new(0),
+            resident: RefCell::new(Resident::new(MAX_RESIDENT_OCTETS)),
             active: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
             kick: Notify::default(),
@@ -136,30 +138,29 @@ impl ShardDelivery {
             })
             .collect();
         let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
-        let octets = self.resident_octets.get() + content.len();
-        if octets <= MAX_RESIDENT_OCTETS {
-            self.resident_octets.set(octets);
-            self.resident.borrow_mut().insert(
-                id,
-                Resident {
-                    env: Rc::new(env),
-                    body: Rc::from(content),
-                },
-            );
-        }
+        self.resident.borrow_mut().keep(id, env, content);
         let ready = self.queue.borrow_mut().insert(entry, now_ms());
         self.work_arrived(&ready);
     }
 
-    /// Forgets a message's in-memory content (done, or deferred).
-    fn release(&self, id: &MessageId) {
-        if let Some(r) = self.resident.borrow_mut().remove(id) {
-            self.resident_octets
-                .set(self.resident_octets.get().saturating_sub(r.body.len()));
+    /// Envelope and content of a queued message: the resident copy, else
+    /// read from the spool.
+    async fn fetch(&self, id: MessageId) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
+        let kept = self.resident.borrow().get(&id);
+        if let Some(x) = kept {
+            return Ok(x);
         }
+        let (env, body) = self.spool.read_live(id).await?;
+        Ok((Rc::new(env), Rc::from(body)))
     }
 
-    /// Wakes idle connections of these domains, and the scheduler.
+    /// Forgets a message's in-memory content (done, or deferred).
+    fn release(&self, id: &MessageId) {
+        self.resident.borrow_mut().forget(id);
+    }
+
+    /// Wakes the delivery tasks waiting for work in these domains, and the
+    /// scheduler.
     fn work_arrived(&self, domains: &[Rc<str>]) {
         let mut idle = self.idle.borrow_mut();
         for d in domains {
@@ -177,21 +178,23 @@ impl ShardDelivery {
         self.kick.notify();
     }
 
-    /// Outbound connections open now.
-    pub fn active_connections(&self) -> u32 {
-        self.active.borrow().values().sum()
+    /// Delivery tasks running plus outbound connections open (lent out,
+    /// idle or closing): shutdown waits for this to reach zero.
+    pub fn busy(&self) -> u32 {
+        self.active.borrow().values().sum::<u32>() + self.pools.open()
     }
 
-    /// Stops starting new deliveries (shutdown).
+    /// Stops starting new deliveries and closes idle connections (shutdown).
     pub fn stop(&self) {
         self.stop.fire();
+        self.pools.shutdown();
         for (_, idle) in self.idle.borrow_mut().drain() {
             idle.fire();
         }
         self.wake_scheduler();
     }
 
-    /// The scheduler: wakes due messages and starts connections per domain.
+    /// The scheduler: wakes due messages and starts delivery tasks per domain.
     pub async fn run(self: Rc<Self>) {
         while !self.stop.is_fired() {
             let now = now_ms();

@@ -1,7 +1,12 @@
-//! Turning permanent failures into DSNs: each DSN is a new message in the
-//! same shard's spool, queued like any other.
+//! Turning failures and long deferrals into DSNs: each DSN is a new
+//! message in the same shard's spool, queued like any other once durable.
+//!
+//! Owns the DSN's recipient reports (status, diagnostic, retry-until) and
+//! its injection. May call: bounce (composition), the spool (id and the
+//! write, from the reserve when the disk is full), message, config, smtp's
+//! status parser. Must never: queue a DSN before it is durable.
 
-use super::{now_ms, ShardDelivery};
+use super::{now_ms, ShardQueue};
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
@@ -31,7 +36,7 @@ pub(super) struct Dsn {
     content: Vec<u8>,
 }
 
-impl ShardDelivery {
+impl ShardQueue {
     /// Makes the DSN for the failed recipients of a message, if one is due
     /// (none for a null sender, or when the original cannot be read: that
     /// is logged, and no retry can make it readable).

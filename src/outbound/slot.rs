@@ -1,0 +1,184 @@
+//! A connection slot: one ready SMTP connection lent out by the pool. A
+//! job goes in (envelope, shared body, the recipients to send to) and a
+//! typed result per recipient comes out; the transactions, recipient
+//! batches and a connection that breaks half-way are handled here.
+//!
+//! Owns `Slot`. May call: the session (`smtp::client` over the socket),
+//! message types, events (the connection's closing, when it is dropped).
+//! Must never: touch the spool or the queue, or copy the body (it is
+//! shared, `Rc<[u8]>`, from the spool read or the reception).
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::key::PoolKey;
+use super::session::Outbound;
+use crate::config::Delivery;
+use crate::events::{Direction, Event, Events};
+use crate::message::{Envelope, QueuedRcpt, RcptResult, Recipient};
+use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
+
+/// Reports an outbound connection opened, and closed when dropped; counts
+/// the shard's open outbound connections meanwhile.
+pub(super) struct Opened {
+    events: Rc<Events>,
+    open: Rc<Cell<u32>>,
+    peer: SocketAddr,
+}
+
+impl Opened {
+    pub(super) fn new(events: Rc<Events>, open: Rc<Cell<u32>>, peer: SocketAddr) -> Self {
+        events.emit(Event::ConnectionOpened {
+            direction: Direction::Outbound,
+            peer: Some(peer),
+        });
+        open.set(open.get() + 1);
+        Opened { events, open, peer }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        self.events.emit(Event::ConnectionClosed {
+            direction: Direction::Outbound,
+            peer: Some(self.peer),
+        });
+    }
+}
+
+/// One ready connection, lent to one delivery task at a time. Dropping it
+/// closes the socket without QUIT (what a broken connection gets); the
+/// pool's `release` keeps it for reuse or QUITs it.
+pub struct Slot {
+    session: Outbound,
+    key: PoolKey,
+    pub(super) settings: Arc<Delivery>,
+    /// Jobs sent over this connection (`max_deliveries_per_connection`).
+    sent: u32,
+    /// The reply every further recipient gets once the connection broke.
+    broken: Option<Rc<str>>,
+    /// Declared last: the closed event follows the socket's close.
+    _opened: Opened,
+}
+
+fn reply(text: String) -> Rc<str> {
+    Rc::from(text)
+}
+
+impl Slot {
+    pub(super) fn new(
+        session: Outbound,
+        key: PoolKey,
+        settings: Arc<Delivery>,
+        opened: Opened,
+    ) -> Slot {
+        Slot {
+            session,
+            key,
+            settings,
+            sent: 0,
+            broken: None,
+            _opened: opened,
+        }
+    }
+
+    /// The pool key: binding and remote host.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// The remote host's name, as recorded with each result.
+    pub fn host(&self) -> &str {
+        &self.session.host
+    }
+
+    /// True once the connection broke: it can carry nothing more.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    /// True when the connection has carried `max_deliveries_per_connection`.
+    pub fn used_up(&self) -> bool {
+        let max = self.settings.max_deliveries_per_connection;
+        max > 0 && self.sent >= max
+    }
+
+    /// Sends one job: the recipients in transactions of at most
+    /// `max_recipients_per_batch`, the body shared with each. Returns a
+    /// result per recipient (by envelope index); a recipient the server
+    /// never answered for is left out, and counts as deferred. Once the
+    /// connection breaks, the remaining batches are deferred with its reply.
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        body: &Rc<[u8]>,
+        recipients: &[QueuedRcpt],
+    ) -> Vec<(u32, RcptResult)> {
+        self.sent += 1;
+        let mut results = Vec::with_capacity(recipients.len());
+        for batch in recipients.chunks(self.settings.max_recipients_per_batch.max(1)) {
+            if let Some(r) = &self.broken {
+                results.extend(
+                    batch
+                        .iter()
+                        .map(|q| (q.index, RcptResult::Deferred(Rc::clone(r)))),
+                );
+                continue;
+            }
+            let rcpts: Vec<Recipient> = batch
+                .iter()
+                .map(|q| {
+                    envelope
+                        .recipients
+                        .get(q.index as usize)
+                        .cloned()
+                        .unwrap_or_else(|| Recipient::new(q.address.to_string()))
+                })
+                .collect();
+            match self
+                .session
+                .send(Transaction::from_envelope(envelope, rcpts, body.clone()))
+                .await
+            {
+                Ok(result) => {
+                    for (q, rr) in batch.iter().zip(result.recipients) {
+                        let text = reply(rr.outcome.reply().to_string());
+                        let r = match rr.outcome {
+                            ClientOutcome::Delivered(_) => RcptResult::Delivered(text),
+                            ClientOutcome::Transient(_) => RcptResult::Deferred(text),
+                            ClientOutcome::Permanent(_) => RcptResult::Failed(text),
+                        };
+                        results.push((q.index, r));
+                    }
+                    if !self.session.ready().await {
+                        self.broken = Some(reply(
+                            "451 4.4.2 [internal] connection closed by remote host".into(),
+                        ));
+                    }
+                }
+                Err((_, r)) => {
+                    let r = reply(r.to_string());
+                    results.extend(
+                        batch
+                            .iter()
+                            .map(|q| (q.index, RcptResult::Deferred(r.clone()))),
+                    );
+                    self.broken = Some(r);
+                }
+            }
+        }
+        results
+    }
+
+    /// QUIT and close.
+    pub(super) async fn quit(self) {
+        let Slot {
+            session, _opened, ..
+        } = self;
+        session.quit().await;
+        drop(_opened);
+    }
+}

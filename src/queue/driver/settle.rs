@@ -1,0 +1,243 @@
+//! Settling a job's results: the queue decides (delivered, failed, retry
+//! when, done), a DSN for the failures is spooled and queued first, then
+//! the OUTCOME records and DONE or RETRY go to the spool in one batch; each
+//! write is retried until it is durable. Emits an event per recipient
+//! result, with the bounce class of failures.
+//!
+//! May call: the queue, spool, bounce (classes, DSNs through `bounces`),
+//! events, config. Must never: give up on a write while the spool is open
+//! (the message's delivery waits instead), or record a failure before its
+//! DSN is durable.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{now_ms, ShardQueue};
+use crate::bounce::{classify, BounceClass};
+use crate::config::Delivery;
+use crate::events::Event;
+use crate::message::MessageId;
+use crate::queue::{Job, Next, RcptResult, Settlement};
+use crate::spool::{Outcome, Record, SpoolError};
+
+/// First wait before writing an outcome again after a spool failure.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest wait between such attempts.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Jobs settled concurrently when a whole domain is settled at once.
+const SETTLE_CONCURRENCY: usize = 256;
+
+/// A reply as recorded (`"550 5.1.1 text"`) and its Momentum bounce class.
+fn bounce_class(reply: &str) -> BounceClass {
+    let code = reply
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(0);
+    let text = reply.get(3..).unwrap_or("").trim_start();
+    classify(code, None, text)
+}
+
+impl ShardQueue {
+    /// Settles a job in the queue, spools a DSN for failures, then
+    /// records the settlement. The DSN goes first: a crash in between
+    /// repeats an attempt (and perhaps a DSN) but never loses the DSN.
+    pub(super) async fn finish(
+        &self,
+        job: &Job,
+        results: &[(u32, RcptResult)],
+        remote: Option<&str>,
+        d: &Delivery,
+    ) {
+        let s = self
+            .queue
+            .borrow_mut()
+            .settle(job, results, &d.retry, now_ms());
+        self.report(job, results, &s, remote);
+        let failures: Vec<&crate::queue::Final> =
+            s.finals.iter().filter(|f| !f.delivered).collect();
+        // Neither may be forgotten: each is retried until it is durable,
+        // and this connection (with this message) waits for it.
+        if !failures.is_empty() && d.generate_bounces {
+            if let Some(dsn) = self.make_dsn(s.id, &failures, remote, d).await {
+                self.until_durable(s.id, "spooling its DSN", || self.store_dsn(&dsn))
+                    .await;
+                self.accept_dsn(dsn);
+            }
+        }
+        self.until_durable(s.id, "recording its results", || self.record(&s))
+            .await;
+        match s.next {
+            Next::Done => self.release(&s.id),
+            Next::Retry { .. } => {
+                self.delay_notice(s.id, d).await;
+                self.release(&s.id);
+            }
+            Next::Waiting => {}
+        }
+    }
+
+    /// Emits one event per recipient result: delivered or failed for good
+    /// as the settlement says (a deferral past its expiry is a failure),
+    /// deferred otherwise.
+    fn report(&self, job: &Job, results: &[(u32, RcptResult)], s: &Settlement, host: Option<&str>) {
+        for f in &s.finals {
+            let (recipient, reply) = (&*f.rcpt.address, &*f.reply);
+            self.events.emit(if f.delivered {
+                Event::Delivery {
+                    id: s.id,
+                    recipient,
+                    host,
+                    reply,
+                }
+            } else {
+                Event::PermanentFailure {
+                    id: s.id,
+                    recipient,
+                    host,
+                    reply,
+                    class: bounce_class(reply),
+                }
+            });
+        }
+        for (index, r) in results {
+            let RcptResult::Deferred(reply) = r else {
+                continue;
+            };
+            if s.finals.iter().any(|f| f.rcpt.index == *index) {
+                continue;
+            }
+            let Some(q) = job.recipients.iter().find(|q| q.index == *index) else {
+                continue;
+            };
+            self.events.emit(Event::TransientFailure {
+                id: s.id,
+                recipient: &q.address,
+                host,
+                reply,
+                class: bounce_class(reply),
+            });
+        }
+    }
+
+    /// Writes OUTCOME records, then DONE or RETRY, in one batch.
+    async fn record(&self, s: &Settlement) -> Result<(), SpoolError> {
+        let finals: Vec<(u32, Outcome, &str)> = s
+            .finals
+            .iter()
+            .map(|f| {
+                let outcome = if f.delivered {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Failed
+                };
+                (f.rcpt.index, outcome, &*f.reply)
+            })
+            .collect();
+        let then = match s.next {
+            Next::Done => Some(Record::Done { id: s.id }),
+            Next::Retry { at, attempts } => Some(Record::Retry {
+                id: s.id,
+                next_attempt_ms: at,
+                attempts,
+            }),
+            Next::Waiting => None,
+        };
+        self.spool.append_settlement(s.id, &finals, then).await
+    }
+
+    /// Runs `write` until it succeeds, waiting longer after each failure
+    /// (a full disk, an I/O error). Gives up only when the spool is closed
+    /// (shutdown): the work is then repeated after the restart, never lost.
+    async fn until_durable<F, Fut>(&self, id: MessageId, what: &str, mut write: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SpoolError>>,
+    {
+        let mut delay = RECORD_RETRY_FIRST;
+        let mut failures = 0u64;
+        loop {
+            match write().await {
+                Ok(()) => {
+                    if failures > 0 {
+                        log::info!(
+                            "shard {}: {id}: {what} succeeded after {failures} failed attempt(s)",
+                            self.shard
+                        );
+                    }
+                    return;
+                }
+                Err(SpoolError::Closed) => {
+                    self.events.panic(&format!(
+                        "{id}: {what}: spool closed; the attempt is repeated after restart"
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    // 1st, 2nd, 4th, 8th ... failure: the log shows it is
+                    // stuck without a line per retry.
+                    if failures.is_power_of_two() {
+                        self.events.panic(&format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
+                    }
+                    glommio::timer::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Settles every ready job of a domain with the same result.
+    pub(super) async fn settle_domain(
+        self: &Rc<Self>,
+        domain: &Rc<str>,
+        result: RcptResult,
+        d: &Arc<Delivery>,
+    ) {
+        let jobs = self.queue.borrow_mut().take_all(domain);
+        if jobs.is_empty() {
+            return;
+        }
+        let kind = match &result {
+            RcptResult::Delivered(_) => "delivered",
+            RcptResult::Failed(_) => "failed",
+            RcptResult::Deferred(_) => "deferred",
+        };
+        let admitted = self
+            .repeats
+            .borrow_mut()
+            .admit(&(domain.clone(), kind), std::time::Instant::now());
+        if let Some(held) = admitted {
+            let also = if held > 0 {
+                format!(" ({held} similar line(s) for this domain held back)")
+            } else {
+                String::new()
+            };
+            log::info!(
+                "shard {}: {domain}: {} message(s) settled as {result:?}{also}",
+                self.shard,
+                jobs.len()
+            );
+        }
+        let jobs = Rc::new(jobs);
+        let per_task = jobs.len().div_ceil(SETTLE_CONCURRENCY);
+        let mut tasks = Vec::new();
+        for start in (0..jobs.len()).step_by(per_task.max(1)) {
+            let (me, jobs, result, d) = (self.clone(), jobs.clone(), result.clone(), d.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for job in jobs.iter().skip(start).take(per_task) {
+                    let results: Vec<(u32, RcptResult)> = job
+                        .recipients
+                        .iter()
+                        .map(|q| (q.index, result.clone()))
+                        .collect();
+                    me.finish(job, &results, None, &d).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    }
+}

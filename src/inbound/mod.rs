@@ -2,7 +2,8 @@
 //! limits, and the sessions that drive `smtp::server` over glommio TCP and
 //! rustls, handing each received message to intake.
 //!
-//! May call: config (snapshot), smtp::server, conn, intake, events. Must
+//! May call: config (snapshot), smtp::server, conn, intake, events,
+//! runtime (buffer pool, the AUTH mesh). Must
 //! never: block the shard (all socket I/O is glommio's), write to the
 //! spool itself, or answer 250 to a message intake has not confirmed.
 

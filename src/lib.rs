@@ -1,8 +1,10 @@
 //! impulse: a thread-per-core, shared-nothing mail transfer agent.
 //!
-//! Modules follow the data path: `inbound` drives `smtp::server` and writes
-//! through `spool`; `config` and `runtime` frame every shard, and
-//! `server` (the composition root) builds and runs the shards.
+//! Modules follow the data path: `inbound` drives `smtp::server` and hands
+//! messages to `intake`, which writes through `spool`; `config` and
+//! `runtime` frame every shard, and `server` (the composition root) builds
+//! and runs the shards. Owns the module tree only. May call: nothing.
+//! Must never: hold code (module declarations only).
 
 pub mod bounce;
 pub mod config;

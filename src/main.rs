@@ -1,4 +1,7 @@
-//! The `impulse` command: parses the CLI and dispatches. Nothing else.
+//! The `impulse` command: parses the CLI, sets the SIGPIPE disposition and
+//! dispatches. May call: `server`, `config`, `spool::tools`,
+//! `runtime::logger`. Must never: start a server other than through
+//! `server::serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

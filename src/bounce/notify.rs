@@ -1,6 +1,7 @@
 //! The RFC 3461 NOTIFY rules: which recipient reports get a DSN.
 //!
-//! Pure predicate over a report; no I/O.
+//! Pure predicate over a report. May call: `bounce` (`Action`,
+//! `RecipientReport`). Must never: do I/O.
 
 use super::{Action, RecipientReport};
 

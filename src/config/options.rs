@@ -4,8 +4,8 @@
 //!
 //! Pure data. `parse` checks files against it; `resolve` falls back to the
 //! defaults here; `reload` classifies changes by it; `check-config` prints
-//! from it. Must never: mark an option by intent rather than by where the
-//! running server reads its compiled value.
+//! from it. May call: nothing in the crate. Must never: mark an option by
+//! intent rather than by where the running server reads its compiled value.
 
 /// Where an option may be written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

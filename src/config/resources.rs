@@ -1,6 +1,9 @@
 //! Files a configuration points at: STARTTLS certificates and AUTH
 //! password files. Loaded with the config (start-up or reload, main
 //! thread), so a bad file is a config error, never a runtime surprise.
+//! Also builds the outbound TLS client config (`client_tls`). May call:
+//! nothing in the crate. Must never: accept a password file line it cannot
+//! read or a hash other than SHA512-CRYPT/SHA256-CRYPT (that is an error).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,7 +1,10 @@
 //! One client session: reads bytes, feeds `smtp::server`, acts on its
 //! steps (AUTH check, STARTTLS, a received message to intake), writes its
 //! replies, reports connections and refusals as events, and enforces
-//! per-stage timeouts and shutdown.
+//! per-stage timeouts and shutdown. May call: `smtp`, `config`, `conn`,
+//! `events`, `intake`, `runtime::pool`, `inbound::auth_limit`, `inbound`
+//! (`ShardInbound`). Must never: write to the spool itself (a message goes
+//! to `intake`, and its reply waits for the result).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;

@@ -5,6 +5,9 @@
 //! channel and a logger thread writes it, so a slow or full stderr pipe
 //! cannot stall a shard. When the channel is full the line is dropped and
 //! counted, and the count is reported with the next line that gets through.
+//! Owns the logger thread, its channel and `RepeatLimiter`. May call:
+//! nothing in the crate. Must never: block a caller on a log line (lines
+//! go in with `try_send` only).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,8 @@
 //! Owns the accounting only: a counter shared by the sessions of one shard
 //! (`Rc`, never across threads) and the RAII `Charge` each body holds, so
 //! that whatever ends a transaction (250, refusal, RSET, close, a dropped
-//! session) gives its octets back. No I/O here.
+//! session) gives its octets back. No I/O here. May call: nothing in the
+//! crate. Must never: keep octets charged after their `Charge` is dropped.
 
 use std::cell::Cell;
 use std::fmt;

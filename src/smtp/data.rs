@@ -5,6 +5,7 @@
 //! line length, bare CR/LF, NUL, 8-bit). Only `CRLF . CRLF` ends DATA: a
 //! bare CR or LF never starts a line, so `\n.\n` and friends cannot smuggle
 //! a second message. No I/O here: bytes in, counts and flags out.
+//! May call: `smtp::budget` (the `Charge` a body holds).
 
 use super::budget::Charge;
 

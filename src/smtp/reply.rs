@@ -1,7 +1,8 @@
 //! SMTP replies as data: a code, an optional RFC 3463 enhanced status code
 //! and one or more text lines, rendered to the wire form.
 //!
-//! Owns only the `Reply` type. No I/O here: rendering appends to a buffer.
+//! Owns only the `Reply` type. May call: nothing in the crate. Must never:
+//! do I/O (rendering appends to a buffer).
 
 use std::fmt;
 

@@ -2,8 +2,9 @@
 //! and the one parser every stage uses (client replies, bounce
 //! classification, DSN rendering, delivery results).
 //!
-//! Pure; no I/O. Must never accept what RFC 3463 does not: the class is
-//! one of 2, 4, 5; subject and detail are 1 to 3 digits.
+//! Pure; no I/O. May call: nothing in the crate. Must never accept what
+//! RFC 3463 does not: the class is one of 2, 4, 5; subject and detail are
+//! 1 to 3 digits.
 
 use std::fmt;
 

@@ -5,7 +5,8 @@
 //! durable commit, by the writer. No I/O here. It must never call a segment
 //! deletable while a live MESSAGE sits in it, or while a record in it
 //! cancels (DONE) or settles (final OUTCOME) a message whose MESSAGE lies in
-//! an older segment that still exists (SPEC.md section 5).
+//! an older segment that still exists (SPEC.md section 5). May call:
+//! `spool::record` (`Outcome`), `message`.
 
 use super::record::Outcome;
 use crate::message::MessageId;

@@ -6,7 +6,8 @@
 //! dies (kill -9 included), so a stale file never blocks a restart. May use
 //! `std::fs` (it runs before the executors start). Must never: let two
 //! processes, or two shards, append to one directory, or accept a directory
-//! whose segments another shard number wrote.
+//! whose segments another shard number wrote. May call: `spool::record`,
+//! `spool::recovery` (`list_segments`), `spool` (`SpoolError`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

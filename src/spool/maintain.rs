@@ -7,6 +7,8 @@
 //! directory after each; it must never delete a segment whose records still
 //! matter (a live MESSAGE, or a DONE/outcome whose MESSAGE survives), and a
 //! copy-forward never touches the old segment: it only appends.
+//! May call: `spool::record`, `spool::space`, `spool::staging`, `spool`
+//! (`Spool`, `SpoolError`, segment names), `message`.
 
 use super::record::{check_frame, decode_message_parts, put_id, RecordType, FRAME_HEADER_LEN};
 use super::space::free_bytes;

@@ -8,7 +8,8 @@
 //!
 //! Must never: acknowledge a record whose write or sync failed, use `std::fs`
 //! on a shard at runtime (only during `Spool::open` recovery and in offline
-//! `tools`), or abort start-up because of one bad record.
+//! `tools`), or abort start-up because of one bad record. May call: its own
+//! submodules, `message`, and `config` (from the offline `tools` only).
 
 mod book;
 pub mod lock;

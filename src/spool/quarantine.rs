@@ -4,7 +4,8 @@
 //!
 //! Runs only at recovery (before the shard serves), so `std::fs` is fine.
 //! Never overwrites a file and never deletes anything but a half-created
-//! segment.
+//! segment. May call: `spool::record` (the segment magic), `spool::scan`
+//! (the padding alignment).
 
 use super::record::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 use super::scan::PADDING_ALIGN_BYTES;

@@ -3,7 +3,7 @@
 //! Owns the byte layout described in `spool-format/SPEC.md`. Pure: no I/O,
 //! no clock, no logging. Everything that reads or writes spool bytes
 //! (writer, recovery, offline tools) goes through this file, and decoding
-//! never panics on any input.
+//! never panics on any input. May call: `message` (the envelope types).
 
 use crate::message::{BodyType, DsnRet, Envelope, MessageId, Notify, Recipient};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

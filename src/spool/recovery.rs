@@ -3,7 +3,9 @@
 //! Runs once at `Spool::open` (before the shard serves traffic) and in the
 //! offline tools, so it may use `std::fs` and memmap2. It truncates torn
 //! tails (only when asked to repair), skips corrupt records with a paniclog
-//! entry, and never fails because of one bad record or segment.
+//! entry, and never fails because of one bad record or segment. May call:
+//! `spool::{book, quarantine, record, scan}`, `spool` (`SpoolError`,
+//! segment names), `message`.
 
 use super::book::Book;
 use super::quarantine::{is_half_created, quarantine};

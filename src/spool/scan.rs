@@ -3,7 +3,8 @@
 //! Pure over a byte slice (the caller maps or reads the file). Never panics
 //! and never trusts a length that failed its checksum: after a bad frame it
 //! resynchronises on the next offset where a frame checks out, which the
-//! per-frame offset field makes both cheap and reliable.
+//! per-frame offset field makes both cheap and reliable. May call:
+//! `spool::record` (the frame and header checks).
 
 use super::record::{check_frame, Frame, SegmentHeader, SEGMENT_HEADER_LEN};
 

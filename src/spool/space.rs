@@ -11,7 +11,7 @@
 //!
 //! glommio file I/O only (after `open`); must never: let a message append
 //! use the space the reserve stands for, or leave the spool refusing mail
-//! after space came back.
+//! after space came back. May call: `spool` (`SpoolError`).
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;

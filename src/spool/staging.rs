@@ -5,7 +5,8 @@
 //! In-memory only; no I/O. Used by the writer (which stages and commits)
 //! and by maintenance (which stages copies). Must never: complete a batch
 //! twice, or let a copy of a message that has ended or moved since it was
-//! read into a batch.
+//! read into a batch. May call: `spool::book`, `spool::record`, `spool`
+//! (`SpoolError`), `message`.
 
 use std::cell::RefCell;
 use std::future::poll_fn;

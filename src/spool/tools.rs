@@ -5,7 +5,9 @@
 //! run beside a live shard. `verify` and `inspect` take a shard's
 //! directory or the spool base (then every `shard-N` under it). Exit
 //! codes: 0 clean, 1 problems found, 2 the spool could not be read or
-//! the directory holds no spool at all.
+//! the directory holds no spool at all. May call: `spool::quarantine`,
+//! `spool::record`, `spool::recovery`, `spool::scan`, `message`, `config`
+//! (`Config::load`, to find the shard directory of a message).
 
 use super::quarantine::{is_half_created, QUARANTINE_DIR};
 use super::record::{decode_payload, Outcome, Record, SegmentHeader, FRAME_HEADER_LEN};

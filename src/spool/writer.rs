@@ -8,6 +8,8 @@
 //! `fdatasync`, then wakes every waiter of that batch. Must never: wake a waiter before the
 //! sync covering its record completed, acknowledge anything from a batch
 //! whose write or sync failed, or touch `std::fs` (recovery at open aside).
+//! May call: `spool::{book, record, recovery, space, staging}`, `spool`
+//! (options, `SpoolError`, segment names, ids), `message`.
 
 use super::book::Book;
 use super::record::{

@@ -4,6 +4,8 @@
 //!
 //! Parsing is pure. [`ResolverConfig::load`] reads /etc/resolv.conf with
 //! `std::fs` and so runs at start-up or reload, never on a shard.
+//! May call: `outbound::dns::cache` (the TTL policy), `config`
+//! (`DnsSettings`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;

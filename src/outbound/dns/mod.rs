@@ -12,6 +12,7 @@
 //!
 //! Must never block the shard: no `getaddrinfo`, no blocking sockets, no
 //! `std::fs` (only [`ResolverConfig::load`], which runs at start-up).
+//! May call: `config` (`DnsSettings`, in `conf`); nothing else in the crate.
 //!
 //! Outcome types: [`MxResult`] holds the answers that are facts about the
 //! domain (hosts, null MX, no such domain: permanent or deliverable);

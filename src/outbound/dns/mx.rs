@@ -1,5 +1,7 @@
 //! RFC 5321 §5.1 MX ordering: ascending preference, random order among
 //! equal preferences, RFC 7505 null MX. Pure: the caller supplies the RNG.
+//! May call: `outbound::dns::wire` (`MxRecord`). Must never: do I/O or
+//! draw randomness of its own.
 
 use super::wire::MxRecord;
 

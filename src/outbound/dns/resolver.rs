@@ -3,7 +3,9 @@
 //!
 //! Single-threaded by design (`Rc`/`RefCell`, one per shard): a `RefCell`
 //! borrow is never held across an `.await`. The clock is injected so the
-//! cache follows the scheduler's (possibly simulated) time.
+//! cache follows the scheduler's (possibly simulated) time. May call:
+//! `outbound::dns::{cache, conf, mx, transport, wire}` and the result
+//! types of `outbound::dns`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

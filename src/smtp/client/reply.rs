@@ -1,8 +1,9 @@
 //! Server replies as the client sees them, and the incremental parser that
 //! turns the server's bytes into them within fixed limits.
 //!
-//! Owns: `ServerReply`, `EnhancedStatus`, `ReplyParser`, `ReplyError`.
-//! No I/O; never panics on input; memory per parser is bounded by
+//! Owns: `ServerReply`, `ReplyParser`, `ReplyError`; re-exports
+//! `EnhancedStatus` from `smtp::status`. May call: `smtp::status`.
+//! Must never: do I/O, panic on input, or let a parser's memory exceed
 //! `MAX_REPLY_LINES × MAX_REPLY_LINE_OCTETS`.
 
 use std::fmt;

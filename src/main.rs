@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         options: bool,
     },
-    /// Offline spool tools (read-only; safe while the server is stopped).
+    /// Offline spool tools (read-only: never change the spool, safe beside a running server).
     Spool {
         #[command(subcommand)]
         command: impulse::spool::tools::SpoolCommand,

@@ -93,8 +93,7 @@ impl Intake {
         content.extend_from_slice(&body);
         // One copy in memory while the spool write waits, not two.
         drop(body);
-        let hooks = self.hooks.borrow().clone();
-        for hook in hooks {
+        for hook in self.hooks.borrow().iter() {
             // The session reports the refusal (phase data) when it sends it.
             if let Err(reply) = hook.inspect(&env, &mut content) {
                 log::info!("{id}: refused by intake hook {}: {reply}", hook.name());

@@ -221,19 +221,20 @@ fn failed_auth_is_answered_after_a_growing_delay() {
     );
 }
 
-/// Failures from one address add up across sessions: past
-/// `auth_failures_per_ip` AUTH is refused with 421 4.7.0 and the session
-/// closed, even with the right password; other addresses are unaffected.
-#[test]
-fn failed_auth_budget_per_address_spans_sessions() {
-    const BUDGET: usize = 3;
+/// Failed AUTHs from 127.0.0.1 allowed before 421 in the budget tests.
+const BUDGET: usize = 3;
+
+/// A server with `shards` shards and an AUTH budget of `BUDGET` failures
+/// (no delay), which 127.0.0.1 has used up in `BUDGET` sessions.
+fn budget_used_up(shards: usize) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cfg = auth_config(
         dir.path(),
         &format!(
             "auth_failure_delay_ms = 0\nauth_failures_per_ip = {BUDGET}\nauth_failure_window_secs = 600\n"
         ),
-    );
+    )
+    .replace("shards = 1", &format!("shards = {shards}"));
     let s = start_in(dir, free_port(), &cfg);
     for _ in 0..BUDGET {
         let mut c = greeted_from([127, 0, 0, 1], &s);
@@ -241,6 +242,15 @@ fn failed_auth_budget_per_address_spans_sessions() {
         assert!(r.starts_with("535 5.7.8"), "{r}");
         assert!(c.cmd("QUIT").starts_with("221"));
     }
+    s
+}
+
+/// Failures from one address add up across sessions: past
+/// `auth_failures_per_ip` AUTH is refused with 421 4.7.0 and the session
+/// closed, even with the right password; other addresses are unaffected.
+#[test]
+fn failed_auth_budget_per_address_spans_sessions() {
+    let s = budget_used_up(1);
     for password in ["wrong", "s3cret"] {
         let mut c = greeted_from([127, 0, 0, 1], &s);
         let r = c.cmd(&plain("", "alice", password));
@@ -261,22 +271,7 @@ fn failed_auth_budget_per_address_spans_sessions() {
 /// host, not once per shard.
 #[test]
 fn failed_auth_budget_holds_across_shards() {
-    const BUDGET: usize = 3;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = auth_config(
-        dir.path(),
-        &format!(
-            "auth_failure_delay_ms = 0\nauth_failures_per_ip = {BUDGET}\nauth_failure_window_secs = 600\n"
-        ),
-    )
-    .replace("shards = 1", "shards = 2");
-    let s = start_in(dir, free_port(), &cfg);
-    for _ in 0..BUDGET {
-        let mut c = greeted_from([127, 0, 0, 1], &s);
-        let r = c.cmd(&plain("", "alice", "wrong"));
-        assert!(r.starts_with("535 5.7.8"), "{r}");
-        assert!(c.cmd("QUIT").starts_with("221"));
-    }
+    let s = budget_used_up(2);
     // Both shards take some of these (each new connection lands on either).
     for _ in 0..8 {
         let mut c = greeted_from([127, 0, 0, 1], &s);

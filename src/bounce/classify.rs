@@ -239,6 +239,16 @@ const PATTERNS: &[(&str, BounceClass)] = &[
 /// Classes a 4xx reply may keep; any other becomes `SoftBounce`.
 const TRANSIENT_KEEPS: &[BounceClass] = &[DnsFailure, MailboxFull, TooLarge];
 
+/// Classifies a reply as delivery records it: `"550 5.1.1 text"` (code,
+/// then the enhanced code if any, then the text).
+pub fn classify_recorded(reply: &str) -> BounceClass {
+    let code = reply
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(0);
+    classify(code, None, reply.get(3..).unwrap_or("").trim_start())
+}
+
 /// Classifies one reply: `reply_code` (e.g. 550), the enhanced status code
 /// if known (e.g. `"5.1.1"`), and the reply text.
 pub fn classify(reply_code: u16, enhanced: Option<&str>, text: &str) -> BounceClass {
@@ -295,6 +305,19 @@ fn parse_enhanced(s: &str) -> Option<(u16, u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_replies_are_classified_by_code_and_enhanced_code() {
+        assert_eq!(
+            classify_recorded("550 5.1.1 no such user"),
+            classify(550, Some("5.1.1"), "no such user")
+        );
+        assert_eq!(
+            classify_recorded("451 4.4.1 [internal] connect failed"),
+            SoftBounce
+        );
+        assert_eq!(classify_recorded(""), classify(0, None, ""));
+    }
 
     #[test]
     fn codes_and_names_round_trip() {

@@ -15,7 +15,7 @@ mod format;
 mod notify;
 mod render;
 
-pub use classify::{classify, BounceClass, ALL_CLASSES};
+pub use classify::{classify, classify_recorded, BounceClass, ALL_CLASSES};
 pub use notify::is_due;
 
 use crate::message::{BodyType, Envelope, Recipient};

@@ -25,10 +25,8 @@ pub struct Request<Q, A> {
 
 impl<Q, A> Request<Q, A> {
     /// Sends the answer. An asker that stopped waiting is not an error.
-    pub fn answer(mut self, answer: A) {
-        if let Some(tx) = self.reply.take() {
-            let _ = tx.try_send(answer);
-        }
+    pub fn answer(self, answer: A) {
+        self.split().1.send(answer);
     }
 
     /// Takes the body and a handle to answer with later.
@@ -101,8 +99,8 @@ impl<Q, A> Address<Q, A> {
     /// the calling thread: for the main thread only, never a shard.
     pub fn ask_blocking(&self, body: Q, timeout: Duration) -> Result<A, AskError> {
         let deadline = std::time::Instant::now() + timeout;
-        let rx = self.send_blocking(body, true, timeout)?;
-        let rx = rx.expect("a reply channel was asked for");
+        let (reply, rx) = flume::bounded(1);
+        self.send_blocking(body, Some(reply), timeout)?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         rx.recv_timeout(left).map_err(|e| match e {
             flume::RecvTimeoutError::Timeout => AskError::Timeout,
@@ -113,28 +111,21 @@ impl<Q, A> Address<Q, A> {
     /// Sends `body` without an answer, waiting up to `timeout` for room in
     /// the inbox. Blocks: main thread only.
     pub fn tell_blocking(&self, body: Q, timeout: Duration) -> Result<(), AskError> {
-        self.send_blocking(body, false, timeout).map(|_| ())
+        self.send_blocking(body, None, timeout)
     }
 
     fn send_blocking(
         &self,
         body: Q,
-        answer: bool,
+        reply: Option<flume::Sender<A>>,
         timeout: Duration,
-    ) -> Result<Option<flume::Receiver<A>>, AskError> {
-        let (reply, rx) = if answer {
-            let (tx, rx) = flume::bounded(1);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+    ) -> Result<(), AskError> {
         self.tx
             .send_timeout(Request { body, reply }, timeout)
             .map_err(|e| match e {
                 flume::SendTimeoutError::Timeout(_) => AskError::Timeout,
                 flume::SendTimeoutError::Disconnected(_) => AskError::Closed,
-            })?;
-        Ok(rx)
+            })
     }
 }
 

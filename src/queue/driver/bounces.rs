@@ -72,18 +72,24 @@ impl ShardQueue {
                 will_retry_until_ms: None,
             })
             .collect();
+        self.generate_dsn(d, &env, &content, &reports, now)
+    }
+
+    /// Renders a DSN about `reports` under a new spool id; `None` when none
+    /// is sent (a null sender).
+    fn generate_dsn(
+        &self,
+        d: &Delivery,
+        env: &Envelope,
+        content: &[u8],
+        reports: &[RecipientReport],
+        now: u64,
+    ) -> Option<Dsn> {
         let settings = self.dsn_settings(d);
-        let dsn_id = self.spool.allocate_id();
-        let dsn = bounce::generate(
-            &settings,
-            &env,
-            &content,
-            &reports,
-            now,
-            &dsn_id.to_string(),
-        )?;
+        let id = self.spool.allocate_id();
+        let dsn = bounce::generate(&settings, env, content, reports, now, &id.to_string())?;
         Some(Dsn {
-            id: dsn_id,
+            id,
             envelope: dsn.envelope,
             content: dsn.content,
         })
@@ -141,28 +147,14 @@ impl ShardQueue {
                 will_retry_until_ms: Some(until),
             })
             .collect();
-        let settings = self.dsn_settings(d);
-        let dsn_id = self.spool.allocate_id();
-        if let Some(dsn) = bounce::generate(
-            &settings,
-            &env,
-            &content,
-            &reports,
-            now,
-            &dsn_id.to_string(),
-        ) {
+        if let Some(dsn) = self.generate_dsn(d, &env, &content, &reports, now) {
             // A delay notice is advice: one that cannot be stored now is
             // logged, and the next one is due at the next interval.
-            let dsn = Dsn {
-                id: dsn_id,
-                envelope: dsn.envelope,
-                content: dsn.content,
-            };
             match self.store_dsn(&dsn).await {
                 Ok(()) => self.accept_dsn(dsn),
                 Err(e) => self
                     .events
-                    .panic(&format!("storing delay DSN {dsn_id}: {e}")),
+                    .panic(&format!("storing delay DSN {}: {e}", dsn.id)),
             }
         }
     }

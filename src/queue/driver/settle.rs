@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{now_ms, ShardQueue};
-use crate::bounce::{classify, BounceClass};
+use crate::bounce::classify_recorded;
 use crate::config::Delivery;
 use crate::events::Event;
 use crate::message::MessageId;
@@ -28,16 +28,6 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Jobs settled concurrently when a whole domain is settled at once.
 const SETTLE_CONCURRENCY: usize = 256;
-
-/// A reply as recorded (`"550 5.1.1 text"`) and its Momentum bounce class.
-fn bounce_class(reply: &str) -> BounceClass {
-    let code = reply
-        .get(..3)
-        .and_then(|c| c.parse::<u16>().ok())
-        .unwrap_or(0);
-    let text = reply.get(3..).unwrap_or("").trim_start();
-    classify(code, None, text)
-}
 
 impl ShardQueue {
     /// Settles a job in the queue, spools a DSN for failures, then
@@ -97,7 +87,7 @@ impl ShardQueue {
                     recipient,
                     host,
                     reply,
-                    class: bounce_class(reply),
+                    class: classify_recorded(reply),
                 }
             });
         }
@@ -116,7 +106,7 @@ impl ShardQueue {
                 recipient: &q.address,
                 host,
                 reply,
-                class: bounce_class(reply),
+                class: classify_recorded(reply),
             });
         }
     }

@@ -120,7 +120,7 @@ pub async fn with_timeout<T>(
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
+        crate::runtime::sched::sleep(limit).await;
         None
     })
     .await

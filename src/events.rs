@@ -10,7 +10,7 @@
 //! cannot take an event (its own buffer full) says so, and the bus counts
 //! it as lost for that consumer and reports it (log line, rate-limited,
 //! and the `events_lost` counter). May call: message, smtp (reply types),
-//! bounce (classes). Must never: drop an event silently, do I/O inside
+//! bounce (classes), runtime (the clock). Must never: drop an event silently, do I/O inside
 //! `emit`, or block.
 
 use std::cell::{Cell, RefCell};
@@ -180,7 +180,7 @@ impl Events {
                 if let Some(suppressed) = self
                     .loss_reports
                     .borrow_mut()
-                    .admit(&name, std::time::Instant::now())
+                    .admit(&name, crate::runtime::sched::now())
                 {
                     log::error!(
                         "paniclog: shard {}: event consumer {name} is behind: {lost} event(s) lost so far{}",

@@ -6,14 +6,16 @@
 //! message to the queue manager.
 //!
 //! May call: spool, the queue manager's `accept`, events, smtp (trace
-//! header, reply type), config. Must never: acknowledge a message before
+//! header, reply type), config, runtime (the wall clock). Must never: acknowledge a message before
 //! the spool says it is durable, hand the queue a message the spool does
 //! not hold, or keep a second copy of the content while the spool writes.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
+
+use crate::runtime::sched;
 
 use crate::events::{Event, Events};
 use crate::message::{Envelope, MessageId};
@@ -79,7 +81,7 @@ impl Intake {
         mut env: Envelope,
         body: Vec<u8>,
     ) -> Result<MessageId, Reply> {
-        let now = SystemTime::now();
+        let now = sched::wall();
         env.received_at_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

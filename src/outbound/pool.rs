@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::dns::Resolver;
+use crate::runtime::sched;
 use super::key::{Binding, PoolKey};
 use super::route::{targets, Unroutable};
 use super::session::Outbound;
@@ -156,7 +157,7 @@ impl Pools {
             slot.quit().await;
             return;
         }
-        let until = Instant::now() + keep;
+        let until = sched::now() + keep;
         self.idle
             .borrow_mut()
             .entry(slot.key().clone())
@@ -177,7 +178,7 @@ impl Pools {
         match self.reaper_due.get() {
             None => {
                 self.reaper_due.set(Some(until));
-                glommio::spawn_local(self.clone().reap()).detach();
+                sched::spawn(self.clone().reap()).detach();
             }
             Some(due) if until < due => self.reaper_kick.notify(),
             Some(_) => {}
@@ -188,10 +189,10 @@ impl Pools {
     /// shutdown), each on its own task so a stalled peer holds up no other.
     async fn reap(self: Rc<Self>) {
         loop {
-            let now = Instant::now();
+            let now = sched::now();
             let (expired, next) = self.take_expired(now);
             for slot in expired {
-                glommio::spawn_local(slot.quit()).detach();
+                sched::spawn(slot.quit()).detach();
             }
             let Some(next) = next else {
                 self.reaper_due.set(None);
@@ -199,7 +200,7 @@ impl Pools {
             };
             self.reaper_due.set(Some(next));
             futures_lite::future::or(
-                glommio::timer::sleep(next.saturating_duration_since(now)),
+                sched::sleep(next.saturating_duration_since(now)),
                 self.reaper_kick.notified(),
             )
             .await;

@@ -171,7 +171,7 @@ impl Outbound {
                 }
             },
             async {
-                glommio::timer::sleep(limit).await;
+                crate::runtime::sched::sleep(limit).await;
             },
         )
         .await;

@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::{Entry, Queue, QueuedRcpt};
 use crate::config::Config;
@@ -25,7 +25,7 @@ use crate::message::{Envelope, MessageId};
 use crate::outbound::Pools;
 use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
-use crate::runtime::Current;
+use crate::runtime::{sched, Current};
 use crate::spool::{Spool, SpoolError};
 use resident::Resident;
 
@@ -39,9 +39,7 @@ const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
 
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    sched::wall_ms()
 }
 
 /// Largest total of message content kept in memory per shard. A message
@@ -210,7 +208,7 @@ impl ShardQueue {
                     Duration::from_millis(t.saturating_sub(now_ms()))
                 })
                 .min(SCHEDULER_IDLE);
-            futures_lite::future::or(self.kick.notified(), glommio::timer::sleep(sleep)).await;
+            futures_lite::future::or(self.kick.notified(), sched::sleep(sleep)).await;
         }
     }
 
@@ -229,7 +227,7 @@ impl ShardQueue {
         for _ in 0..want {
             *self.active.borrow_mut().entry(domain.clone()).or_insert(0) += 1;
             let (me, d, s) = (self.clone(), domain.clone(), settings.clone());
-            glommio::spawn_local(async move {
+            sched::spawn(async move {
                 me.worker(&d, &s).await;
                 let mut active = me.active.borrow_mut();
                 if let Some(n) = active.get_mut(&d) {

@@ -1,6 +1,7 @@
 //! Process runtime primitives: CPU placement and limits, typed requests
 //! between threads (inboxes and the shard mesh), shard-local signals, the
-//! current-snapshot cell, buffer pools, the logger.
+//! current-snapshot cell, buffer pools, the logger, and the stages' clock
+//! and task spawner ([`sched`]).
 //!
 //! Imports no pipeline stage and no config type: the composition root
 //! (`server`) builds shards out of the stages and these primitives. Must
@@ -10,6 +11,7 @@
 pub mod logger;
 pub mod mesh;
 pub mod pool;
+pub mod sched;
 pub mod shutdown;
 
 use std::cell::RefCell;

@@ -9,7 +9,8 @@
 //! Must never: acknowledge a record whose write or sync failed, use `std::fs`
 //! on a shard at runtime (only during `Spool::open` recovery and in offline
 //! `tools`), or abort start-up because of one bad record. May call: its own
-//! submodules, `message`, and `config` (from the offline `tools` only).
+//! submodules, `message`, `runtime` (the clock and task spawner), and
+//! `config` (from the offline `tools` only).
 
 mod book;
 pub mod lock;
@@ -142,10 +143,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::runtime::sched::wall_ms()
 }
 
 /// The id after `id`: `seq + 1`, or on wrap `epoch_ms + 1` with `seq` 0.

@@ -87,7 +87,7 @@ pub struct Spool {
     shard: u16,
     next_id: Cell<MessageId>,
     pub(super) shared: Rc<Shared>,
-    task: RefCell<Option<glommio::Task<()>>>,
+    task: RefCell<Option<crate::runtime::sched::Task<()>>>,
 }
 
 impl Spool {
@@ -153,7 +153,7 @@ impl Spool {
                 );
             }
         }
-        let task = glommio::spawn_local(committer.run());
+        let task = crate::runtime::sched::spawn(committer.run());
         let spool = Spool {
             dir: dir.to_path_buf(),
             shard,
@@ -499,11 +499,11 @@ impl Committer {
         if delay.is_zero() || self.shared.closed.get() {
             return;
         }
-        let deadline = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < deadline
+        let deadline = crate::runtime::sched::now() + delay;
+        while crate::runtime::sched::now() < deadline
             && self.shared.staging.borrow().buf.len() < self.shared.opts.batch_max_bytes
         {
-            glommio::timer::sleep(delay / 8).await;
+            crate::runtime::sched::sleep(delay / 8).await;
         }
     }
 

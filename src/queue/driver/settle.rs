@@ -171,7 +171,7 @@ impl ShardQueue {
                     if failures.is_power_of_two() {
                         self.events.panic(&format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
                     }
-                    glommio::timer::sleep(delay).await;
+                    crate::runtime::sched::sleep(delay).await;
                     delay = (delay * 2).min(RECORD_RETRY_MAX);
                 }
             }
@@ -197,7 +197,7 @@ impl ShardQueue {
         let admitted = self
             .repeats
             .borrow_mut()
-            .admit(&(domain.clone(), kind), std::time::Instant::now());
+            .admit(&(domain.clone(), kind), crate::runtime::sched::now());
         if let Some(held) = admitted {
             let also = if held > 0 {
                 format!(" ({held} similar line(s) for this domain held back)")
@@ -215,7 +215,7 @@ impl ShardQueue {
         let mut tasks = Vec::new();
         for start in (0..jobs.len()).step_by(per_task.max(1)) {
             let (me, jobs, result, d) = (self.clone(), jobs.clone(), result.clone(), d.clone());
-            tasks.push(glommio::spawn_local(async move {
+            tasks.push(crate::runtime::sched::spawn(async move {
                 for job in jobs.iter().skip(start).take(per_task) {
                     let results: Vec<(u32, RcptResult)> = job
                         .recipients

@@ -91,7 +91,7 @@ impl ShardQueue {
                 true
             },
             async {
-                glommio::timer::sleep(limit).await;
+                crate::runtime::sched::sleep(limit).await;
                 false
             },
         )

@@ -3,7 +3,7 @@
 //! tools. Plus the timeout wrapper every socket wait goes through, and each
 //! shard's own copies of the rustls configs.
 //!
-//! May call: glommio, rustls. Must never: know SMTP (the protocol engines
+//! May call: glommio, rustls, runtime (sleeps). Must never: know SMTP (the protocol engines
 //! do), or share TLS session state between shards.
 
 use std::cell::RefCell;
@@ -12,15 +12,40 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use glommio::net::TcpStream;
 use rustls_pki_types::ServerName;
+
+use crate::runtime::sched::LocalFuture;
+
+/// A byte stream that is not a glommio socket (the simulation's network).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
+
+/// Opens outbound connections: TCP on a shard ([`TcpDialer`]), in-memory
+/// streams in the simulation.
+pub trait Dialer {
+    /// A connection to `addr` within `limit` (`TimedOut` after it).
+    fn dial(&self, addr: SocketAddr, limit: Duration) -> LocalFuture<io::Result<Conn>>;
+}
+
+/// TCP through glommio.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr, limit: Duration) -> LocalFuture<io::Result<Conn>> {
+        Box::pin(Conn::connect(addr, limit))
+    }
+}
 
 /// Plain or TLS; `Gone` after a failed handshake or a close.
 pub enum Conn {
     /// Before STARTTLS.
     Plain(TcpStream),
+    /// Another kind of stream; it does not do STARTTLS.
+    Stream(Box<dyn Stream>),
     /// Client side after STARTTLS.
     Client(Box<futures_rustls::client::TlsStream<TcpStream>>),
     /// Server side after STARTTLS.
@@ -43,6 +68,7 @@ impl Conn {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf).await,
+            Conn::Stream(s) => s.read(buf).await,
             Conn::Client(s) => s.read(buf).await,
             Conn::Server(s) => s.read(buf).await,
             Conn::Gone => Ok(0),
@@ -53,6 +79,10 @@ impl Conn {
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Conn::Plain(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+            Conn::Stream(s) => {
                 s.write_all(data).await?;
                 s.flush().await
             }
@@ -106,6 +136,7 @@ impl Conn {
     pub async fn close(&mut self) {
         let _ = match self {
             Conn::Plain(s) => s.close().await,
+            Conn::Stream(s) => s.close().await,
             Conn::Client(s) => s.close().await,
             Conn::Server(s) => s.close().await,
             Conn::Gone => Ok(()),

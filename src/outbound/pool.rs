@@ -12,20 +12,20 @@
 //! or block the shard.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::dns::Resolver;
-use crate::runtime::sched;
 use super::key::{Binding, PoolKey};
 use super::route::{targets, Unroutable};
 use super::session::Outbound;
 use super::slot::{Opened, Slot};
 use crate::config::Delivery;
-use crate::conn::ShardTls;
+use crate::conn::{Dialer, ShardTls, TcpDialer};
 use crate::events::Events;
+use crate::runtime::hash::Map;
+use crate::runtime::sched;
 use crate::runtime::shutdown::Notify;
 
 /// A connection waiting for its next job.
@@ -40,9 +40,10 @@ pub struct Pools {
     tls: Rc<ShardTls>,
     events: Rc<Events>,
     resolver: Rc<Resolver>,
+    dialer: RefCell<Rc<dyn Dialer>>,
     /// Connections open now: lent out, idle or closing.
     open: Rc<Cell<u32>>,
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    idle: RefCell<Map<PoolKey, Vec<Idle>>>,
     /// When the expiry task next looks; `None` while none runs.
     reaper_due: Cell<Option<Instant>>,
     reaper_kick: Notify,
@@ -63,12 +64,18 @@ impl Pools {
             tls,
             events,
             resolver,
+            dialer: RefCell::new(Rc::new(TcpDialer)),
             open: Rc::new(Cell::new(0)),
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::default(),
             reaper_due: Cell::new(None),
             reaper_kick: Notify::default(),
             closed: Cell::new(false),
         })
+    }
+
+    /// Opens new connections with `dialer` instead of TCP (the simulation).
+    pub fn set_dialer(&self, dialer: Rc<dyn Dialer>) {
+        *self.dialer.borrow_mut() = dialer;
     }
 
     /// Outbound connections open now (lent out, idle or closing).
@@ -97,9 +104,10 @@ impl Pools {
             }
         }
         let mut last = None;
+        let dialer = self.dialer.borrow().clone();
         for t in targets {
             let tls = self.tls.client(&settings.tls_client);
-            match Outbound::open(t.addr, &t.host, settings, tls).await {
+            match Outbound::open(&*dialer, t.addr, &t.host, settings, tls).await {
                 Ok(c) => {
                     log::debug!(
                         "shard {}: {domain}: connected to {} [{}]",

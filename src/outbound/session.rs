@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::config::{Delivery, TlsMode};
-use crate::conn::{with_timeout, Conn};
+use crate::conn::{with_timeout, Conn, Dialer};
 use crate::smtp::client::{
     ClientSession, ClientSettings, ClientStep, ServerReply, SessionError, Stage, TlsPolicy,
     Transaction, TransactionResult,
@@ -78,6 +78,7 @@ impl Outbound {
     /// Connects and runs the handshake. `Err` carries the reply to record
     /// for the attempt (the caller tries the next host).
     pub async fn open(
+        dialer: &dyn Dialer,
         addr: SocketAddr,
         host: &str,
         d: &Delivery,
@@ -91,7 +92,7 @@ impl Outbound {
             body: d.body_timeout,
             rset: d.rset_timeout,
         };
-        let conn = Conn::connect(addr, d.connect_timeout).await.map_err(|e| {
+        let conn = dialer.dial(addr, d.connect_timeout).await.map_err(|e| {
             let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
                 (450, "Connection Timed Out".to_string())
             } else {

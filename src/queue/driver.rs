@@ -14,7 +14,6 @@
 //! the spool has it, or drop a result it cannot record (it retries).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::config::Config;
 use crate::events::Events;
 use crate::message::{Envelope, MessageId};
 use crate::outbound::Pools;
+use crate::runtime::hash::Map;
 use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::{sched, Current};
@@ -56,9 +56,9 @@ pub struct ShardQueue {
     pools: Rc<Pools>,
     queue: RefCell<Queue>,
     resident: RefCell<Resident>,
-    active: RefCell<HashMap<Rc<str>, u32>>,
+    active: RefCell<Map<Rc<str>, u32>>,
     /// Delivery tasks waiting for work in a domain wait on these.
-    idle: RefCell<HashMap<Rc<str>, Signal>>,
+    idle: RefCell<Map<Rc<str>, Signal>>,
     kick: Notify,
     stop: Signal,
     /// One "settled as" line per domain and kind per interval.
@@ -87,8 +87,8 @@ impl ShardQueue {
             pools,
             queue: RefCell::new(Queue::new()),
             resident: RefCell::new(Resident::new(MAX_RESIDENT_OCTETS)),
-            active: RefCell::new(HashMap::new()),
-            idle: RefCell::new(HashMap::new()),
+            active: RefCell::default(),
+            idle: RefCell::default(),
             kick: Notify::default(),
             stop: Signal::default(),
             repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),

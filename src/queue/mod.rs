@@ -15,7 +15,8 @@ pub mod policy;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use crate::runtime::hash::{Map, Set};
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use crate::message::MessageId;
@@ -125,9 +126,9 @@ pub const RETRIES_REPLY: &str = "554 5.4.7 [internal] exceeded max retries witho
 /// One shard's queue partition.
 #[derive(Default)]
 pub struct Queue {
-    entries: HashMap<MessageId, Entry>,
+    entries: Map<MessageId, Entry>,
     delayed: BTreeSet<(u64, MessageId)>,
-    domains: HashMap<Rc<str>, VecDeque<MessageId>>,
+    domains: Map<Rc<str>, VecDeque<MessageId>>,
 }
 
 impl Queue {
@@ -217,7 +218,7 @@ impl Queue {
 
     /// Moves every message whose time has come to the ready queues.
     pub fn wake(&mut self, now_ms: u64) -> Vec<Rc<str>> {
-        let mut woke = HashSet::new();
+        let mut woke = Set::default();
         while let Some(&(t, id)) = self.delayed.first() {
             if t > now_ms {
                 break;

@@ -8,6 +8,7 @@
 //! never: hold state shared mutably between shards (cross-shard traffic is
 //! requests on bounded channels, see [`mesh`]).
 
+pub mod hash;
 pub mod logger;
 pub mod mesh;
 pub mod pool;

@@ -10,7 +10,8 @@
 
 use super::record::Outcome;
 use crate::message::MessageId;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::runtime::hash::Map;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a live message's later records changed; carried along by a
 /// copy-forward so that the copy alone tells the whole story. Absent for
@@ -56,7 +57,7 @@ pub(crate) struct CopySource {
 /// Compaction bookkeeping for one shard.
 #[derive(Debug, Default)]
 pub(crate) struct Book {
-    live: HashMap<MessageId, Live>,
+    live: Map<MessageId, Live>,
     segs: BTreeMap<u32, SegInfo>,
 }
 

@@ -2,20 +2,19 @@
 //! copying the live messages of sparse ones forward) and re-reading
 //! messages.
 //!
-//! Runs on the shard's executor through glommio file APIs only. Compaction
+//! Runs on the shard's executor through the spool's `Disk` only. Compaction
 //! deletes whole segments in the order the spec's rule allows and syncs the
 //! directory after each; it must never delete a segment whose records still
 //! matter (a live MESSAGE, or a DONE/outcome whose MESSAGE survives), and a
 //! copy-forward never touches the old segment: it only appends.
-//! May call: `spool::record`, `spool::space`, `spool::staging`, `spool`
+//! May call: `spool::record`, `spool::disk`, `spool::space`, `spool::staging`, `spool`
 //! (`Spool`, `SpoolError`, segment names), `message`.
 
+use super::disk::{DiskFile, Mode};
 use super::record::{check_frame, decode_message_parts, put_id, RecordType, FRAME_HEADER_LEN};
-use super::space::free_bytes;
 use super::staging::CopyReq;
 use super::{segment_file_name, Spool, SpoolError};
 use crate::message::{Envelope, MessageId};
-use glommio::io::{BufferedFile, Directory};
 
 /// An old segment is copied forward when its live MESSAGE bytes are at
 /// most this share of its size: copying costs about that share of a
@@ -58,7 +57,7 @@ impl Spool {
             ..MaintainReport::default()
         };
         let budget = if low {
-            free_bytes(&self.dir).unwrap_or(0) / 2
+            self.disk.free_bytes(&self.dir).unwrap_or(0) / 2
         } else {
             COPY_FORWARD_MAX_BYTES_PER_PASS
         };
@@ -115,14 +114,16 @@ impl Spool {
         while i < plan.len() {
             let seg = plan[i].seg;
             let path = self.dir.join(segment_file_name(seg));
-            let file = BufferedFile::open(&path)
+            let file = self
+                .disk
+                .open(&path, Mode::Read)
                 .await
-                .map_err(|e| SpoolError::from_glommio("opening segment", e))?;
+                .map_err(|e| SpoolError::from_io("opening segment", &e))?;
             let mut result = Ok(());
             while i < plan.len() && plan[i].seg == seg {
                 let c = plan[i];
                 i += 1;
-                match read_frame(&file, seg, c.offset, c.len, Some(c.id)).await {
+                match read_frame(&*file, seg, c.offset, c.len, Some(c.id)).await {
                     Ok(frame) => copies.push(CopyReq {
                         id: c.id,
                         from: seg,
@@ -158,27 +159,23 @@ impl Spool {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let dir = Directory::open(&self.dir)
-            .await
-            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
         let mut deleted = Vec::new();
         let mut result = Ok(());
         for seg in candidates {
             let path = self.dir.join(segment_file_name(seg));
-            if let Err(e) = glommio::io::remove(&path).await {
-                result = Err(SpoolError::from_glommio("removing segment", e));
+            if let Err(e) = self.disk.remove(&path).await {
+                result = Err(SpoolError::from_io("removing segment", &e));
                 break;
             }
             // Sync before the next removal: a later segment must never
             // disappear while an older one it cancels survives.
-            if let Err(e) = dir.sync().await {
-                result = Err(SpoolError::from_glommio("syncing spool dir", e));
+            if let Err(e) = self.disk.sync_dir(&self.dir).await {
+                result = Err(SpoolError::from_io("syncing spool dir", &e));
                 break;
             }
             self.shared.book.borrow_mut().remove_segment(seg);
             deleted.push(seg);
         }
-        let _ = dir.close().await;
         if let Err(e) = &result {
             log::error!("paniclog: spool compaction stopped: {e}");
         }
@@ -220,10 +217,12 @@ impl Spool {
         len: u32,
     ) -> Result<(Envelope, Vec<u8>), SpoolError> {
         let path = self.dir.join(segment_file_name(segment));
-        let file = BufferedFile::open(&path)
+        let file = self
+            .disk
+            .open(&path, Mode::Read)
             .await
-            .map_err(|e| SpoolError::from_glommio("opening segment", e))?;
-        let read = read_frame(&file, segment, offset, len, None).await;
+            .map_err(|e| SpoolError::from_io("opening segment", &e))?;
+        let read = read_frame(&*file, segment, offset, len, None).await;
         let _ = file.close().await;
         let buf = read?;
         let (_, env, body) = decode_message_parts(&buf[FRAME_HEADER_LEN..])
@@ -239,7 +238,7 @@ fn corrupt(segment: u32, offset: u32, what: &str) -> SpoolError {
 /// Reads the MESSAGE frame at `segment:offset` and checks it (CRC, type,
 /// length, and the id when given).
 async fn read_frame(
-    file: &BufferedFile,
+    file: &dyn DiskFile,
     segment: u32,
     offset: u32,
     len: u32,
@@ -248,7 +247,7 @@ async fn read_frame(
     let buf = file
         .read_at(u64::from(offset), len as usize)
         .await
-        .map_err(|e| SpoolError::from_glommio("reading segment", e))?;
+        .map_err(|e| SpoolError::from_io("reading segment", &e))?;
     let frame = check_frame(&buf, u64::from(offset))
         .map_err(|e| corrupt(segment, offset, &e.to_string()))?;
     if frame.record_type != RecordType::Message || frame.len != len as usize {
@@ -261,5 +260,5 @@ async fn read_frame(
             return Err(corrupt(segment, offset, "MESSAGE of another id"));
         }
     }
-    Ok(buf.to_vec())
+    Ok(buf)
 }

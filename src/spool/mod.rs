@@ -13,6 +13,7 @@
 //! `config` (from the offline `tools` only).
 
 mod book;
+pub mod disk;
 pub mod lock;
 mod maintain;
 pub mod quarantine;

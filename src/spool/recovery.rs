@@ -1,14 +1,16 @@
 //! Recovery: rebuilds a shard's queue state from its segment files.
 //!
 //! Runs once at `Spool::open` (before the shard serves traffic) and in the
-//! offline tools, so it may use `std::fs` and memmap2. It truncates torn
-//! tails (only when asked to repair), skips corrupt records with a paniclog
-//! entry, and never fails because of one bad record or segment. May call:
-//! `spool::{book, quarantine, record, scan}`, `spool` (`SpoolError`,
-//! segment names), `message`.
+//! offline tools, so it may block: it reads and repairs through the
+//! blocking calls of the spool's `Disk` (`std::fs` and memmap2 on the real
+//! one). It truncates torn tails (only when asked to repair), skips corrupt
+//! records with a paniclog entry, and never fails because of one bad record
+//! or segment. May call: `spool::{book, disk, quarantine, record, scan}`,
+//! `spool` (`SpoolError`, segment names), `message`.
 
 use super::book::Book;
-use super::quarantine::{is_half_created, quarantine};
+use super::disk::{Disk, LocalDisk};
+use super::quarantine::is_half_created;
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
 use super::{parse_segment_file_name, SpoolError};
@@ -91,12 +93,19 @@ pub(crate) struct RecoveryState {
 
 /// Lists `seg-*.log` files in `dir`, sorted by segment number.
 pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
+    list_segments_on(&LocalDisk, dir)
+}
+
+/// [`list_segments`] on `disk`.
+pub fn list_segments_on(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
     let mut segs = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if let Some(n) = name.to_str().and_then(parse_segment_file_name) {
-            segs.push((n, entry.path()));
+    for path in disk.list(dir)? {
+        let n = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_segment_file_name);
+        if let Some(n) = n {
+            segs.push((n, path));
         }
     }
     segs.sort();
@@ -118,7 +127,7 @@ pub fn map_segment(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
 /// Rebuilds shard `shard`'s live queue from `dir` without changing any
 /// file (offline tools and tests). `None` accepts segments of any shard.
 pub fn recover_read_only(dir: &Path, shard: Option<u16>) -> Result<Recovered, SpoolError> {
-    recover_dir(dir, shard, false).map(|(rec, _)| rec)
+    recover_dir(&LocalDisk, dir, shard, false).map(|(rec, _)| rec)
 }
 
 /// Scans every segment of `dir` and rebuilds the live queue. With `repair`,
@@ -127,6 +136,7 @@ pub fn recover_read_only(dir: &Path, shard: Option<u16>) -> Result<Recovered, Sp
 /// Segments whose header names a shard other than `shard` are skipped and
 /// reported, never changed.
 pub(crate) fn recover_dir(
+    disk: &dyn Disk,
     dir: &Path,
     shard: Option<u16>,
     repair: bool,
@@ -134,17 +144,19 @@ pub(crate) fn recover_dir(
     let mut rec = Recovered::default();
     let mut st = RecoveryState::default();
     let mut msgs: HashMap<MessageId, QueuedMessage> = HashMap::new();
-    let segs = list_segments(dir).map_err(|e| SpoolError::from_io("listing spool", &e))?;
+    let segs = list_segments_on(disk, dir).map_err(|e| SpoolError::from_io("listing spool", &e))?;
     for (n, path) in &segs {
         st.next_segment = st.next_segment.max(n.saturating_add(1));
-        let map = map_segment(path).map_err(|e| SpoolError::from_io("mapping segment", &e))?;
-        let buf: &[u8] = map.as_deref().unwrap_or(&[]);
+        let map = disk
+            .read_whole(path)
+            .map_err(|e| SpoolError::from_io("mapping segment", &e))?;
+        let buf: &[u8] = map.bytes();
         let scan = scan_segment(buf);
         rec.stats.segments += 1;
         if scan.header.is_none() && scan.frames.is_empty() {
             let half_created = is_half_created(buf);
             drop(map);
-            set_aside(dir, path, half_created, repair, &mut rec.stats)?;
+            set_aside(disk, dir, path, half_created, repair, &mut rec.stats)?;
             continue;
         }
         if let Some(h) = scan.header.filter(|h| shard.is_some_and(|s| s != h.shard)) {
@@ -180,7 +192,8 @@ pub(crate) fn recover_dir(
             );
             drop(map);
             if repair {
-                truncate(path, scan.valid_end)?;
+                disk.truncate_now(path, scan.valid_end)
+                    .map_err(|e| SpoolError::from_io("truncating torn tail", &e))?;
             }
         }
     }
@@ -196,6 +209,7 @@ pub(crate) fn recover_dir(
 /// deleted; anything else is not provably ours to delete and is moved to
 /// `quarantine/`. Without `repair` it is only counted.
 fn set_aside(
+    disk: &dyn Disk,
     dir: &Path,
     path: &Path,
     half_created: bool,
@@ -205,7 +219,8 @@ fn set_aside(
     if half_created {
         if repair {
             log::warn!("spool: removing half-created segment {}", path.display());
-            std::fs::remove_file(path).map_err(|e| SpoolError::from_io("removing segment", &e))?;
+            disk.remove_now(path)
+                .map_err(|e| SpoolError::from_io("removing segment", &e))?;
         }
         return Ok(());
     }
@@ -213,8 +228,9 @@ fn set_aside(
     if !repair {
         return Ok(());
     }
-    let moved =
-        quarantine(dir, path).map_err(|e| SpoolError::from_io("quarantining segment", &e))?;
+    let moved = disk
+        .quarantine_now(dir, path)
+        .map_err(|e| SpoolError::from_io("quarantining segment", &e))?;
     stats.quarantined += 1;
     log::error!(
         "paniclog: spool file {} has no valid segment header and no valid record, \
@@ -223,16 +239,6 @@ fn set_aside(
         moved.display()
     );
     Ok(())
-}
-
-fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| SpoolError::from_io("opening segment to truncate", &e))?;
-    f.set_len(len)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| SpoolError::from_io("truncating torn tail", &e))
 }
 
 fn apply_scan(

@@ -9,15 +9,16 @@
 //! The reserve is taken again, and new mail accepted, once the file system
 //! has the reserve plus as much again free.
 //!
-//! glommio file I/O only (after `open`); must never: let a message append
+//! File I/O through the spool's `Disk` only (after `open`); must never: let a message append
 //! use the space the reserve stands for, or leave the spool refusing mail
-//! after space came back. May call: `spool` (`SpoolError`).
+//! after space came back. May call: `spool` (`SpoolError`,
+//! `disk`).
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use super::disk::{Disk, DiskFile, Mode};
 
 use super::SpoolError;
 
@@ -31,7 +32,8 @@ pub const RESERVE_FILE_NAME: &str = "reserve";
 /// The shard's reserve and the low-space flag.
 pub(super) struct Space {
     /// The reserve file, when `want_bytes > 0`.
-    file: RefCell<Option<Rc<DmaFile>>>,
+    file: RefCell<Option<Rc<dyn DiskFile>>>,
+    disk: Rc<dyn Disk>,
     /// Size the reserve should have.
     want_bytes: u64,
     /// Bytes held now.
@@ -42,32 +44,35 @@ pub(super) struct Space {
 
 impl Space {
     /// Opens (creates) the reserve file and tries to fill it.
-    pub(super) async fn open(dir: &Path, want_bytes: u64) -> Result<Space, SpoolError> {
+    pub(super) async fn open(
+        disk: Rc<dyn Disk>,
+        dir: &Path,
+        want_bytes: u64,
+    ) -> Result<Space, SpoolError> {
         if want_bytes == 0 {
             return Ok(Space {
                 file: RefCell::new(None),
+                disk,
                 want_bytes,
                 held_bytes: Cell::new(0),
                 low: Cell::new(false),
             });
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(dir.join(RESERVE_FILE_NAME))
+        let file = disk
+            .open(&dir.join(RESERVE_FILE_NAME), Mode::Reserve)
             .await
-            .map_err(|e| SpoolError::from_glommio("opening spool reserve", e))?;
-        let held = file.file_size().await.unwrap_or(0);
+            .map_err(|e| SpoolError::from_io("opening spool reserve", &e))?;
+        let held = file.size().await.unwrap_or(0);
         let space = Space {
-            file: RefCell::new(Some(Rc::new(file))),
+            file: RefCell::new(Some(file)),
+            disk,
             want_bytes,
             held_bytes: Cell::new(held),
             low: Cell::new(false),
         };
         // Taken, with room for mail beside it: else start refusing mail.
         let room = want_bytes.max(MIN_ROOM_BYTES);
-        if !space.take().await || free_bytes(dir).is_some_and(|free| free < room) {
+        if !space.take().await || space.disk.free_bytes(dir).is_some_and(|free| free < room) {
             space.low.set(true);
             log::error!(
                 "paniclog: spool {}: the file system is full (wanted a {want_bytes}-byte \
@@ -140,7 +145,9 @@ impl Space {
             return true;
         }
         let need = self.want_bytes - self.held_bytes.get().min(self.want_bytes);
-        free_bytes(dir).is_some_and(|free| free >= need + self.want_bytes.max(MIN_ROOM_BYTES))
+        self.disk
+            .free_bytes(dir)
+            .is_some_and(|free| free >= need + self.want_bytes.max(MIN_ROOM_BYTES))
     }
 
     /// Fills the reserve file to `want_bytes`; false when the disk is full.
@@ -151,7 +158,7 @@ impl Space {
         if self.held_bytes.get() >= self.want_bytes {
             return true;
         }
-        match file.pre_allocate(self.want_bytes, false).await {
+        match file.pre_allocate(self.want_bytes).await {
             Ok(()) => match file.fdatasync().await {
                 Ok(()) => {
                     self.held_bytes.set(self.want_bytes);
@@ -172,26 +179,11 @@ impl Space {
     pub(super) async fn close(&self) {
         let file = self.file.borrow_mut().take();
         if let Some(f) = file {
-            let _ = f.close_rc().await;
+            let _ = f.close().await;
         }
     }
 
-    fn file(&self) -> Option<Rc<DmaFile>> {
+    fn file(&self) -> Option<Rc<dyn DiskFile>> {
         self.file.borrow().clone()
-    }
-}
-
-/// Free bytes for unprivileged writers on the file system holding `dir`.
-pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills a plain struct from a NUL-terminated path; a
-    // metadata call that does not touch file data.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
-            return None;
-        }
-        Some(st.f_bavail as u64 * st.f_frsize as u64)
     }
 }

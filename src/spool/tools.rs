@@ -299,7 +299,8 @@ pub fn inspect(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
 /// Prints queue counts by state and domain and the oldest live message.
 fn inspect_shard(dir: &Path, shard: Option<u16>) -> Result<u8, String> {
     let shard = shard.or_else(|| infer_shard(dir));
-    let (rec, _) = recover_dir(dir, shard, false).map_err(|e| e.to_string())?;
+    let (rec, _) =
+        recover_dir(&super::disk::LocalDisk, dir, shard, false).map_err(|e| e.to_string())?;
     let s = &rec.stats;
     let awaiting_retry = rec.messages.iter().filter(|m| m.attempts > 0).count();
     let all_final = rec.messages.iter().filter(|m| m.pending.is_empty()).count();

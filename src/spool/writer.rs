@@ -12,6 +12,7 @@
 //! (options, `SpoolError`, segment names, ids), `message`.
 
 use super::book::Book;
+use super::disk::{Disk, DiskFile, LocalDisk, Mode};
 use super::record::{
     encode_message_frame, encode_record, reframe, Outcome, Record, SegmentHeader, FORMAT_VERSION,
     MAX_PAYLOAD_BYTES, SEGMENT_HEADER_LEN,
@@ -21,7 +22,6 @@ use super::space::Space;
 use super::staging::{prepend_copies, wait_batch, BookOp, CopyReq, Staging};
 use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Envelope, MessageId};
-use glommio::io::{Directory, DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,7 @@ impl Shared {
 /// One shard's spool. Used through `Rc<Spool>`; not `Send`.
 pub struct Spool {
     pub(super) dir: PathBuf,
+    pub(super) disk: Rc<dyn Disk>,
     shard: u16,
     next_id: Cell<MessageId>,
     pub(super) shared: Rc<Shared>,
@@ -98,6 +99,16 @@ impl Spool {
         shard: u16,
         opts: SpoolOptions,
     ) -> Result<(Rc<Spool>, Recovered), SpoolError> {
+        Spool::open_on(Rc::new(LocalDisk), dir, shard, opts).await
+    }
+
+    /// [`Spool::open`] on another disk (the simulation's).
+    pub async fn open_on(
+        disk: Rc<dyn Disk>,
+        dir: &Path,
+        shard: u16,
+        opts: SpoolOptions,
+    ) -> Result<(Rc<Spool>, Recovered), SpoolError> {
         if opts.segment_size > MAX_SEGMENT_SIZE_BYTES
             || opts.segment_size <= SEGMENT_HEADER_LEN as u64
         {
@@ -108,13 +119,11 @@ impl Spool {
         }
         // Recovery runs before the shard serves anything: blocking std::fs
         // and memmap2 are fine here.
-        std::fs::create_dir_all(dir).map_err(|e| SpoolError::from_io("creating spool", &e))?;
-        let (recovered, state) = recover_dir(dir, Some(shard), true)?;
+        disk.create_dir_all(dir)
+            .map_err(|e| SpoolError::from_io("creating spool", &e))?;
+        let (recovered, state) = recover_dir(&*disk, dir, Some(shard), true)?;
         let epoch_ms = now_ms().max(state.max_epoch_ms.saturating_add(1));
-        let dir_handle = Directory::open(dir)
-            .await
-            .map_err(|e| SpoolError::from_glommio("opening spool dir", e))?;
-        let space = Space::open(dir, opts.reserve_bytes).await?;
+        let space = Space::open(disk.clone(), dir, opts.reserve_bytes).await?;
         let seg_no = state.next_segment.max(1);
         let shared = Rc::new(Shared {
             opts,
@@ -131,7 +140,7 @@ impl Spool {
         let mut committer = Committer {
             shared: shared.clone(),
             dir: dir.to_path_buf(),
-            dir_handle,
+            disk: disk.clone(),
             shard,
             file: None,
             tail_block: Vec::new(),
@@ -156,6 +165,7 @@ impl Spool {
         let task = crate::runtime::sched::spawn(committer.run());
         let spool = Spool {
             dir: dir.to_path_buf(),
+            disk,
             shard,
             next_id: Cell::new(MessageId {
                 epoch_ms,
@@ -414,9 +424,9 @@ impl Drop for Spool {
 struct Committer {
     shared: Rc<Shared>,
     dir: PathBuf,
-    dir_handle: Directory,
+    disk: Rc<dyn Disk>,
     shard: u16,
-    file: Option<DmaFile>,
+    file: Option<Rc<dyn DiskFile>>,
     /// Bytes of the last, partly filled block: O_DIRECT writes whole
     /// blocks, so the next batch rewrites this block with them prepended.
     tail_block: Vec<u8>,
@@ -486,9 +496,6 @@ impl Committer {
         if let Some(f) = self.file.take() {
             let _ = f.close().await;
         }
-        // Close explicitly: a dropped glommio handle closes its fd lazily,
-        // which can keep the file system busy after shutdown.
-        let _ = self.dir_handle.close().await;
         self.shared.space.close().await;
     }
 
@@ -596,7 +603,7 @@ impl Committer {
         let n = file
             .write_at(dma, base)
             .await
-            .map_err(|e| SpoolError::from_glommio("writing segment", e))?;
+            .map_err(|e| SpoolError::from_io("writing segment", &e))?;
         if n < total {
             return Err(SpoolError::DiskFull(format!(
                 "writing segment: short write ({n} of {total} bytes)"
@@ -609,7 +616,7 @@ impl Committer {
         }
         file.fdatasync()
             .await
-            .map_err(|e| SpoolError::from_glommio("syncing segment", e))?;
+            .map_err(|e| SpoolError::from_io("syncing segment", &e))?;
         let keep = data_len % DIRECT_IO_ALIGN_BYTES;
         if keep <= buf.len() {
             self.tail_block.clear();
@@ -654,13 +661,11 @@ impl Committer {
     /// (past `segment_size` if need be) rather than into none.
     async fn roll(&mut self, n: u32) -> Result<(), SpoolError> {
         let path = self.dir.join(segment_file_name(n));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .dma_open(&path)
+        let file = self
+            .disk
+            .open(&path, Mode::Create)
             .await
-            .map_err(|e| SpoolError::from_glommio("creating segment", e))?;
+            .map_err(|e| SpoolError::from_io("creating segment", &e))?;
         let header = SegmentHeader {
             version: FORMAT_VERSION,
             shard: self.shard,
@@ -703,9 +708,9 @@ impl Committer {
         let mut stats = self.shared.stats.get();
         stats.segments_created += 1;
         self.shared.stats.set(stats);
-        self.dir_handle
-            .sync()
+        self.disk
+            .sync_dir(&self.dir)
             .await
-            .map_err(|e| SpoolError::from_glommio("syncing spool dir", e))
+            .map_err(|e| SpoolError::from_io("syncing spool dir", &e))
     }
 }

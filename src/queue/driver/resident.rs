@@ -7,7 +7,7 @@
 //! Must never: do I/O, or copy a body: the reception's buffer becomes the
 //! shared `Rc<[u8]>` every transaction of the message sends.
 
-use std::collections::HashMap;
+use crate::runtime::hash::Map;
 use std::rc::Rc;
 
 use crate::message::{Envelope, MessageId};
@@ -20,7 +20,7 @@ struct Kept {
 
 /// Content kept from reception, within a budget of `max_octets`.
 pub(super) struct Resident {
-    kept: HashMap<MessageId, Kept>,
+    kept: Map<MessageId, Kept>,
     octets: usize,
     max_octets: usize,
 }
@@ -29,7 +29,7 @@ impl Resident {
     /// An empty cache that holds at most `max_octets` of bodies.
     pub(super) fn new(max_octets: usize) -> Resident {
         Resident {
-            kept: HashMap::new(),
+            kept: Map::default(),
             octets: 0,
             max_octets,
         }

@@ -6,8 +6,9 @@
 //!
 //! Owns the idle connections, their expiry, and the count of open
 //! outbound connections. May call: routes (the hosts to try), the session
-//! (connect and handshake), conn (the shard's TLS configs), events, config
-//! (a domain's settings), runtime (a wake-up). Must never: touch the spool
+//! (connect and handshake), conn (the shard's TLS configs and its dialer), events, config
+//! (a domain's settings), runtime (a wake-up, the clock,
+//! tasks, hash maps). Must never: touch the spool
 //! or the queue, limit connections per domain (the queue's driver does),
 //! or block the shard.
 

@@ -7,7 +7,8 @@
 //! acting on it. Per-domain ready queues keep one slow or dead domain from
 //! delaying any other.
 //!
-//! May call (this file and `policy`): message, config (the retry policy).
+//! May call (this file and `policy`): message, config (the retry policy),
+//! runtime (hash maps).
 //! Must never: import the driver, or anything that does I/O.
 
 pub mod driver;

@@ -6,7 +6,7 @@
 //! deletable while a live MESSAGE sits in it, or while a record in it
 //! cancels (DONE) or settles (final OUTCOME) a message whose MESSAGE lies in
 //! an older segment that still exists (SPEC.md section 5). May call:
-//! `spool::record` (`Outcome`), `message`.
+//! `spool::record` (`Outcome`), `message`, runtime (hash maps).
 
 use super::record::Outcome;
 use crate::message::MessageId;

@@ -7,9 +7,10 @@
 //! `examples/spool_io_compare.rs`) and makes it durable with one
 //! `fdatasync`, then wakes every waiter of that batch. Must never: wake a waiter before the
 //! sync covering its record completed, acknowledge anything from a batch
-//! whose write or sync failed, or touch `std::fs` (recovery at open aside).
-//! May call: `spool::{book, record, recovery, space, staging}`, `spool`
-//! (options, `SpoolError`, segment names, ids), `message`.
+//! whose write or sync failed, or touch files other than through its
+//! `Disk`. May call: `spool::{book, disk, record, recovery, space,
+//! staging}`, `spool` (options, `SpoolError`, segment names, ids),
+//! `message`, runtime (the clock and tasks).
 
 use super::book::Book;
 use super::disk::{Disk, DiskFile, LocalDisk, Mode};

@@ -3,7 +3,8 @@
 //! first attempt (and a DSN for it) reads nothing back from the spool. Bounded by a byte budget per shard;
 //! a message that does not fit is simply read from the spool when due.
 //!
-//! Owns the cached content and its byte count. May call: message types.
+//! Owns the cached content and its byte count. May call: message types,
+//! runtime (hash maps).
 //! Must never: do I/O, or copy a body: the reception's buffer becomes the
 //! shared `Rc<[u8]>` every transaction of the message sends.
 

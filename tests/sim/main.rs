@@ -4,7 +4,7 @@
 //! accept, defer, refuse, drop and hang. Each seed is a simulated day; the
 //! invariants are checked on what the remote servers saw.
 //!
-//! `SIM_SEEDS=N` runs N seeds (default 200), `SIM_FIRST=S` starts at seed
+//! `SIM_SEEDS=N` runs N seeds (default 300), `SIM_FIRST=S` starts at seed
 //! S, `SIM_SEED=S` runs only seed S (to replay a failure).
 
 mod disk;
@@ -18,7 +18,7 @@ fn seeds() -> Vec<u64> {
         return vec![s];
     }
     let first = var("SIM_FIRST").unwrap_or(0);
-    (first..first + var("SIM_SEEDS").unwrap_or(200)).collect()
+    (first..first + var("SIM_SEEDS").unwrap_or(300)).collect()
 }
 
 #[test]
@@ -40,36 +40,15 @@ fn every_acknowledged_message_ends_exactly_once_across_crashes() {
             .flat_map(|h| h.join().expect("a seed panicked"))
             .collect()
     });
+    let mut total = world::Report::default();
     let mut failed = Vec::new();
-    let (mut acked, mut rcpts, mut delivered, mut bounced, mut crashes, mut faults) =
-        (0, 0, 0, 0, 0, 0);
-    let (mut torn, mut corrupt, mut unfinished, mut repeated, mut polls, mut ops) =
-        (0, 0, 0, 0, 0, 0);
     for r in &reports {
-        acked += r.acked;
-        rcpts += r.recipients;
-        delivered += r.delivered;
-        bounced += r.bounced;
-        crashes += r.crashes;
-        faults += r.faults;
-        torn += r.torn_bytes;
-        corrupt += r.corrupt_records;
-        unfinished += r.unfinished;
-        repeated += r.repeated;
-        polls += r.polls;
-        ops += r.disk_ops;
+        total.absorb(r);
         if !r.violations.is_empty() {
             failed.push(format!("seed {}: {}", r.seed, r.violations.join("; ")));
         }
     }
-    eprintln!(
-        "simulation: {} seed(s), {acked} message(s) acknowledged, {rcpts} recipient(s): \
-         {delivered} delivered, {bounced} bounced ({repeated} more than once, after a crash); \
-         {unfinished} remote transaction(s) deferred, refused, dropped or hung; {crashes} crash(es), \
-         {ops} disk writes and syncs with {faults} fault(s), {torn} torn byte(s) and {corrupt} corrupt record(s) recovered past; \
-         {polls} task polls",
-        reports.len()
-    );
+    eprintln!("simulation: {} seed(s): {total}", reports.len());
     assert!(
         failed.is_empty(),
         "{} seed(s) broke an invariant:\n{}",
@@ -78,9 +57,17 @@ fn every_acknowledged_message_ends_exactly_once_across_crashes() {
     );
     if reports.len() >= 50 {
         // A run this size exercises every path the invariants are about.
+        let t = &total;
         assert!(
-            delivered > 0 && bounced > 0 && repeated > 0 && crashes > 0 && faults > 0 && torn > 0,
-            "the runs did not exercise crashes, torn writes, faults and both outcomes"
+            t.delivered > 0
+                && t.bounced > 0
+                && t.expired > 0
+                && t.repeated > 0
+                && t.crashes > 0
+                && t.faults > 0
+                && t.torn_bytes > 0
+                && t.unfinished > 0,
+            "the runs did not exercise every path: {total}"
         );
     }
 }

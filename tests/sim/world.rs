@@ -54,6 +54,8 @@ pub struct Report {
     pub delivered: usize,
     /// Of those, failed with a DSN that reached the sender's server.
     pub bounced: usize,
+    /// Of the bounced, those that expired (4.4.7) after deferrals.
+    pub expired: usize,
     /// Crashes (power losses) during the run.
     pub crashes: usize,
     /// Disk writes and syncs.
@@ -72,6 +74,51 @@ pub struct Report {
     pub polls: u64,
     /// Broken invariants; empty on success.
     pub violations: Vec<String>,
+}
+
+impl Report {
+    /// Adds `o`'s counts to these (seed and violations aside).
+    pub fn absorb(&mut self, o: &Report) {
+        self.acked += o.acked;
+        self.recipients += o.recipients;
+        self.delivered += o.delivered;
+        self.bounced += o.bounced;
+        self.expired += o.expired;
+        self.crashes += o.crashes;
+        self.disk_ops += o.disk_ops;
+        self.faults += o.faults;
+        self.torn_bytes += o.torn_bytes;
+        self.corrupt_records += o.corrupt_records;
+        self.unfinished += o.unfinished;
+        self.repeated += o.repeated;
+        self.polls += o.polls;
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} message(s) acknowledged, {} recipient(s): {} delivered, {} bounced \
+             ({} of them expired), {} delivered or bounced again after a crash; \
+             {} remote transaction(s) deferred, refused, dropped or hung; {} crash(es); \
+             {} disk writes and syncs, {} failed; {} torn byte(s) and {} corrupt \
+             record(s) recovered past; {} task polls",
+            self.acked,
+            self.recipients,
+            self.delivered,
+            self.bounced,
+            self.expired,
+            self.repeated,
+            self.unfinished,
+            self.crashes,
+            self.disk_ops,
+            self.faults,
+            self.torn_bytes,
+            self.corrupt_records,
+            self.polls
+        )
+    }
 }
 
 struct Planned {
@@ -497,6 +544,7 @@ fn check(
             report.recipients += 1;
             let mut delivered = 0;
             let mut bounced = 0;
+            let mut expired = false;
             for (t, addr, seen) in log.iter() {
                 let Seen::Accepted {
                     sender,
@@ -507,8 +555,10 @@ fn check(
                     continue;
                 };
                 if *addr == sender_server {
-                    if sender.is_empty() && recipients.contains(&from) && dsn_fails(body, r) {
+                    let status = dsn_failure(body, r);
+                    if sender.is_empty() && recipients.contains(&from) && status.is_some() {
                         bounced += 1;
+                        expired |= status.as_deref() == Some("4.4.7");
                         last_event = last_event.max(*t);
                     }
                 } else if *sender == from && recipients.contains(r) {
@@ -547,6 +597,7 @@ fn check(
                         report.delivered += 1;
                     } else {
                         report.bounced += 1;
+                        report.expired += usize::from(expired);
                     }
                 }
             }
@@ -593,17 +644,14 @@ fn wall_ms_to_elapsed(ms: u64) -> Duration {
     Duration::from_millis(ms.saturating_sub(START_WALL_MS))
 }
 
-/// True when a DSN body reports `rcpt` as failed.
-fn dsn_fails(body: &[u8], rcpt: &str) -> bool {
+/// The status a DSN body gives `rcpt` if it reports it as failed.
+fn dsn_failure(body: &[u8], rcpt: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let want = format!("Final-Recipient: rfc822; {rcpt}");
-    let mut lines = text.lines();
-    while let Some(l) = lines.next() {
-        if l.trim_end() == want {
-            return lines
-                .next()
-                .is_some_and(|a| a.trim_end() == "Action: failed");
-        }
+    let mut lines = text.lines().map(str::trim_end);
+    lines.find(|l| *l == want)?;
+    if lines.next()? != "Action: failed" {
+        return None;
     }
-    false
+    lines.next()?.strip_prefix("Status: ").map(str::to_string)
 }

@@ -61,6 +61,9 @@ pub struct ShardQueue {
     idle: RefCell<Map<Rc<str>, Signal>>,
     kick: Notify,
     stop: Signal,
+    /// Recovered messages whose every recipient is final but whose DONE
+    /// record was lost (a crash mid-settlement): written at start.
+    unfinished: RefCell<Vec<MessageId>>,
     /// One "settled as" line per domain and kind per interval.
     repeats: RefCell<RepeatLimiter<(Rc<str>, &'static str)>>,
 }
@@ -91,12 +94,19 @@ impl ShardQueue {
             idle: RefCell::default(),
             kick: Notify::default(),
             stop: Signal::default(),
+            unfinished: RefCell::default(),
             repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),
         });
         let now = now_ms();
         // Moves (not copies) each recipient: a million-message queue is built
         // without a second round of small allocations.
         for m in recovered {
+            if m.pending.is_empty() {
+                // The DSN for any failure was durable before its OUTCOME
+                // (settle.rs): only the DONE is missing.
+                d.unfinished.borrow_mut().push(m.id);
+                continue;
+            }
             let pending = m
                 .pending
                 .into_iter()
@@ -194,6 +204,13 @@ impl ShardQueue {
 
     /// The scheduler: wakes due messages and starts delivery tasks per domain.
     pub async fn run(self: Rc<Self>) {
+        let unfinished = std::mem::take(&mut *self.unfinished.borrow_mut());
+        for id in unfinished {
+            self.until_durable(id, "recording that it is done", || {
+                self.spool.append_done(id)
+            })
+            .await;
+        }
         while !self.stop.is_fired() {
             let now = now_ms();
             let woke = self.queue.borrow_mut().wake(now);

@@ -394,3 +394,32 @@ impl DiskFile for SimFile {
         Box::pin(async { Ok(()) })
     }
 }
+
+impl SimDisk {
+    /// Every record about `id` on the disk now, file by file (to explain a
+    /// failed seed).
+    pub fn records_of(&self, id: impulse::message::MessageId) -> Vec<String> {
+        use impulse::spool::record::{decode_record, Record};
+        let mut out = Vec::new();
+        for (path, f) in self.now.borrow().iter() {
+            let data = f.borrow().data.clone();
+            let scan = impulse::spool::scan::scan_segment(&data);
+            for fr in &scan.frames {
+                let Ok((r, _)) = decode_record(&data[fr.offset as usize..], fr.offset) else {
+                    continue;
+                };
+                if r.id() != id {
+                    continue;
+                }
+                let what = match r {
+                    Record::Message { .. } => "MESSAGE".to_string(),
+                    Record::Outcome { rcpt, outcome, .. } => format!("OUTCOME {rcpt} {outcome:?}"),
+                    Record::Retry { attempts, .. } => format!("RETRY {attempts}"),
+                    Record::Done { .. } => "DONE".to_string(),
+                };
+                out.push(format!("{}@{}: {what}", path.display(), fr.offset));
+            }
+        }
+        out
+    }
+}

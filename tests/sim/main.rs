@@ -4,7 +4,7 @@
 //! accept, defer, refuse, drop and hang. Each seed is a simulated day; the
 //! invariants are checked on what the remote servers saw.
 //!
-//! `SIM_SEEDS=N` runs N seeds (default 300), `SIM_FIRST=S` starts at seed
+//! `SIM_SEEDS=N` runs N seeds (default 300, plus the regression seeds), `SIM_FIRST=S` starts at seed
 //! S, `SIM_SEED=S` runs only seed S (to replay a failure).
 
 mod disk;
@@ -18,8 +18,17 @@ fn seeds() -> Vec<u64> {
         return vec![s];
     }
     let first = var("SIM_FIRST").unwrap_or(0);
-    (first..first + var("SIM_SEEDS").unwrap_or(300)).collect()
+    let mut seeds: Vec<u64> = (first..first + var("SIM_SEEDS").unwrap_or(300)).collect();
+    if var("SIM_FIRST").is_none() && var("SIM_SEEDS").is_none() {
+        seeds.extend(REGRESSIONS);
+    }
+    seeds
 }
+
+/// Seeds that once broke an invariant, run with the default set: 514 and
+/// the others left a message whose DONE was torn off its settlement batch
+/// live in the spool for ever (every recipient final, nothing queued).
+const REGRESSIONS: [u64; 8] = [514, 695, 3201, 3291, 3473, 3933, 4368, 4480];
 
 #[test]
 fn every_acknowledged_message_ends_exactly_once_across_crashes() {

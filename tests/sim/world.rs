@@ -422,6 +422,24 @@ pub fn run(seed: u64) -> Report {
     let mut queue;
     loop {
         let (shard, intake) = start(&sim, &disk, &net, &config, &opts);
+        if let Ok(want) = std::env::var("SIM_TRACE_ID") {
+            for id in shard
+                .recovered
+                .keys()
+                .chain(acked.borrow().values().map(|a| &a.id))
+            {
+                if id.to_string() == want {
+                    eprintln!(
+                        "{:?} restart {}: recovered={} on disk: {}",
+                        sim.elapsed(),
+                        crashes.len(),
+                        shard.recovered.contains_key(id),
+                        disk.records_of(*id).join(", ")
+                    );
+                    break;
+                }
+            }
+        }
         queue = shard.queue;
         report.torn_bytes += shard.torn_bytes;
         report.corrupt_records += shard.corrupt_records;
@@ -499,9 +517,26 @@ pub fn run(seed: u64) -> Report {
     disk.crash();
     let (shard, _intake) = start(&sim, &disk, &net, &config, &opts);
     if !shard.recovered.is_empty() {
+        let acked_ids: Vec<MessageId> = acked.borrow().values().map(|a| a.id).collect();
+        let left: Vec<String> = shard
+            .recovered
+            .keys()
+            .map(|id| {
+                let known = if acked_ids.contains(id) {
+                    "acknowledged"
+                } else {
+                    "never acknowledged"
+                };
+                format!(
+                    "{id} ({known}; on disk: {})",
+                    disk.records_of(*id).join(", ")
+                )
+            })
+            .collect();
         report.violations.push(format!(
-            "{} message(s) live in the spool after the day",
-            shard.recovered.len()
+            "{} message(s) live in the spool after the day: {}",
+            left.len(),
+            left.join(", ")
         ));
     }
     drop(shard);

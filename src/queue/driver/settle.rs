@@ -140,7 +140,7 @@ impl ShardQueue {
     /// Runs `write` until it succeeds, waiting longer after each failure
     /// (a full disk, an I/O error). Gives up only when the spool is closed
     /// (shutdown): the work is then repeated after the restart, never lost.
-    async fn until_durable<F, Fut>(&self, id: MessageId, what: &str, mut write: F)
+    pub(super) async fn until_durable<F, Fut>(&self, id: MessageId, what: &str, mut write: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), SpoolError>>,

@@ -14,6 +14,9 @@ use std::io::Write;
 
 use super::status::EnhancedStatus;
 
+/// What starts the text of a reply we made up ourselves (Momentum's mark).
+const INTERNAL_MARK: &str = "[internal] ";
+
 /// One SMTP reply (possibly multi-line).
 ///
 /// `enhanced` is `None` for the replies RFC 2034 exempts (greeting,
@@ -100,7 +103,16 @@ impl Reply {
     /// A reply made up by us rather than read from a peer, marked the way
     /// Momentum does: `451 4.4.2 [internal] no banner`.
     pub fn internal(code: u16, enhanced: (u8, u16, u16), text: &str) -> Self {
-        Reply::new(code, enhanced, format!("[internal] {text}"))
+        Reply::new(code, enhanced, format!("{INTERNAL_MARK}{text}"))
+    }
+
+    /// The text after the `[internal]` mark, if this is one of our own
+    /// one-line replies.
+    pub fn internal_text(&self) -> Option<&str> {
+        match self.lines.as_slice() {
+            [line] => line.strip_prefix(INTERNAL_MARK),
+            _ => None,
+        }
     }
 
     /// 2xx.
@@ -242,6 +254,8 @@ mod tests {
         let r = Reply::internal(451, (4, 4, 2), "no banner");
         assert_eq!(r.to_string(), "451 4.4.2 [internal] no banner");
         assert_eq!(r.text(), "[internal] no banner");
+        assert_eq!(r.internal_text(), Some("no banner"));
+        assert_eq!(Reply::new(451, "4.4.2", "no banner").internal_text(), None);
         assert!(r.is_transient() && !r.closes_session());
         assert!(Reply::plain(421, "bye").closes_session());
     }

@@ -178,7 +178,8 @@ impl Envelope {
 }
 
 /// A recipient still to be delivered: its place in the envelope and its
-/// address (what the queue hands out and outbound sends to).
+/// address (what spool recovery finds pending, the queue hands out and
+/// outbound sends to).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedRcpt {
     /// Index in the message's envelope recipient list.

@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::bounce::BounceClass;
 use crate::message::MessageId;
 use crate::runtime::logger::RepeatLimiter;
+use crate::smtp::reply::Reply;
 use crate::smtp::server::RejectPhase;
 
 /// Which side of the MTA a connection is on.
@@ -58,7 +59,7 @@ pub enum Event<'a> {
         /// The remote host, when a connection was made.
         host: Option<&'a str>,
         /// The remote reply.
-        reply: &'a str,
+        reply: &'a Reply,
     },
     /// A recipient was deferred (4xx, connection trouble, DNS trouble).
     TransientFailure {
@@ -69,7 +70,7 @@ pub enum Event<'a> {
         /// The remote host, when a connection was made.
         host: Option<&'a str>,
         /// The reply (remote, or ours marked `[internal]`).
-        reply: &'a str,
+        reply: &'a Reply,
         /// Momentum's bounce class of the reply.
         class: BounceClass,
     },
@@ -82,7 +83,7 @@ pub enum Event<'a> {
         /// The remote host, when a connection was made.
         host: Option<&'a str>,
         /// The reply (remote, or ours marked `[internal]`).
-        reply: &'a str,
+        reply: &'a Reply,
         /// Momentum's bounce class of the reply.
         class: BounceClass,
     },
@@ -390,13 +391,13 @@ mod tests {
             id: id(),
             recipient: "b@y",
             host: Some("mx.y"),
-            reply: "250 ok",
+            reply: &Reply::new(250, "2.0.0", "ok"),
         });
         bus.emit(Event::PermanentFailure {
             id: id(),
             recipient: "c@y",
             host: None,
-            reply: "550 5.1.1 no such user",
+            reply: &Reply::new(550, "5.1.1", "no such user"),
             class: BounceClass::InvalidRecipient,
         });
         bus.emit(Event::Rejection {

@@ -4,8 +4,9 @@
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
 //! `Recipient`, `Notify`, `BodyType`, `DsnRet`, and the recipients still to
 //! deliver with what an attempt came to for each (`QueuedRcpt`,
-//! `RcptResult`). May call: nothing in the crate (std and `thiserror`
-//! only), so that every stage may import it. Must never do I/O.
+//! `RcptResult`). May call: `smtp::reply` (the reply type; it calls only
+//! `smtp::status`, which calls nothing), std and `thiserror`: nothing that
+//! imports a stage, so that every stage may import it. Must never do I/O.
 //! `smtp::server` produces these, `intake` hands them to `spool`, and
 //! `queue`, `outbound` and `bounce` pass them on and read them back.
 
@@ -13,6 +14,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::str::FromStr;
+
+use crate::smtp::reply::Reply;
 
 /// A message id, unique across shards and restarts.
 ///
@@ -175,7 +178,8 @@ impl Envelope {
 }
 
 /// A recipient still to be delivered: its place in the envelope and its
-/// address (what the queue hands out and outbound sends to).
+/// address (what spool recovery finds pending, the queue hands out and
+/// outbound sends to).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedRcpt {
     /// Index in the message's envelope recipient list.
@@ -206,13 +210,23 @@ pub fn domain_of(address: &str) -> String {
 }
 
 /// What one delivery attempt came to for one recipient, with the reply
-/// (remote, or ours marked `[internal]`) that decided it.
+/// (remote, or ours marked `[internal]`) that decided it. Shared: one
+/// reply often settles many recipients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RcptResult {
     /// Accepted by the next hop.
-    Delivered(Rc<str>),
+    Delivered(Rc<Reply>),
     /// Permanent failure (5xx, null MX, ...).
-    Failed(Rc<str>),
+    Failed(Rc<Reply>),
     /// Transient failure (4xx, connection trouble, ...).
-    Deferred(Rc<str>),
+    Deferred(Rc<Reply>),
+}
+
+impl RcptResult {
+    /// The reply that decided it.
+    pub fn reply(&self) -> &Rc<Reply> {
+        match self {
+            RcptResult::Delivered(r) | RcptResult::Failed(r) | RcptResult::Deferred(r) => r,
+        }
+    }
 }

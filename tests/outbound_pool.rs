@@ -17,6 +17,7 @@ use impulse::message::{Envelope, QueuedRcpt, RcptResult};
 use impulse::outbound::dns::{Resolver, ResolverConfig};
 use impulse::outbound::{Binding, Pools, Unroutable};
 use impulse::runtime::Current;
+use impulse::smtp::reply::Reply;
 
 /// A next hop that refuses `gone@…` and accepts anything else, reporting
 /// each connection ("CONNECT") and each command it reads.
@@ -133,8 +134,14 @@ fn a_released_connection_carries_the_next_job_and_is_quit_when_idle() {
         assert_eq!(
             results,
             vec![
-                (0, RcptResult::Delivered(Rc::from("250 2.0.0 ok"))),
-                (1, RcptResult::Failed(Rc::from("550 5.1.1 no such user"))),
+                (
+                    0,
+                    RcptResult::Delivered(Rc::new(Reply::new(250, "2.0.0", "ok")))
+                ),
+                (
+                    1,
+                    RcptResult::Failed(Rc::new(Reply::new(550, "5.1.1", "no such user")))
+                ),
             ]
         );
         assert!(!slot.is_broken() && !slot.used_up());
@@ -222,7 +229,8 @@ fn an_unreachable_route_is_a_transient_reason() {
         let d = config.delivery.get("example.net").clone();
         match pools.acquire(Binding::Default, "example.net", &d).await {
             Err(Unroutable::Transient(r)) => assert!(
-                r.starts_with("421 4.4.0 [internal] no MXs for this domain could be reached"),
+                r.to_string()
+                    .starts_with("421 4.4.0 [internal] no MXs for this domain could be reached"),
                 "{r}"
             ),
             Err(other) => panic!("{other:?}"),

@@ -232,11 +232,12 @@ fn recovered_messages_can_be_read_back() {
 
 #[test]
 fn queued_message_memory_stays_small() {
-    use impulse::spool::recovery::{PendingRecipient, QueuedMessage};
+    use impulse::message::QueuedRcpt;
+    use impulse::spool::recovery::QueuedMessage;
     // Per live message: the struct itself; per pending recipient: 24 bytes
     // plus the address. The budget is 300 bytes per message.
     assert!(std::mem::size_of::<QueuedMessage>() <= 80);
-    assert!(std::mem::size_of::<PendingRecipient>() <= 24);
+    assert!(std::mem::size_of::<QueuedRcpt>() <= 24);
 }
 
 #[test]

@@ -6,13 +6,12 @@
 
 #![no_main]
 
-use impulse::smtp::client::{
-    ReplyError, ReplyParser, ServerReply, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS,
-};
+use impulse::smtp::client::{ReplyError, ReplyParser, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS};
+use impulse::smtp::reply::Reply;
 use libfuzzer_sys::fuzz_target;
 
 /// Every reply, then the error that ended parsing (if any).
-fn parse(parts: &[&[u8]]) -> (Vec<ServerReply>, Option<ReplyError>) {
+fn parse(parts: &[&[u8]]) -> (Vec<Reply>, Option<ReplyError>) {
     let mut parser = ReplyParser::new();
     let mut replies = Vec::new();
     for part in parts {

@@ -2,7 +2,8 @@
 //! to one of Momentum's bounce classes (reference §6).
 //!
 //! Owns `BounceClass` (codes, names) and the rule tables. May call:
-//! `smtp::status` (the enhanced-code parser). Must never: do I/O, or leave
+//! `smtp::status` (the enhanced-code parser), `smtp::reply` (the reply
+//! type). Must never: do I/O, or leave
 //! a reply without a class. Pure and table-driven. Order of the rules:
 //! 1. 2xx/3xx replies are not bounces: `Undetermined`.
 //! 2. An enhanced status code with a specific meaning (`SPECIFIC`), taken
@@ -17,6 +18,9 @@
 //! `SoftBounce` otherwise.
 
 use std::fmt;
+
+use crate::smtp::reply::Reply;
+use crate::smtp::status::EnhancedStatus;
 
 /// Momentum's bounce classes, with their numeric codes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -239,24 +243,20 @@ const PATTERNS: &[(&str, BounceClass)] = &[
 /// Classes a 4xx reply may keep; any other becomes `SoftBounce`.
 const TRANSIENT_KEEPS: &[BounceClass] = &[DnsFailure, MailboxFull, TooLarge];
 
-/// Classifies a reply as delivery records it: `"550 5.1.1 text"` (code,
-/// then the enhanced code if any, then the text).
-pub fn classify_recorded(reply: &str) -> BounceClass {
-    let code = reply
-        .get(..3)
-        .and_then(|c| c.parse::<u16>().ok())
-        .unwrap_or(0);
-    classify(code, None, reply.get(3..).unwrap_or("").trim_start())
+/// Classifies a reply (remote, or ours): its code, enhanced code and text.
+pub fn classify_reply(reply: &Reply) -> BounceClass {
+    classify(reply.code, reply.enhanced, &reply.text())
 }
 
 /// Classifies one reply: `reply_code` (e.g. 550), the enhanced status code
-/// if known (e.g. `"5.1.1"`), and the reply text.
-pub fn classify(reply_code: u16, enhanced: Option<&str>, text: &str) -> BounceClass {
+/// if known (e.g. 5.1.1; failing that, one at the start of `text` counts),
+/// and the reply text.
+pub fn classify(reply_code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> BounceClass {
     if (200..400).contains(&reply_code) {
         return Undetermined;
     }
     let code = enhanced
-        .and_then(parse_enhanced)
+        .map(parts)
         .or_else(|| text.split_whitespace().next().and_then(parse_enhanced));
     let found = rules(code, text);
     let transient = (400..500).contains(&reply_code)
@@ -299,7 +299,12 @@ fn by_subject(subject: u16) -> Option<BounceClass> {
 
 /// `class.subject.detail` with class 2, 4 or 5 and up to 3 digits each.
 fn parse_enhanced(s: &str) -> Option<(u16, u16, u16)> {
-    crate::smtp::status::EnhancedStatus::parse(s).map(|e| (u16::from(e.class), e.subject, e.detail))
+    EnhancedStatus::parse(s).map(parts)
+}
+
+/// The three parts of an enhanced code, as the rule tables use them.
+fn parts(e: EnhancedStatus) -> (u16, u16, u16) {
+    (u16::from(e.class), e.subject, e.detail)
 }
 
 #[cfg(test)]
@@ -307,16 +312,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recorded_replies_are_classified_by_code_and_enhanced_code() {
+    fn replies_are_classified_by_code_enhanced_code_and_text() {
         assert_eq!(
-            classify_recorded("550 5.1.1 no such user"),
-            classify(550, Some("5.1.1"), "no such user")
+            classify_reply(&Reply::new(550, "5.1.1", "no such user")),
+            InvalidRecipient
         );
         assert_eq!(
-            classify_recorded("451 4.4.1 [internal] connect failed"),
+            classify_reply(&Reply::internal(451, (4, 4, 1), "connect failed")),
             SoftBounce
         );
-        assert_eq!(classify_recorded(""), classify(0, None, ""));
+        // Without an enhanced code (the client keeps one of the wrong class
+        // in the text), the text decides.
+        assert_eq!(
+            classify_reply(&Reply::plain(550, "5.2.2 mailbox full")),
+            MailboxFull
+        );
+        // Every line's text counts.
+        let multi = Reply {
+            code: 550,
+            enhanced: EnhancedStatus::parse("5.7.1"),
+            lines: vec!["Message rejected:".into(), "listed at Spamhaus".into()],
+        };
+        assert_eq!(classify_reply(&multi), SpamBlock);
     }
 
     #[test]
@@ -434,7 +451,7 @@ mod tests {
         ];
         for (i, (code, enh, text, want)) in cases.iter().enumerate() {
             assert_eq!(
-                classify(*code, *enh, text),
+                classify(*code, enh.and_then(EnhancedStatus::parse), text),
                 *want,
                 "case {i}: {code} {enh:?} {text:?}"
             );

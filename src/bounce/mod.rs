@@ -5,9 +5,10 @@
 //! rules), composing the `multipart/report` DSN as bytes together with its
 //! null-sender envelope, and classifying remote replies into Momentum's
 //! bounce classes. May call: `crate::message`, `smtp::status` (enhanced
-//! codes); the `time` crate. Must never: do I/O, read a clock (time comes
-//! in as a parameter), use randomness (uniqueness comes from the caller's id
-//! string), or answer a null-sender message with a DSN. `outbound::delivery`
+//! codes), `smtp::reply` (the reply type); the `time` crate. Must never:
+//! do I/O, read a clock (time comes in as a parameter), use randomness
+//! (uniqueness comes from the caller's id string), or answer a null-sender
+//! message with a DSN. `outbound::delivery`
 //! calls `generate` and spools the returned DSN as a new message.
 
 mod classify;
@@ -15,7 +16,7 @@ mod format;
 mod notify;
 mod render;
 
-pub use classify::{classify, classify_recorded, BounceClass, ALL_CLASSES};
+pub use classify::{classify, classify_reply, BounceClass, ALL_CLASSES};
 pub use notify::is_due;
 
 use crate::message::{BodyType, Envelope, Recipient};

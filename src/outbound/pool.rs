@@ -6,9 +6,9 @@
 //!
 //! Owns the idle connections, their expiry, and the count of open
 //! outbound connections. May call: routes (the hosts to try), the session
-//! (connect and handshake), conn (the shard's TLS configs and its dialer), events, config
-//! (a domain's settings), runtime (a wake-up, the clock,
-//! tasks, hash maps). Must never: touch the spool
+//! (connect and handshake), conn (the shard's TLS configs and its dialer),
+//! events, config (a domain's settings), runtime (a wake-up, the clock,
+//! tasks, hash maps), smtp (the reply type). Must never: touch the spool
 //! or the queue, limit connections per domain (the queue's driver does),
 //! or block the shard.
 
@@ -28,6 +28,7 @@ use crate::events::Events;
 use crate::runtime::hash::Map;
 use crate::runtime::sched;
 use crate::runtime::shutdown::Notify;
+use crate::smtp::reply::Reply;
 
 /// A connection waiting for its next job.
 struct Idle {
@@ -139,7 +140,11 @@ impl Pools {
             "no MXs for this domain could be reached at this time".into(),
             |r| r.to_string(),
         );
-        Err(Unroutable::Transient(Rc::from(format!("421 4.4.0 [internal] no MXs for this domain could be reached at this time (last: {why})"))))
+        Err(Unroutable::Transient(Rc::new(Reply::internal(
+            421,
+            (4, 4, 0),
+            &format!("no MXs for this domain could be reached at this time (last: {why})"),
+        ))))
     }
 
     /// The most recently idled connection for `key` that was opened under

@@ -3,23 +3,25 @@
 //! DNS trouble and hosts without addresses transient).
 //!
 //! Owns `Target` and `Unroutable`. May call: the shard's DNS resolver,
-//! config (the domain's settings). Must never: open a connection (the pool
-//! does) or decide what becomes of a message (the queue does).
+//! config (the domain's settings), smtp (the reply type). Must never: open
+//! a connection (the pool does) or decide what becomes of a message (the
+//! queue does).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use super::dns::{MxResult, Resolver};
 use crate::config::Delivery;
+use crate::smtp::reply::Reply;
 
 /// Why a domain cannot be delivered to right now; the reply to record for
 /// each of its recipients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unroutable {
     /// Null MX, no such domain: fail.
-    Permanent(Rc<str>),
+    Permanent(Rc<Reply>),
     /// DNS trouble, no addresses, no host answered: try later.
-    Transient(Rc<str>),
+    Transient(Rc<Reply>),
 }
 
 /// One host to try: the name (for TLS and logs) and its address.
@@ -31,8 +33,9 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
-fn reply(text: String) -> Rc<str> {
-    Rc::from(text)
+/// One of our own replies, to share among a domain's recipients.
+fn reply(code: u16, enhanced: (u8, u16, u16), text: &str) -> Rc<Reply> {
+    Rc::new(Reply::internal(code, enhanced, text))
 }
 
 /// The hosts to try for `domain`, in order: static routes, else the MX.
@@ -64,23 +67,23 @@ pub async fn targets(
             let why = last.map_or("no address for the configured routes".to_string(), |e| {
                 e.to_string()
             });
-            return Err(Unroutable::Transient(reply(format!(
-                "451 4.4.3 [internal] {why}"
-            ))));
+            return Err(Unroutable::Transient(reply(451, (4, 4, 3), &why)));
         }
         return Ok(out);
     }
     match resolver.resolve_mx(domain).await {
-        Err(e) => Err(Unroutable::Transient(reply(format!(
-            "451 4.4.3 [internal] {e}"
-        )))),
+        Err(e) => Err(Unroutable::Transient(reply(451, (4, 4, 3), &e.to_string()))),
         Ok(res) => match &*res {
             MxResult::NullMx => Err(Unroutable::Permanent(reply(
-                "550 5.1.10 [internal] NULL MX domain does not accept mail".into(),
+                550,
+                (5, 1, 10),
+                "NULL MX domain does not accept mail",
             ))),
-            MxResult::NoSuchDomain => Err(Unroutable::Permanent(reply(format!(
-                "550 5.1.2 [internal] domain {domain} does not exist"
-            )))),
+            MxResult::NoSuchDomain => Err(Unroutable::Permanent(reply(
+                550,
+                (5, 1, 2),
+                &format!("domain {domain} does not exist"),
+            ))),
             hosts => {
                 out.extend(hosts.addresses().map(|(h, ip)| Target {
                     host: Rc::from(h.name.as_str()),
@@ -88,7 +91,9 @@ pub async fn targets(
                 }));
                 if out.is_empty() {
                     return Err(Unroutable::Transient(reply(
-                        "454 4.4.4 [internal] no MX or A for domain".into(),
+                        454,
+                        (4, 4, 4),
+                        "no MX or A for domain",
                     )));
                 }
                 Ok(out)

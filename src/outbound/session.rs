@@ -13,9 +13,10 @@ use futures_lite::future;
 use crate::config::{Delivery, TlsMode};
 use crate::conn::{with_timeout, Conn, Dialer};
 use crate::smtp::client::{
-    ClientSession, ClientSettings, ClientStep, ServerReply, SessionError, Stage, TlsPolicy,
-    Transaction, TransactionResult,
+    ClientSession, ClientSettings, ClientStep, SessionError, Stage, TlsPolicy, Transaction,
+    TransactionResult,
 };
+use crate::smtp::reply::Reply;
 
 /// Bytes read from the server at a time.
 const READ_OCTETS: usize = 4096;
@@ -83,7 +84,7 @@ impl Outbound {
         host: &str,
         d: &Delivery,
         tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Outbound, ServerReply> {
+    ) -> Result<Outbound, Reply> {
         let timeouts = Timeouts {
             connect: d.connect_timeout,
             ehlo: d.ehlo_timeout,
@@ -98,7 +99,7 @@ impl Outbound {
             } else {
                 (451, format!("connect to {addr} failed: {e}"))
             };
-            ServerReply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
+            Reply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
         })?;
         let mut out = Outbound {
             session: ClientSession::new(client_settings(d), false),
@@ -111,7 +112,7 @@ impl Outbound {
         let failure = match out.step(Some(&tls)).await {
             Event::Ready => return Ok(out),
             Event::Failed(e) => e.reply(),
-            Event::Done(_) | Event::Closed => ServerReply::internal(
+            Event::Done(_) | Event::Closed => Reply::internal(
                 451,
                 (4, 4, 2),
                 "[internal] connection closed by remote host",
@@ -127,9 +128,9 @@ impl Outbound {
     pub async fn send(
         &mut self,
         tx: Transaction,
-    ) -> Result<TransactionResult, (Option<TransactionResult>, ServerReply)> {
+    ) -> Result<TransactionResult, (Option<TransactionResult>, Reply)> {
         if let Err(rejected) = self.session.submit(tx) {
-            let reply = ServerReply::internal(
+            let reply = Reply::internal(
                 451,
                 (4, 3, 0),
                 &format!("[internal] cannot submit: {:?}", rejected.error),
@@ -144,7 +145,7 @@ impl Outbound {
             Event::Failed(e) => Err((None, e.reply())),
             Event::Ready | Event::Closed => Err((
                 None,
-                ServerReply::internal(
+                Reply::internal(
                     451,
                     (4, 4, 2),
                     "[internal] connection closed by remote host",

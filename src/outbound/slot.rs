@@ -4,7 +4,8 @@
 //! batches and a connection that breaks half-way are handled here.
 //!
 //! Owns `Slot`. May call: the session (`smtp::client` over the socket),
-//! message types, events (the connection's closing, when it is dropped).
+//! message types, smtp (the reply type), events (the connection's
+//! closing, when it is dropped).
 //! Must never: touch the spool or the queue, or copy the body (it is
 //! shared, `Rc<[u8]>`, from the spool read or the reception).
 
@@ -19,6 +20,7 @@ use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};
 use crate::message::{Envelope, QueuedRcpt, RcptResult, Recipient};
 use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
+use crate::smtp::reply::Reply;
 
 /// Reports an outbound connection opened, and closed when dropped; counts
 /// the shard's open outbound connections meanwhile.
@@ -59,13 +61,9 @@ pub struct Slot {
     /// Jobs sent over this connection (`max_deliveries_per_connection`).
     sent: u32,
     /// The reply every further recipient gets once the connection broke.
-    broken: Option<Rc<str>>,
+    broken: Option<Rc<Reply>>,
     /// Declared last: the closed event follows the socket's close.
     _opened: Opened,
-}
-
-fn reply(text: String) -> Rc<str> {
-    Rc::from(text)
 }
 
 impl Slot {
@@ -145,22 +143,23 @@ impl Slot {
             {
                 Ok(result) => {
                     for (q, rr) in batch.iter().zip(result.recipients) {
-                        let text = reply(rr.outcome.reply().to_string());
                         let r = match rr.outcome {
-                            ClientOutcome::Delivered(_) => RcptResult::Delivered(text),
-                            ClientOutcome::Transient(_) => RcptResult::Deferred(text),
-                            ClientOutcome::Permanent(_) => RcptResult::Failed(text),
+                            ClientOutcome::Delivered(r) => RcptResult::Delivered(Rc::new(r)),
+                            ClientOutcome::Transient(r) => RcptResult::Deferred(Rc::new(r)),
+                            ClientOutcome::Permanent(r) => RcptResult::Failed(Rc::new(r)),
                         };
                         results.push((q.index, r));
                     }
                     if !self.session.ready().await {
-                        self.broken = Some(reply(
-                            "451 4.4.2 [internal] connection closed by remote host".into(),
-                        ));
+                        self.broken = Some(Rc::new(Reply::internal(
+                            451,
+                            (4, 4, 2),
+                            "connection closed by remote host",
+                        )));
                     }
                 }
                 Err((_, r)) => {
-                    let r = reply(r.to_string());
+                    let r = Rc::new(r);
                     results.extend(
                         batch
                             .iter()

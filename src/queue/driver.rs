@@ -9,7 +9,8 @@
 //! result per recipient.
 //!
 //! May call: the queue's data structure, outbound (pools and slots),
-//! spool, bounce, events, config, message, runtime, smtp's status parser.
+//! spool, bounce, events, config, message, runtime, smtp (the reply type
+//! and the status parser).
 //! Must never: speak SMTP or open a socket itself, act on a result before
 //! the spool has it, or drop a result it cannot record (it retries).
 
@@ -98,8 +99,8 @@ impl ShardQueue {
             repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),
         });
         let now = now_ms();
-        // Moves (not copies) each recipient: a million-message queue is built
-        // without a second round of small allocations.
+        // Recovery's recipients are the queue's: a million-message queue is
+        // built without a second round of small allocations.
         for m in recovered {
             if m.pending.is_empty() {
                 // The DSN for any failure was durable before its OUTCOME
@@ -107,21 +108,13 @@ impl ShardQueue {
                 d.unfinished.borrow_mut().push(m.id);
                 continue;
             }
-            let pending = m
-                .pending
-                .into_iter()
-                .map(|p| QueuedRcpt {
-                    index: p.index,
-                    address: p.address,
-                })
-                .collect();
             d.queue.borrow_mut().insert(
                 Entry::new(
                     m.id,
                     m.received_at_ms,
                     m.attempts,
                     m.next_attempt_ms,
-                    pending,
+                    m.pending,
                 ),
                 now,
             );

@@ -7,8 +7,8 @@
 //! acting on it. Per-domain ready queues keep one slow or dead domain from
 //! delaying any other.
 //!
-//! May call (this file and `policy`): message, config (the retry policy),
-//! runtime (hash maps).
+//! May call (this file and `policy`): message, smtp (the reply type),
+//! config (the retry policy), runtime (hash maps).
 //! Must never: import the driver, or anything that does I/O.
 
 pub mod driver;
@@ -22,6 +22,7 @@ use std::rc::Rc;
 
 use crate::message::MessageId;
 pub use crate::message::{domain_of, QueuedRcpt, RcptResult};
+use crate::smtp::reply::Reply;
 pub use policy::{AfterDeferral, RetryPolicy};
 
 /// A message as the queue knows it.
@@ -42,7 +43,7 @@ pub struct Entry {
     /// Some recipient was deferred in the current round.
     deferred: bool,
     /// Last deferral reply, for expiry reports.
-    last_reply: Option<Rc<str>>,
+    last_reply: Option<Rc<Reply>>,
     /// Delay notices sent so far (kept in memory only).
     pub delay_notices: u32,
 }
@@ -89,7 +90,7 @@ pub struct Final {
     /// True when delivered, false when failed.
     pub delivered: bool,
     /// The reply that settled it.
-    pub reply: Rc<str>,
+    pub reply: Rc<Reply>,
 }
 
 /// What the message needs next, once a job is settled.
@@ -119,10 +120,38 @@ pub struct Settlement {
     pub next: Next,
 }
 
-/// Expiry wording (Momentum 2.2, §7.1).
-pub const EXPIRED_REPLY: &str = "554 5.4.7 [internal] exceeded max time without delivery";
-/// `max_retries` wording (Momentum 2.2, §7.1).
-pub const RETRIES_REPLY: &str = "554 5.4.7 [internal] exceeded max retries without delivery";
+/// Expiry wording (Momentum 2.2, §7.1), after `554 5.4.7 [internal]`.
+pub const EXPIRED_TEXT: &str = "exceeded max time without delivery";
+/// `max_retries` wording (Momentum 2.2, §7.1), after `554 5.4.7 [internal]`.
+pub const RETRIES_TEXT: &str = "exceeded max retries without delivery";
+/// Reply code of both.
+const GAVE_UP_CODE: u16 = 554;
+/// Enhanced status of both (RFC 3463 X.4.7: delivery time expired).
+const GAVE_UP_STATUS: (u8, u16, u16) = (5, 4, 7);
+
+/// The reply for recipients the queue gave up on (`text` says why), with
+/// the last deferral's reply if there was one.
+fn gave_up(text: &str, last: Option<&Reply>) -> Reply {
+    match last {
+        Some(l) => Reply::internal(
+            GAVE_UP_CODE,
+            GAVE_UP_STATUS,
+            &format!("{text} (last error: {l})"),
+        ),
+        None => Reply::internal(GAVE_UP_CODE, GAVE_UP_STATUS, text),
+    }
+}
+
+/// True for the reply of a recipient whose message expired in the queue.
+pub fn is_expiry(reply: &Reply) -> bool {
+    reply.code == GAVE_UP_CODE
+        && reply
+            .enhanced
+            .is_some_and(|e| (e.class, e.subject, e.detail) == GAVE_UP_STATUS)
+        && reply
+            .internal_text()
+            .is_some_and(|t| t.starts_with(EXPIRED_TEXT))
+}
 
 /// One shard's queue partition.
 #[derive(Default)]
@@ -182,7 +211,7 @@ impl Queue {
         interval_ms: u64,
         max_interval_ms: u64,
         now_ms: u64,
-    ) -> Option<(Vec<QueuedRcpt>, Option<Rc<str>>)> {
+    ) -> Option<(Vec<QueuedRcpt>, Option<Rc<Reply>>)> {
         let e = self.entries.get_mut(id)?;
         let mut due_at = e.received_at_ms;
         for k in 0..=e.delay_notices.min(63) {
@@ -371,21 +400,17 @@ impl Queue {
                 }
             }
             reason => {
-                let text: Rc<str> = Rc::from(if reason == AfterDeferral::Expired {
-                    EXPIRED_REPLY
+                let text = if reason == AfterDeferral::Expired {
+                    EXPIRED_TEXT
                 } else {
-                    RETRIES_REPLY
-                });
-                let last = e.last_reply.take();
+                    RETRIES_TEXT
+                };
+                let reply = Rc::new(gave_up(text, e.last_reply.take().as_deref()));
                 for rcpt in e.pending.drain(..) {
-                    let reply = match &last {
-                        Some(l) => Rc::from(format!("{text} (last error: {l})")),
-                        None => text.clone(),
-                    };
                     finals.push(Final {
                         rcpt,
                         delivered: false,
-                        reply,
+                        reply: reply.clone(),
                     });
                 }
                 self.entries.remove(&job.id);

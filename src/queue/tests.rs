@@ -18,8 +18,14 @@ fn rcpt(index: u32, address: &str) -> QueuedRcpt {
     }
 }
 
-fn ok(s: &str) -> Rc<str> {
-    Rc::from(s)
+/// A reply as a server would send it (`"451 4.3.0 busy"`).
+fn ok(s: &str) -> Rc<Reply> {
+    let wire = format!("{s}\r\n");
+    let reply = crate::smtp::client::ReplyParser::new()
+        .next_reply(&mut wire.as_bytes())
+        .unwrap()
+        .unwrap();
+    Rc::new(reply)
 }
 
 #[test]
@@ -172,10 +178,12 @@ fn expiry_fails_the_rest_with_the_last_error() {
             }
             Next::Done => {
                 assert_eq!(now, 10_000, "the last attempt is at the expiry time");
+                let recorded = s.finals[0].reply.to_string();
                 assert!(
-                    s.finals[0].reply.starts_with(EXPIRED_REPLY)
-                        && s.finals[0].reply.contains("451 4.3.0 busy")
+                    recorded.starts_with("554 5.4.7 [internal] exceeded max time without delivery")
+                        && recorded.contains("451 4.3.0 busy")
                 );
+                assert!(is_expiry(&s.finals[0].reply));
                 assert!(!s.finals[0].delivered);
                 break;
             }
@@ -183,6 +191,26 @@ fn expiry_fails_the_rest_with_the_last_error() {
         }
     }
     assert!(q.is_empty());
+}
+
+#[test]
+fn only_the_expiry_reply_counts_as_expiry() {
+    let expired = gave_up(EXPIRED_TEXT, Some(&ok("451 4.3.0 busy")));
+    assert_eq!(
+        expired.to_string(),
+        "554 5.4.7 [internal] exceeded max time without delivery (last error: 451 4.3.0 busy)"
+    );
+    assert!(is_expiry(&expired) && is_expiry(&gave_up(EXPIRED_TEXT, None)));
+    let retries = gave_up(RETRIES_TEXT, None);
+    assert_eq!(
+        retries.to_string(),
+        "554 5.4.7 [internal] exceeded max retries without delivery"
+    );
+    assert!(!is_expiry(&retries));
+    // A remote server saying so is not our expiry.
+    assert!(!is_expiry(&ok(
+        "554 5.4.7 exceeded max time without delivery"
+    )));
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! EHLO/HELO, STARTTLS, transactions, RSET, QUIT, and the per-recipient
 //! outcome of every transaction.
 //!
-//! Calls nothing outside `crate::message`. Never does I/O, reads a clock or
+//! Calls nothing outside `crate::message` and the `smtp` modules beside
+//! it (`reply`, `status`). Never does I/O, reads a clock or
 //! panics on server input; memory is bounded by the reply limits in
 //! `reply` plus the content of the transaction in flight.
 //!
@@ -45,10 +46,10 @@ mod tests;
 
 use std::collections::VecDeque;
 
+use crate::smtp::reply::Reply;
+
 pub use extensions::Extensions;
-pub use reply::{
-    EnhancedStatus, ReplyError, ReplyParser, ServerReply, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS,
-};
+pub use reply::{EnhancedStatus, ReplyError, ReplyParser, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS};
 pub use transaction::{Outcome, RecipientResult, Transaction, TransactionResult};
 
 use transaction::InFlight;
@@ -159,7 +160,7 @@ pub enum ProtocolError {
     Reply(#[from] ReplyError),
     /// A reply when none was due, or of a class that makes no sense there.
     #[error("unexpected reply: {0}")]
-    UnexpectedReply(ServerReply),
+    UnexpectedReply(Reply),
     /// Plain-text bytes after the STARTTLS go-ahead (response injection).
     #[error("data after the STARTTLS go-ahead")]
     DataAfterStartTls,
@@ -171,25 +172,25 @@ pub enum ProtocolError {
 pub enum SessionError {
     /// The greeting was not 2xx.
     #[error("greeting refused: {0}")]
-    GreetingRejected(ServerReply),
+    GreetingRejected(Reply),
     /// EHLO got a non-5xx failure, or HELO after it failed too.
     #[error("EHLO/HELO refused: {0}")]
-    HelloRejected(ServerReply),
+    HelloRejected(Reply),
     /// Policy `Required`, server did not offer STARTTLS.
     #[error("STARTTLS required but not advertised")]
     TlsRequiredNotAdvertised,
     /// Policy `Required`, STARTTLS refused.
     #[error("STARTTLS refused: {0}")]
-    StartTlsRejected(ServerReply),
+    StartTlsRejected(Reply),
     /// The driver's TLS handshake failed.
     #[error("TLS negotiation failed")]
     TlsFailed,
     /// A 421: the server is closing the connection.
     #[error("service closing: {0}")]
-    ServiceClosing(ServerReply),
+    ServiceClosing(Reply),
     /// RSET was refused; the connection cannot be reused.
     #[error("RSET refused: {0}")]
-    RsetRejected(ServerReply),
+    RsetRejected(Reply),
     /// The server broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
@@ -204,10 +205,10 @@ pub enum SessionError {
 impl SessionError {
     /// The reply to record for this failure, in Momentum's wording where
     /// it has one; recipients in flight get it as `Transient`.
-    pub fn reply(&self) -> ServerReply {
+    pub fn reply(&self) -> Reply {
         use SessionError as E;
-        let tls = |text: &str| ServerReply::internal(451, (4, 7, 5), text);
-        let session = |text: &str| ServerReply::internal(451, (4, 4, 2), text);
+        let tls = |text: &str| Reply::internal(451, (4, 7, 5), text);
+        let session = |text: &str| Reply::internal(451, (4, 4, 2), text);
         match self {
             E::GreetingRejected(r)
             | E::HelloRejected(r)
@@ -215,13 +216,11 @@ impl SessionError {
             | E::ServiceClosing(r)
             | E::RsetRejected(r) => r.clone(),
             E::TlsRequiredNotAdvertised => {
-                ServerReply::internal(451, (4, 7, 6), "STARTTLS required but not advertised")
+                Reply::internal(451, (4, 7, 6), "STARTTLS required but not advertised")
             }
             E::TlsFailed | E::Timeout(Stage::TlsHandshake) => tls("TLS negotiation failed"),
             E::Timeout(Stage::StartTls) => tls("no tls go-ahead"),
-            E::Protocol(e) => {
-                ServerReply::internal(451, (4, 5, 0), &format!("protocol error: {e}"))
-            }
+            E::Protocol(e) => Reply::internal(451, (4, 5, 0), &format!("protocol error: {e}")),
             E::Timeout(stage) => session(match stage {
                 Stage::Banner => "no banner",
                 Stage::Ehlo => "no HELO/EHLO response",

@@ -482,7 +482,10 @@ impl ServerSession {
     /// 452 4.5.3 (a client sending too many recipients is not misbehaving)
     /// and 452 4.3.1 (the server is short of memory, not the client wrong).
     fn respond(&mut self, reply: Reply) {
-        let blameless = matches!(reply.enhanced.as_deref(), Some("4.5.3" | "4.3.1"));
+        let blameless = matches!(
+            reply.enhanced.map(|e| (e.class, e.subject, e.detail)),
+            Some((4, 5, 3) | (4, 3, 1))
+        );
         if reply.code == 421 {
             self.close_with(reply);
         } else if reply.is_error() && !blameless {

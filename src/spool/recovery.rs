@@ -14,18 +14,9 @@ use super::quarantine::is_half_created;
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
 use super::{parse_segment_file_name, SpoolError};
-use crate::message::MessageId;
+use crate::message::{MessageId, QueuedRcpt};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// One recipient still waiting for delivery.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingRecipient {
-    /// Index into the envelope's recipient list.
-    pub index: u32,
-    /// The recipient address.
-    pub address: Box<str>,
-}
 
 /// A live message found at recovery: where to re-read it, and what is left.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +36,7 @@ pub struct QueuedMessage {
     /// Reception time from the envelope (for expiry).
     pub received_at_ms: u64,
     /// Recipients without a final outcome, in envelope order.
-    pub pending: Vec<PendingRecipient>,
+    pub pending: Vec<QueuedRcpt>,
 }
 
 /// Counts from one recovery run.
@@ -281,7 +272,7 @@ fn apply_scan(
                         .recipients
                         .into_iter()
                         .enumerate()
-                        .map(|(i, r)| PendingRecipient {
+                        .map(|(i, r)| QueuedRcpt {
                             index: i as u32,
                             address: r.address.into_boxed_str(),
                         })

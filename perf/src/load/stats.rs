@@ -184,7 +184,7 @@ impl ShardResult {
                 _ => self.rcpt.transient_4xx += 1,
             }
             if !reply.is_positive() {
-                let text = format!("{} {}", reply.code, reply.text());
+                let text = reply.to_string();
                 let key = if self.refusals.len() < MAX_DISTINCT_REFUSALS
                     || self.refusals.contains_key(&text)
                 {

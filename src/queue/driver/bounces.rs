@@ -3,28 +3,33 @@
 //!
 //! Owns the DSN's recipient reports (status, diagnostic, retry-until) and
 //! its injection. May call: bounce (composition), the spool (id and the
-//! write, from the reserve when the disk is full), message, config, smtp's
-//! status parser. Must never: queue a DSN before it is durable.
+//! write, from the reserve when the disk is full), message, config, smtp
+//! (the reply type, the status parser). Must never: queue a DSN before it
+//! is durable.
 
 use super::{now_ms, ShardQueue};
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
-use crate::queue::{Final, EXPIRED_REPLY};
+use crate::queue::{is_expiry, Final};
+use crate::smtp::reply::Reply;
 use crate::smtp::status::EnhancedStatus;
 use crate::spool::SpoolError;
 
-/// The enhanced status a DSN reports for a failure reply.
-fn status_of(reply: &str) -> String {
-    if reply.starts_with(EXPIRED_REPLY) {
+/// The enhanced status a DSN reports for a failure reply: its own (or one
+/// of another class at the start of its text), else by its code's class.
+fn status_of(reply: &Reply) -> String {
+    if is_expiry(reply) {
         // RFC 3463 X.4.7: delivery time expired.
         return "4.4.7".to_string();
     }
-    let mut words = reply.split_whitespace();
-    let code = words.next().unwrap_or("");
-    match words.next().and_then(EnhancedStatus::parse) {
+    let in_text = || {
+        let first = reply.lines.first().map_or("", String::as_str);
+        EnhancedStatus::at_start(0, first.trim_start())
+    };
+    match reply.enhanced.or_else(in_text) {
         Some(e) => e.to_string(),
-        None if code.starts_with('4') => "4.0.0".to_string(),
+        None if reply.is_transient() => "4.0.0".to_string(),
         None => "5.0.0".to_string(),
     }
 }
@@ -175,7 +180,15 @@ impl ShardQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    /// A reply as a server would send it.
+    fn status_of(reply: &str) -> String {
+        let wire = format!("{reply}\r\n");
+        let reply = crate::smtp::client::ReplyParser::new()
+            .next_reply(&mut wire.as_bytes())
+            .unwrap()
+            .unwrap();
+        super::status_of(&reply)
+    }
 
     #[test]
     fn statuses() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{now_ms, ShardQueue};
-use crate::bounce::classify_recorded;
+use crate::bounce::classify_reply;
 use crate::config::Delivery;
 use crate::events::Event;
 use crate::message::MessageId;
@@ -87,7 +87,7 @@ impl ShardQueue {
                     recipient,
                     host,
                     reply,
-                    class: classify_recorded(reply),
+                    class: classify_reply(reply),
                 }
             });
         }
@@ -106,23 +106,26 @@ impl ShardQueue {
                 recipient: &q.address,
                 host,
                 reply,
-                class: classify_recorded(reply),
+                class: classify_reply(reply),
             });
         }
     }
 
-    /// Writes OUTCOME records, then DONE or RETRY, in one batch.
+    /// Writes OUTCOME records (each with its reply's one-line form, as the
+    /// spool format records it), then DONE or RETRY, in one batch.
     async fn record(&self, s: &Settlement) -> Result<(), SpoolError> {
+        let replies: Vec<String> = s.finals.iter().map(|f| f.reply.to_string()).collect();
         let finals: Vec<(u32, Outcome, &str)> = s
             .finals
             .iter()
-            .map(|f| {
+            .zip(&replies)
+            .map(|(f, reply)| {
                 let outcome = if f.delivered {
                     Outcome::Delivered
                 } else {
                     Outcome::Failed
                 };
-                (f.rcpt.index, outcome, &*f.reply)
+                (f.rcpt.index, outcome, reply.as_str())
             })
             .collect();
         let then = match s.next {
@@ -189,10 +192,10 @@ impl ShardQueue {
         if jobs.is_empty() {
             return;
         }
-        let kind = match &result {
-            RcptResult::Delivered(_) => "delivered",
-            RcptResult::Failed(_) => "failed",
-            RcptResult::Deferred(_) => "deferred",
+        let (kind, name) = match &result {
+            RcptResult::Delivered(_) => ("delivered", "Delivered"),
+            RcptResult::Failed(_) => ("failed", "Failed"),
+            RcptResult::Deferred(_) => ("deferred", "Deferred"),
         };
         let admitted = self
             .repeats
@@ -204,10 +207,12 @@ impl ShardQueue {
             } else {
                 String::new()
             };
+            // The reply's one-line form, quoted; tools grep "settled as Deferred".
             log::info!(
-                "shard {}: {domain}: {} message(s) settled as {result:?}{also}",
+                "shard {}: {domain}: {} message(s) settled as {name}({:?}){also}",
                 self.shard,
-                jobs.len()
+                jobs.len(),
+                result.reply().to_string()
             );
         }
         let jobs = Rc::new(jobs);

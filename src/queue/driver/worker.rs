@@ -4,9 +4,9 @@
 //! the connection breaks or is used up. Results are settled through the
 //! queue and recorded in the spool before anything else happens.
 //!
-//! May call: the queue, outbound (pools and slots), settlement. Must never:
-//! hold a slot while it waits for work (another task may use it), or take
-//! a connection once the shard is shutting down.
+//! May call: the queue, outbound (pools and slots), settlement, smtp (the
+//! reply type). Must never: hold a slot while it waits for work (another
+//! task may use it), or take a connection once the shard is shutting down.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use super::ShardQueue;
 use crate::config::Delivery;
 use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
 use crate::queue::{Job, RcptResult};
+use crate::smtp::reply::Reply;
 
 impl ShardQueue {
     /// Runs one delivery task for `domain`: sends its jobs over a slot
@@ -106,7 +107,11 @@ impl ShardQueue {
             Err(e) => {
                 self.events
                     .panic(&format!("reading {} from the spool: {e}", job.id));
-                let r: Rc<str> = Rc::from(format!("451 4.3.0 [internal] spool read failed: {e}"));
+                let r = Rc::new(Reply::internal(
+                    451,
+                    (4, 3, 0),
+                    &format!("spool read failed: {e}"),
+                ));
                 let results = job
                     .recipients
                     .iter()

@@ -3,16 +3,16 @@
 //! (RFC 2920 §3.1), so pipelined and lock-step sessions share one path.
 //!
 //! Owns what each reply makes the session do next. May call: the client
-//! session (`super`), its `encode`, `reply` and `transaction`, and
-//! `crate::message`. Must never: do I/O (commands are appended to the
+//! session (`super`), its `encode`, `reply` and `transaction`,
+//! `smtp::reply` (`Reply`) and `crate::message`. Must never: do I/O (commands are appended to the
 //! session's output buffer), panic on a server reply, pipeline unless the
 //! server advertised PIPELINING and the settings allow it, or send content
 //! the server cannot take (the transaction fails locally first).
 
 use crate::message::BodyType;
+use crate::smtp::reply::Reply;
 
 use super::encode::{self, MailParams};
-use super::reply::ServerReply;
 use super::transaction::{local_failure, ContentMode, InFlight, Transaction};
 use super::{ClientSession, ClientStep, Expect, ProtocolError, SessionError, TlsPolicy};
 
@@ -24,7 +24,7 @@ const START_MAIL_INPUT: u16 = 354;
 
 impl ClientSession {
     /// Handles one complete reply.
-    pub(super) fn on_reply(&mut self, reply: ServerReply) {
+    pub(super) fn on_reply(&mut self, reply: Reply) {
         let Some(expect) = self.expected.pop_front() else {
             self.fail(ProtocolError::UnexpectedReply(reply).into());
             return;
@@ -104,7 +104,7 @@ impl ClientSession {
     }
 
     /// Stores a reply that ends the session where the result will see it.
-    fn record(&mut self, expect: Expect, reply: &ServerReply) {
+    fn record(&mut self, expect: Expect, reply: &Reply) {
         let Some(inflight) = self.inflight.as_mut() else {
             return;
         };
@@ -128,7 +128,7 @@ impl ClientSession {
         self.expected.push_back(Expect::Ehlo);
     }
 
-    fn on_banner(&mut self, reply: ServerReply) {
+    fn on_banner(&mut self, reply: Reply) {
         if reply.is_positive() {
             self.send_ehlo();
         } else {
@@ -136,7 +136,7 @@ impl ClientSession {
         }
     }
 
-    fn on_ehlo(&mut self, reply: ServerReply) {
+    fn on_ehlo(&mut self, reply: Reply) {
         if reply.is_positive() {
             self.extensions = super::Extensions::from_ehlo(&reply);
             self.after_hello();
@@ -150,7 +150,7 @@ impl ClientSession {
         }
     }
 
-    fn on_helo(&mut self, reply: ServerReply) {
+    fn on_helo(&mut self, reply: Reply) {
         if reply.is_positive() {
             self.extensions = super::Extensions::default();
             self.after_hello();
@@ -173,7 +173,7 @@ impl ClientSession {
         }
     }
 
-    fn on_starttls(&mut self, reply: ServerReply) {
+    fn on_starttls(&mut self, reply: Reply) {
         if reply.is_positive() {
             // Bytes after the go-ahead in the same read are plain text the
             // server (or a man in the middle) injected: `feed` rejects them
@@ -220,7 +220,7 @@ impl ClientSession {
 
     /// The permanent failure for a message this server cannot take as it
     /// is, decided before anything is sent.
-    fn unsendable(&self, tx: &Transaction, chunking: bool) -> Option<ServerReply> {
+    fn unsendable(&self, tx: &Transaction, chunking: bool) -> Option<Reply> {
         let ext = &self.extensions;
         let too_big = ext
             .size_limit()
@@ -233,7 +233,7 @@ impl ClientSession {
         let unsendable_binary =
             tx.body_type == BodyType::BinaryMime && !(chunking && ext.binary_mime);
         if too_big {
-            Some(ServerReply::internal(
+            Some(Reply::internal(
                 552,
                 (5, 3, 4),
                 "message size exceeds remote limit",
@@ -243,20 +243,20 @@ impl ClientSession {
             // and returning it as undeliverable. Converting 8-bit MIME to
             // 7-bit means rewriting MIME structure (and breaks DKIM
             // signatures), so impulse does not convert: it fails.
-            Some(ServerReply::internal(
+            Some(Reply::internal(
                 554,
                 (5, 6, 3),
                 "conversion required and not supported",
             ))
         } else if tx.smtputf8 && !ext.smtputf8 {
             let text = "SMTPUTF8 required but not supported by remote host";
-            Some(ServerReply::internal(554, (5, 6, 7), text))
+            Some(Reply::internal(554, (5, 6, 7), text))
         } else {
             None
         }
     }
 
-    fn on_mail(&mut self, reply: ServerReply) {
+    fn on_mail(&mut self, reply: Reply) {
         let Some(inflight) = self.inflight.as_mut() else {
             return self.fail(ProtocolError::UnexpectedReply(reply).into());
         };
@@ -282,7 +282,7 @@ impl ClientSession {
         }
     }
 
-    fn on_rcpt(&mut self, i: usize, reply: ServerReply) {
+    fn on_rcpt(&mut self, i: usize, reply: Reply) {
         let Some(inflight) = self.inflight.as_mut() else {
             return self.fail(ProtocolError::UnexpectedReply(reply).into());
         };
@@ -314,7 +314,7 @@ impl ClientSession {
         }
     }
 
-    fn on_data(&mut self, reply: ServerReply) {
+    fn on_data(&mut self, reply: Reply) {
         let Some(inflight) = self.inflight.as_mut() else {
             return self.fail(ProtocolError::UnexpectedReply(reply).into());
         };
@@ -334,7 +334,7 @@ impl ClientSession {
         }
     }
 
-    fn on_content_done(&mut self, expect: Expect, reply: ServerReply) {
+    fn on_content_done(&mut self, expect: Expect, reply: Reply) {
         if let Some(inflight) = self.inflight.as_mut() {
             if expect == Expect::Body {
                 inflight.data_reply = Some(reply);
@@ -360,7 +360,7 @@ impl ClientSession {
         !last
     }
 
-    fn on_bdat(&mut self, last: bool, reply: ServerReply) {
+    fn on_bdat(&mut self, last: bool, reply: Reply) {
         let Some(inflight) = self.inflight.as_mut() else {
             return self.fail(ProtocolError::UnexpectedReply(reply).into());
         };
@@ -383,7 +383,7 @@ impl ClientSession {
         }
     }
 
-    fn on_rset(&mut self, reply: ServerReply) {
+    fn on_rset(&mut self, reply: Reply) {
         if reply.is_positive() {
             self.on_idle();
         } else {

@@ -1,11 +1,11 @@
 //! ESMTP service extensions advertised in the EHLO reply.
 //!
-//! Owns: `Extensions` and its parser. May call: the client's `reply`
-//! (`ServerReply`). Must never: do I/O, or fail or panic on an odd EHLO
-//! line: unknown keywords are ignored, and a SIZE without a readable number
-//! means no fixed limit. Sizes are bounded by the reply parser's limits.
+//! Owns: `Extensions` and its parser. May call: `smtp::reply` (`Reply`).
+//! Must never: do I/O, or fail or panic on an odd EHLO line: unknown
+//! keywords are ignored, and a SIZE without a readable number means no
+//! fixed limit. Sizes are bounded by the reply parser's limits.
 
-use super::reply::ServerReply;
+use crate::smtp::reply::Reply;
 
 /// What the server advertised (all false after HELO).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct Extensions {
 
 impl Extensions {
     /// Parses a positive EHLO reply; the first line is the greeting.
-    pub fn from_ehlo(reply: &ServerReply) -> Self {
+    pub fn from_ehlo(reply: &Reply) -> Self {
         let mut ext = Extensions {
             esmtp: true,
             ..Extensions::default()

@@ -3,7 +3,7 @@
 //!
 //! Owns: `Transaction`, `TransactionResult`, `RecipientResult`, `Outcome`
 //! and the bookkeeping of a transaction in flight. May call:
-//! `crate::message`, the client's `reply` (`ServerReply`). Must never: do
+//! `crate::message`, `smtp::reply` (`Reply`). Must never: do
 //! I/O, leave a submitted recipient without a result (an undecided one is
 //! transient), or count one delivered without a positive RCPT reply and a
 //! positive final reply to its content.
@@ -11,8 +11,7 @@
 use std::rc::Rc;
 
 use crate::message::{BodyType, DsnRet, Envelope, Recipient};
-
-use super::reply::ServerReply;
+use crate::smtp::reply::Reply;
 
 /// A message to send in one transaction (one batch of recipients).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,16 +51,16 @@ impl Transaction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx to the end of data (a 251 counts as delivered).
-    Delivered(ServerReply),
+    Delivered(Reply),
     /// 4xx, or the session failed before a final reply: retry later.
-    Transient(ServerReply),
+    Transient(Reply),
     /// 5xx: bounce.
-    Permanent(ServerReply),
+    Permanent(Reply),
 }
 
 impl Outcome {
     /// Classifies a final reply: 2xx delivered, 5xx permanent, else transient.
-    pub fn classify(reply: ServerReply) -> Self {
+    pub fn classify(reply: Reply) -> Self {
         if reply.is_positive() {
             Outcome::Delivered(reply)
         } else if reply.is_permanent() {
@@ -72,7 +71,7 @@ impl Outcome {
     }
 
     /// The reply that decided the outcome.
-    pub fn reply(&self) -> &ServerReply {
+    pub fn reply(&self) -> &Reply {
         match self {
             Outcome::Delivered(r) | Outcome::Transient(r) | Outcome::Permanent(r) => r,
         }
@@ -90,7 +89,7 @@ pub struct RecipientResult {
     /// The recipient as submitted.
     pub recipient: Recipient,
     /// The server's reply to its RCPT, if one came.
-    pub rcpt_reply: Option<ServerReply>,
+    pub rcpt_reply: Option<Reply>,
     /// What became of it.
     pub outcome: Outcome,
 }
@@ -99,10 +98,10 @@ pub struct RecipientResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransactionResult {
     /// Reply to MAIL FROM; `None` if MAIL was never answered.
-    pub mail_reply: Option<ServerReply>,
+    pub mail_reply: Option<Reply>,
     /// Final reply for the content: end of data, last BDAT, the first
     /// failing BDAT, or a refusal of DATA itself; `None` if none came.
-    pub data_reply: Option<ServerReply>,
+    pub data_reply: Option<Reply>,
     /// One entry per submitted recipient.
     pub recipients: Vec<RecipientResult>,
 }
@@ -133,9 +132,9 @@ pub(super) struct InFlight {
     /// MAIL, RCPTs (and DATA) went out in one write.
     pub pipelined: bool,
     pub mode: ContentMode,
-    pub mail_reply: Option<ServerReply>,
-    pub rcpt_replies: Vec<Option<ServerReply>>,
-    pub data_reply: Option<ServerReply>,
+    pub mail_reply: Option<Reply>,
+    pub rcpt_replies: Vec<Option<Reply>>,
+    pub data_reply: Option<Reply>,
     /// Offset of the next BDAT chunk to send (lock-step chunking).
     pub next_chunk: usize,
     /// A BDAT chunk before the last one was refused.
@@ -160,16 +159,14 @@ impl InFlight {
 
     /// MAIL was accepted.
     pub fn mail_ok(&self) -> bool {
-        self.mail_reply
-            .as_ref()
-            .is_some_and(ServerReply::is_positive)
+        self.mail_reply.as_ref().is_some_and(Reply::is_positive)
     }
 
     /// Number of recipients accepted so far.
     pub fn accepted(&self) -> usize {
         self.rcpt_replies
             .iter()
-            .filter(|r| r.as_ref().is_some_and(ServerReply::is_positive))
+            .filter(|r| r.as_ref().is_some_and(Reply::is_positive))
             .count()
     }
 
@@ -180,10 +177,10 @@ impl InFlight {
 
     /// The result. A recipient whose fate no reply decided gets
     /// `Transient(abort)` (the session failed under it).
-    pub fn resolve(self, abort: Option<&ServerReply>) -> TransactionResult {
+    pub fn resolve(self, abort: Option<&Reply>) -> TransactionResult {
         let failed_mail = self.mail_reply.clone().filter(|r| !r.is_positive());
         let fallback = abort.cloned().unwrap_or_else(|| {
-            ServerReply::internal(451, (4, 3, 0), "transaction ended without a final reply")
+            Reply::internal(451, (4, 3, 0), "transaction ended without a final reply")
         });
         let recipients = self
             .tx
@@ -213,7 +210,7 @@ impl InFlight {
 }
 
 /// A result where every recipient failed before anything was sent.
-pub(super) fn local_failure(tx: Transaction, reply: &ServerReply) -> TransactionResult {
+pub(super) fn local_failure(tx: Transaction, reply: &Reply) -> TransactionResult {
     let recipients = tx
         .recipients
         .into_iter()

@@ -99,7 +99,7 @@ impl Outbound {
             } else {
                 (451, format!("connect to {addr} failed: {e}"))
             };
-            Reply::internal(code, (4, 4, 1), &format!("[internal] {text}"))
+            Reply::internal(code, (4, 4, 1), &text)
         })?;
         let mut out = Outbound {
             session: ClientSession::new(client_settings(d), false),
@@ -115,7 +115,7 @@ impl Outbound {
             Event::Done(_) | Event::Closed => Reply::internal(
                 451,
                 (4, 4, 2),
-                "[internal] connection closed by remote host",
+                "connection closed by remote host",
             ),
         };
         out.conn.close().await;
@@ -133,7 +133,7 @@ impl Outbound {
             let reply = Reply::internal(
                 451,
                 (4, 3, 0),
-                &format!("[internal] cannot submit: {:?}", rejected.error),
+                &format!("cannot submit: {:?}", rejected.error),
             );
             return Err((None, reply));
         }
@@ -148,7 +148,7 @@ impl Outbound {
                 Reply::internal(
                     451,
                     (4, 4, 2),
-                    "[internal] connection closed by remote host",
+                    "connection closed by remote host",
                 ),
             )),
         }

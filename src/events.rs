@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::bounce::BounceClass;
 use crate::message::MessageId;
 use crate::runtime::logger::RepeatLimiter;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::smtp::server::RejectPhase;
 
 /// Which side of the MTA a connection is on.

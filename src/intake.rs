@@ -21,7 +21,7 @@ use crate::events::{Event, Events};
 use crate::message::{Envelope, MessageId};
 use crate::queue::driver::ShardQueue;
 use crate::smtp::received_header;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::spool::{Spool, SpoolError};
 
 /// Where a message came from, as the session knows it.

@@ -3,7 +3,8 @@
 //! Modules follow the data path: `inbound` drives `smtp::server` and hands
 //! messages to `intake`, which writes through `spool`; `config` and
 //! `runtime` frame every shard, and `server` (the composition root) builds
-//! and runs the shards. Owns the module tree only. May call: nothing.
+//! and runs the shards; `message` and `reply` are the data types every
+//! stage passes on. Owns the module tree only. May call: nothing.
 //! Must never: hold code (module declarations only).
 
 pub mod bounce;
@@ -15,6 +16,7 @@ pub mod intake;
 pub mod message;
 pub mod outbound;
 pub mod queue;
+pub mod reply;
 pub mod runtime;
 pub mod server;
 pub mod smtp;

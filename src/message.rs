@@ -4,8 +4,8 @@
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
 //! `Recipient`, `Notify`, `BodyType`, `DsnRet`, and the recipients still to
 //! deliver with what an attempt came to for each (`QueuedRcpt`,
-//! `RcptResult`). May call: `smtp::reply` (the reply type; it calls only
-//! `smtp::status`, which calls nothing), std and `thiserror`: nothing that
+//! `RcptResult`). May call: `reply` (the reply type, which calls nothing
+//! else), std and `thiserror`: nothing that
 //! imports a stage, so that every stage may import it. Must never do I/O.
 //! `smtp::server` produces these, `intake` hands them to `spool`, and
 //! `queue`, `outbound` and `bounce` pass them on and read them back.
@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::str::FromStr;
 
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// A message id, unique across shards and restarts.
 ///

@@ -283,7 +283,7 @@ fn human_recipient(out: &mut Vec<u8>, r: &RecipientReport) {
 
 /// The report's status if it is `class.subject.detail`, else a generic one.
 fn valid_status(r: &RecipientReport) -> &str {
-    if crate::smtp::status::EnhancedStatus::parse(&r.status).is_some() {
+    if crate::reply::status::EnhancedStatus::parse(&r.status).is_some() {
         &r.status
     } else {
         r.action.fallback_status()

@@ -20,7 +20,7 @@ use crate::conn::{with_timeout, Conn};
 use crate::events::Event;
 use crate::intake::Arrival;
 use crate::runtime::pool::PoolBuf;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::smtp::server::{RejectPhase, TimeLimits};
 use crate::smtp::{ServerSession, ServerSettings, Step};
 

@@ -28,7 +28,7 @@ use crate::events::Events;
 use crate::runtime::hash::Map;
 use crate::runtime::sched;
 use crate::runtime::shutdown::Notify;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// A connection waiting for its next job.
 struct Idle {

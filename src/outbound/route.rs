@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use super::dns::{MxResult, Resolver};
 use crate::config::Delivery;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// Why a domain cannot be delivered to right now; the reply to record for
 /// each of its recipients.

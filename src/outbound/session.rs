@@ -16,7 +16,7 @@ use crate::smtp::client::{
     ClientSession, ClientSettings, ClientStep, SessionError, Stage, TlsPolicy, Transaction,
     TransactionResult,
 };
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// Bytes read from the server at a time.
 const READ_OCTETS: usize = 4096;

@@ -20,7 +20,7 @@ use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};
 use crate::message::{Envelope, QueuedRcpt, RcptResult, Recipient};
 use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// Reports an outbound connection opened, and closed when dropped; counts
 /// the shard's open outbound connections meanwhile.

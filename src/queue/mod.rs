@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use crate::message::MessageId;
 pub use crate::message::{domain_of, QueuedRcpt, RcptResult};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 pub use policy::{AfterDeferral, RetryPolicy};
 
 /// A message as the queue knows it.

@@ -46,7 +46,7 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 pub use extensions::Extensions;
 pub use reply::{EnhancedStatus, ReplyError, ReplyParser, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS};

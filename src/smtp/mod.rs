@@ -36,10 +36,12 @@ pub mod budget;
 pub mod client;
 pub mod command;
 pub mod data;
-pub mod reply;
 pub mod server;
-pub mod status;
 pub mod trace;
+
+/// The reply type and enhanced status codes live below every stage (in
+/// `crate::reply`); these are their SMTP-side names.
+pub use crate::reply::{self, status};
 
 #[cfg(test)]
 mod tests;

@@ -12,8 +12,8 @@ use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Envelope, MessageId, Recipient};
 use crate::queue::{is_expiry, Final};
-use crate::smtp::reply::Reply;
-use crate::smtp::status::EnhancedStatus;
+use crate::reply::Reply;
+use crate::reply::status::EnhancedStatus;
 use crate::spool::SpoolError;
 
 /// The enhanced status a DSN reports for a failure reply: its own (or one

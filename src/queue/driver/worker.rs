@@ -16,7 +16,7 @@ use super::ShardQueue;
 use crate::config::Delivery;
 use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
 use crate::queue::{Job, RcptResult};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 impl ShardQueue {
     /// Runs one delivery task for `domain`: sends its jobs over a slot

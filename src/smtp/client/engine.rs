@@ -10,7 +10,7 @@
 //! the server cannot take (the transaction fails locally first).
 
 use crate::message::BodyType;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 use super::encode::{self, MailParams};
 use super::transaction::{local_failure, ContentMode, InFlight, Transaction};

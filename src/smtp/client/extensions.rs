@@ -5,7 +5,7 @@
 //! keywords are ignored, and a SIZE without a readable number means no
 //! fixed limit. Sizes are bounded by the reply parser's limits.
 
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// What the server advertised (all false after HELO).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

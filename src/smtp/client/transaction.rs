@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use crate::message::{BodyType, DsnRet, Envelope, Recipient};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// A message to send in one transaction (one batch of recipients).
 #[derive(Clone, Debug, PartialEq, Eq)]

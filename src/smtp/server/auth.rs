@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::{Flow, Line, Phase, ServerSession, Step, AUTH_LINE_MAX_OCTETS};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// Base64 of "Username:" (the customary LOGIN prompt).
 const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";

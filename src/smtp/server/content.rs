@@ -13,7 +13,7 @@
 use super::{BdatChunk, Flow, Phase, ServerSession, Step};
 use crate::message::{BodyType, Envelope};
 use crate::smtp::data::{Body, DataDecoder};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 impl ServerSession {
     /// Why DATA/BDAT cannot start now, if it cannot.

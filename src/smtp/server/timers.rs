@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Phase, ServerSession};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 /// Milliseconds per second, for the rate allowance.
 const MILLIS_PER_SEC: u64 = 1000;

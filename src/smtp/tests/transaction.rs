@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::message::{BodyType, DsnRet, Notify, Recipient};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 
 const OK_MAIL: &str = "250 2.1.0 Ok\r\n";
 const OK_RCPT: &str = "250 2.1.5 Ok\r\n";

@@ -5,14 +5,18 @@
 //! outcome records and DSNs carry. Text is made only at the edges:
 //! `write_to` (the wire) and `Display` (log lines, spool records, DSNs).
 //!
-//! Owns `Reply` and `IntoStatus`. May call: `smtp::status` (the enhanced
-//! status type). Must never: do I/O (rendering appends to a buffer).
+//! Owns `Reply` and `IntoStatus`, and in `status` the enhanced status type
+//! and its parser; `smtp` re-exports both as `smtp::reply` and
+//! `smtp::status`. May call: nothing else in the crate. Must never: do I/O
+//! (rendering appends to a buffer).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 
-use super::status::EnhancedStatus;
+pub mod status;
+
+use status::EnhancedStatus;
 
 /// What starts the text of a reply we made up ourselves (Momentum's mark).
 const INTERNAL_MARK: &str = "[internal] ";

@@ -255,6 +255,10 @@ impl ServerSession {
     /// Appends received bytes (dropped once the session is closed). While
     /// a `Step` is pending nothing is consumed, so the driver should not
     /// keep reading then; `buffered_input` tells how much is waiting.
+    ///
+    /// Message content with nothing buffered before it is decoded here,
+    /// straight from `input` into the body: its one copy out of the read
+    /// buffer. Only what follows the content is buffered.
     pub fn feed(&mut self, input: &[u8]) {
         if matches!(self.phase, Phase::Closed) {
             return;
@@ -263,7 +267,12 @@ impl ServerSession {
             self.input.drain(..self.pos);
             self.pos = 0;
         }
-        self.input.extend_from_slice(input);
+        let used = if self.input.is_empty() {
+            self.take_content(input)
+        } else {
+            0
+        };
+        self.input.extend_from_slice(&input[used..]);
     }
 
     /// Octets fed but not yet consumed.

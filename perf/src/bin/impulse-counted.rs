@@ -39,6 +39,54 @@ static REALLOC_MOVED: AtomicU64 = AtomicU64::new(0);
 /// Bytes copied by size class (calls of 2^k..2^(k+1) octets).
 static COPY_CLASSES: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
 
+static HEAP_COPIED: AtomicU64 = AtomicU64::new(0);
+
+std::thread_local! {
+    /// This thread's stack (low, high), once known; (1, 0) while asking.
+    static STACK: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// True when `p` is on the calling thread's stack: a move of a local (an
+/// async fn's state, a struct passed by value), not a copy of data.
+fn on_stack(p: usize) -> bool {
+    let Ok((lo, hi)) = STACK.try_with(|s| {
+        if s.get() == (0, 0) {
+            s.set((1, 0)); // a copy made while asking is not on the stack
+            s.set(stack_bounds());
+        }
+        s.get()
+    }) else {
+        return false;
+    };
+    p >= lo && p < hi
+}
+
+fn stack_bounds() -> (usize, usize) {
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it is
+    // destroyed after reading the stack's address and size.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return (1, 0);
+        }
+        let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if ok {
+            (addr as usize, addr as usize + size)
+        } else {
+            (1, 0)
+        }
+    }
+}
+
+fn count_copy_from(src: *const u8, n: usize) {
+    if !on_stack(src as usize) {
+        HEAP_COPIED.fetch_add(n as u64, Relaxed);
+    }
+    count_copy(n);
+}
+
 fn count_copy(n: usize) {
     COPIED.fetch_add(n as u64, Relaxed);
     let class = (usize::BITS - n.leading_zeros()).min(31) as usize;
@@ -78,7 +126,7 @@ unsafe fn copy_backward(dst: *mut u8, src: *const u8, n: usize) {
 #[cfg(target_arch = "x86_64")]
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    count_copy(n);
+    count_copy_from(src, n);
     unsafe { copy_forward(dst, src, n) };
     dst
 }
@@ -90,7 +138,7 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
 #[cfg(target_arch = "x86_64")]
 #[no_mangle]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    count_copy(n);
+    count_copy_from(src, n);
     if n > 0 && (dst as usize) > (src as usize) && (dst as usize) < (src as usize) + n {
         unsafe { copy_backward(dst, src, n) };
     } else {
@@ -133,6 +181,7 @@ unsafe impl GlobalAlloc for Counting {
             // our memcpy), so it is counted here.
             REALLOC_MOVED.fetch_add(kept as u64, Relaxed);
             COPIED.fetch_add(kept as u64, Relaxed);
+            HEAP_COPIED.fetch_add(kept as u64, Relaxed);
             if kept >= BIG.load(Relaxed) {
                 BIG_COPIES.fetch_add(1, Relaxed);
             }
@@ -162,7 +211,7 @@ fn main() -> std::process::ExitCode {
     let result = impulse::server::serve(Some(config.into()));
     impulse::runtime::logger::drain();
     eprintln!(
-        "ALLOC allocs={} bytes={} big_allocs={} big_bytes={} realloc_copied={} copied={} big_copies={} realloc_moved={} big_threshold={big}",
+        "ALLOC allocs={} bytes={} big_allocs={} big_bytes={} realloc_copied={} copied={} big_copies={} realloc_moved={} heap_copied={} big_threshold={big}",
         ALLOCS.load(Relaxed),
         BYTES.load(Relaxed),
         BIG_ALLOCS.load(Relaxed),
@@ -170,7 +219,8 @@ fn main() -> std::process::ExitCode {
         REALLOC_COPIED.load(Relaxed),
         COPIED.load(Relaxed),
         BIG_COPIES.load(Relaxed),
-        REALLOC_MOVED.load(Relaxed)
+        REALLOC_MOVED.load(Relaxed),
+        HEAP_COPIED.load(Relaxed)
     );
     let classes: Vec<String> = COPY_CLASSES
         .iter()

@@ -75,6 +75,29 @@ impl Conn {
         }
     }
 
+    /// Writes `parts` in order, then flushes once (no joining copy).
+    pub async fn write_all_parts<'a>(
+        &mut self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<()> {
+        for p in parts {
+            match self {
+                Conn::Plain(s) => s.write_all(p).await?,
+                Conn::Stream(s) => s.write_all(p).await?,
+                Conn::Client(s) => s.write_all(p).await?,
+                Conn::Server(s) => s.write_all(p).await?,
+                Conn::Gone => return Err(io::ErrorKind::NotConnected.into()),
+            }
+        }
+        match self {
+            Conn::Plain(s) => s.flush().await,
+            Conn::Stream(s) => s.flush().await,
+            Conn::Client(s) => s.flush().await,
+            Conn::Server(s) => s.flush().await,
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
     /// Writes all of `data` and flushes it.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {

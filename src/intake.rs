@@ -5,10 +5,13 @@
 //! message to the shard's spool, reports the reception, and hands the
 //! message to the queue manager.
 //!
+//! The trace header is kept beside the body (`message::Content`), not
+//! joined to it: the spool, the queue and outbound share that one content.
+//!
 //! May call: spool, the queue manager's `accept`, events, smtp (trace
-//! header, reply type), config, runtime (the wall clock). Must never: acknowledge a message before
-//! the spool says it is durable, hand the queue a message the spool does
-//! not hold, or keep a second copy of the content while the spool writes.
+//! header, reply type), config, message, runtime (the wall clock). Must
+//! never: acknowledge a message before the spool says it is durable, hand
+//! the queue a message the spool does not hold, or copy the body.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ use std::time::UNIX_EPOCH;
 use crate::runtime::sched;
 
 use crate::events::{Event, Events};
-use crate::message::{Envelope, MessageId};
+use crate::message::{Content, Envelope, MessageId};
 use crate::queue::driver::ShardQueue;
 use crate::smtp::received_header;
 use crate::reply::Reply;
@@ -36,13 +39,15 @@ pub struct Arrival<'a> {
 }
 
 /// A step every message passes before it is spooled: it may refuse the
-/// message (the client gets the reply) or change its content (a signature
-/// header). Runs on the shard: quick, no I/O, never blocking.
+/// message (the client gets the reply) or add header fields (a signature).
+/// Runs on the shard: quick, no I/O, never blocking.
 pub trait Hook {
     /// Its name in logs.
     fn name(&self) -> &'static str;
-    /// Looks at the envelope and the content (trace header included).
-    fn inspect(&self, envelope: &Envelope, content: &mut Vec<u8>) -> Result<(), Reply>;
+    /// Looks at the envelope and the content: `head` (the trace header and
+    /// what earlier hooks added, which it may extend) then `body`, as the
+    /// client sent it.
+    fn inspect(&self, envelope: &Envelope, head: &mut Vec<u8>, body: &[u8]) -> Result<(), Reply>;
 }
 
 /// A shard's intake stage.
@@ -89,20 +94,17 @@ impl Intake {
         let date = time::OffsetDateTime::from(now)
             .format(&time::format_description::well_known::Rfc2822)
             .unwrap_or_default();
-        let header = received_header(&env, arrival.hostname, arrival.tls, &id.to_string(), &date);
-        let mut content = Vec::with_capacity(header.len() + body.len());
-        content.extend_from_slice(header.as_bytes());
-        content.extend_from_slice(&body);
-        // One copy in memory while the spool write waits, not two.
-        drop(body);
+        let mut head = received_header(&env, arrival.hostname, arrival.tls, &id.to_string(), &date)
+            .into_bytes();
         for hook in self.hooks.borrow().iter() {
             // The session reports the refusal (phase data) when it sends it.
-            if let Err(reply) = hook.inspect(&env, &mut content) {
+            if let Err(reply) = hook.inspect(&env, &mut head, &body) {
                 log::info!("{id}: refused by intake hook {}: {reply}", hook.name());
                 return Err(reply);
             }
         }
-        match self.spool.append_message(id, &env, &content).await {
+        let content = Content::new(head, body);
+        match self.spool.append_content(id, &env, &content).await {
             Ok(()) => {
                 self.events.emit(Event::Reception {
                     id,

@@ -2,13 +2,18 @@
 //! recipients still to deliver and what an attempt came to for each.
 //!
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
-//! `Recipient`, `Notify`, `BodyType`, `DsnRet`, and the recipients still to
-//! deliver with what an attempt came to for each (`QueuedRcpt`,
-//! `RcptResult`). May call: `reply` (the reply type, which calls nothing
-//! else), std and `thiserror`: nothing that
-//! imports a stage, so that every stage may import it. Must never do I/O.
+//! `Recipient`, `Notify`, `BodyType`, `DsnRet`, the content of a received
+//! message (`Content`, in `content`), and the recipients still to deliver
+//! with what an attempt came to for each (`QueuedRcpt`, `RcptResult`).
+//! May call: `reply` (the reply type, which calls nothing else), std and
+//! `thiserror`: nothing that imports a stage, so that every stage may
+//! import it. Must never do I/O.
 //! `smtp::server` produces these, `intake` hands them to `spool`, and
 //! `queue`, `outbound` and `bounce` pass them on and read them back.
+
+mod content;
+
+pub use content::Content;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -105,7 +105,7 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
         spool.append_message(id, &env, &body).await.expect("append");
         // The next commit is the DSN's: it fails as on a full disk.
         spool.inject_fault(Fault::Write(libc::ENOSPC));
-        delivery.accept(id, env, body);
+        delivery.accept(id, env, body.into());
         let scheduler = glommio::spawn_local(delivery.clone().run());
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();

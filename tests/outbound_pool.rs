@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use impulse::config::Config;
 use impulse::conn::ShardTls;
 use impulse::events::Events;
-use impulse::message::{Envelope, QueuedRcpt, RcptResult};
+use impulse::message::{Content, Envelope, QueuedRcpt, RcptResult};
 use impulse::outbound::dns::{Resolver, ResolverConfig};
 use impulse::outbound::{Binding, Pools, Unroutable};
 use impulse::runtime::Current;
@@ -114,7 +114,7 @@ fn a_released_connection_carries_the_next_job_and_is_quit_when_idle() {
         let pools = pools(&config);
         let d = current.get().delivery.get("example.net").clone();
         let env = Envelope::new("a@example.com", &["x@example.net", "gone@example.net"]);
-        let body: Rc<[u8]> = Rc::from(&b"Subject: x\r\n\r\nx\r\n"[..]);
+        let body = Content::from(b"Subject: x\r\n\r\nx\r\n".to_vec());
         let rcpts = [
             QueuedRcpt {
                 index: 0,
@@ -177,7 +177,7 @@ fn no_reuse_under_other_settings_and_quit_when_used_up_or_shut_down() {
         let d = config.delivery.get("example.net").clone();
         let other = config.delivery.get("other.test").clone();
         let env = Envelope::new("a@example.com", &["x@example.net"]);
-        let body: Rc<[u8]> = Rc::from(&b"Subject: x\r\n\r\nx\r\n"[..]);
+        let body = Content::from(b"Subject: x\r\n\r\nx\r\n".to_vec());
         let rcpts = [QueuedRcpt {
             index: 0,
             address: "x@example.net".into(),

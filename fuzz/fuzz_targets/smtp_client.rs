@@ -7,9 +7,8 @@
 
 #![no_main]
 
-use std::rc::Rc;
 
-use impulse::message::{BodyType, Recipient};
+use impulse::message::{BodyType, Content, Recipient};
 use impulse::smtp::client::{
     ClientSession, ClientSettings, ClientStep, TlsPolicy, Transaction, MAX_REPLY_LINES,
     MAX_REPLY_LINE_OCTETS,
@@ -63,7 +62,11 @@ fn transaction(shape: u8) -> Transaction {
         },
         smtputf8: shape & 0x20 != 0,
         recipients: recipients[..n].iter().map(|a| Recipient::new(*a)).collect(),
-        body: Rc::from(body),
+        // Content in two parts split somewhere, as intake makes it.
+        body: {
+            let at = usize::from(shape >> 6) % (body.len() + 1);
+            Content::new(body[..at].to_vec(), body[at..].to_vec())
+        },
     }
 }
 

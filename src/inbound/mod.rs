@@ -3,7 +3,7 @@
 //! rustls, handing each received message to intake.
 //!
 //! May call: config (snapshot), smtp::server, conn, intake, events,
-//! runtime (buffer pool, the AUTH mesh). Must
+//! runtime (buffer pools, the AUTH mesh). Must
 //! never: block the shard (all socket I/O is glommio's), write to the
 //! spool itself, or answer 250 to a message intake has not confirmed.
 
@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{Direction, Event, Events};
 use crate::intake::Intake;
-use crate::runtime::pool::BufferPool;
+use crate::runtime::pool::{BufferPool, VecPool};
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::smtp::budget::ContentBudget;
@@ -46,6 +46,10 @@ pub struct ShardInbound {
     data_budget: ContentBudget,
     /// Read buffers for sessions receiving content.
     data_buffers: Rc<BufferPool>,
+    /// Read buffers for sessions waiting for commands.
+    command_buffers: Rc<BufferPool>,
+    /// Sessions' command-input and reply buffers.
+    line_buffers: Rc<VecPool>,
     per_listener: RefCell<HashMap<String, u32>>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     /// Failed AUTHs per client address, counted by each address's owner
@@ -57,6 +61,13 @@ pub struct ShardInbound {
 const DATA_READ_OCTETS: usize = 64 * 1024;
 /// Idle DATA read buffers a shard keeps for the next messages (4 MiB).
 const DATA_BUFFERS_IDLE: usize = 64;
+/// Idle command read buffers a shard keeps for the next sessions (256 KiB).
+const COMMAND_BUFFERS_IDLE: usize = 256;
+/// Idle input/reply buffers a shard keeps (two per session).
+const LINE_BUFFERS_IDLE: usize = 512;
+/// Largest input/reply buffer kept for reuse; a bigger one (a long AUTH
+/// line, pipelined commands) is freed.
+const LINE_BUFFER_MAX_OCTETS: usize = crate::smtp::server::IDLE_INPUT_CAPACITY_OCTETS;
 
 /// Releases a session's slots when it ends, however it ends.
 struct SessionSlot {
@@ -111,6 +122,8 @@ impl ShardInbound {
             active: Cell::new(0),
             data_budget: ContentBudget::new(snapshot.inbound_data_budget),
             data_buffers: BufferPool::new(DATA_READ_OCTETS, DATA_BUFFERS_IDLE),
+            command_buffers: BufferPool::new(session::COMMAND_READ_OCTETS, COMMAND_BUFFERS_IDLE),
+            line_buffers: VecPool::new(LINE_BUFFERS_IDLE, LINE_BUFFER_MAX_OCTETS),
             per_listener: RefCell::new(HashMap::new()),
             per_ip: RefCell::new(HashMap::new()),
             auth,

@@ -25,7 +25,7 @@ use crate::smtp::server::{RejectPhase, TimeLimits};
 use crate::smtp::{ServerSession, ServerSettings, Step};
 
 /// Read size while waiting for commands: small, since idle sessions hold it.
-const COMMAND_READ_OCTETS: usize = 1024;
+pub(super) const COMMAND_READ_OCTETS: usize = 1024;
 
 enum Wake {
     Data(std::io::Result<usize>),
@@ -107,18 +107,20 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         Conn::Plain(s) => s.set_nodelay(true),
         _ => Ok(()),
     };
-    let mut sess = ServerSession::new(
+    let mut sess = ServerSession::with_buffers(
         Rc::new(settings(&config, listener, inbound, can_relay)),
         Some(ip),
         false,
+        state.line_buffers.take(),
+        state.line_buffers.take(),
     );
     sess.start_timers(time_limits(inbound), Instant::now());
     // A reload changes the shard's budget from the next session on.
     state.data_budget.set_limit(config.inbound_data_budget);
     sess.set_content_budget(state.data_budget.clone());
     // Small while idle; a pooled DATA buffer while content arrives, handed
-    // back when the message is through.
-    let mut command_buf = vec![0u8; COMMAND_READ_OCTETS];
+    // back when the message is through. Both come from the shard's pools.
+    let mut command_buf = state.command_buffers.take();
     let mut data_buf: Option<PoolBuf> = None;
     let mut auth_failures = 0u32;
     loop {
@@ -196,6 +198,9 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
         }
     }
     conn.close().await;
+    let (input, output) = sess.into_buffers();
+    state.line_buffers.give(input);
+    state.line_buffers.give(output);
 }
 
 /// Who is authenticating, for the failed-AUTH accounting.
@@ -310,11 +315,10 @@ async fn flush(
     if !sess.has_output() {
         return true;
     }
-    let out = sess.take_output();
-    matches!(
-        with_timeout(limit, conn.write_all(&out)).await,
-        Some(Ok(()))
-    )
+    // Written from the session's buffer, which keeps its capacity.
+    let written = with_timeout(limit, conn.write_all(sess.output())).await;
+    sess.clear_output();
+    matches!(written, Some(Ok(())))
 }
 
 /// Reads until data, `deadline` (none = no timer), or shutdown.

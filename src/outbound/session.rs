@@ -184,12 +184,12 @@ impl Outbound {
     async fn step(&mut self, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Event {
         loop {
             if self.session.has_output() {
-                let out = self.session.take_output();
                 let limit = self.timeouts.for_stage(self.session.stage());
-                if !matches!(
-                    with_timeout(limit, self.conn.write_all(&out)).await,
-                    Some(Ok(()))
-                ) {
+                // The body goes from the shared content to the socket.
+                let parts = self.session.output().slices();
+                let written = with_timeout(limit, self.conn.write_all_parts(parts)).await;
+                self.session.clear_output();
+                if !matches!(written, Some(Ok(()))) {
                     self.session.connection_closed();
                     continue;
                 }
@@ -224,8 +224,10 @@ impl Outbound {
                 ClientStep::Failed(e) => return Event::Failed(e),
                 ClientStep::Closed => {
                     if self.session.has_output() {
-                        let out = self.session.take_output();
-                        let _ = with_timeout(self.timeouts.rset, self.conn.write_all(&out)).await;
+                        let parts = self.session.output().slices();
+                        let _ = with_timeout(self.timeouts.rset, self.conn.write_all_parts(parts))
+                            .await;
+                        self.session.clear_output();
                     }
                     return Event::Closed;
                 }

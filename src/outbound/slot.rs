@@ -7,7 +7,7 @@
 //! message types, smtp (the reply type), events (the connection's
 //! closing, when it is dropped).
 //! Must never: touch the spool or the queue, or copy the body (it is
-//! shared, `Rc<[u8]>`, from the spool read or the reception).
+//! shared, `message::Content`, from the spool read or the reception).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use super::key::PoolKey;
 use super::session::Outbound;
 use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};
-use crate::message::{Envelope, QueuedRcpt, RcptResult, Recipient};
+use crate::message::{Content, Envelope, QueuedRcpt, RcptResult, Recipient};
 use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
 use crate::reply::Reply;
 
@@ -112,7 +112,7 @@ impl Slot {
     pub async fn send(
         &mut self,
         envelope: &Envelope,
-        body: &Rc<[u8]>,
+        body: &Content,
         recipients: &[QueuedRcpt],
     ) -> Vec<(u32, RcptResult)> {
         self.sent += 1;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::{Entry, Queue, QueuedRcpt};
 use crate::config::Config;
 use crate::events::Events;
-use crate::message::{Envelope, MessageId};
+use crate::message::{Content, Envelope, MessageId};
 use crate::outbound::Pools;
 use crate::runtime::hash::Map;
 use crate::runtime::logger::RepeatLimiter;
@@ -128,7 +128,7 @@ impl ShardQueue {
     }
 
     /// Queues a message that was just made durable.
-    pub fn accept(&self, id: MessageId, env: Envelope, content: Vec<u8>) {
+    pub fn accept(&self, id: MessageId, env: Envelope, content: Content) {
         let pending = env
             .recipients
             .iter()
@@ -146,13 +146,13 @@ impl ShardQueue {
 
     /// Envelope and content of a queued message: the resident copy, else
     /// read from the spool.
-    async fn fetch(&self, id: MessageId) -> Result<(Rc<Envelope>, Rc<[u8]>), SpoolError> {
+    async fn fetch(&self, id: MessageId) -> Result<(Rc<Envelope>, Content), SpoolError> {
         let kept = self.resident.borrow().get(&id);
         if let Some(x) = kept {
             return Ok(x);
         }
         let (env, body) = self.spool.read_live(id).await?;
-        Ok((Rc::new(env), Rc::from(body)))
+        Ok((Rc::new(env), Content::from(body)))
     }
 
     /// Forgets a message's in-memory content (done, or deferred).

@@ -13,7 +13,8 @@
 //! `reply` plus the content of the transaction in flight.
 //!
 //! The driver (outbound delivery, load generator) loops:
-//! 1. write `take_output()` whenever `has_output()`;
+//! 1. write `output()` (then `clear_output()`), or `take_output()`,
+//!    whenever `has_output()`;
 //! 2. `poll()` until it returns `NeedInput`, `Ready`, `StartTls` or
 //!    `Closed`, acting on each `Done`/`Failed` on the way;
 //! 3. on `Ready`, `submit()` a transaction or `quit()`; on `StartTls`,
@@ -38,6 +39,7 @@
 mod encode;
 mod engine;
 mod extensions;
+mod output;
 mod reply;
 mod transaction;
 
@@ -49,6 +51,7 @@ use std::collections::VecDeque;
 use crate::reply::Reply;
 
 pub use extensions::Extensions;
+pub use output::Output;
 pub use reply::{EnhancedStatus, ReplyError, ReplyParser, MAX_REPLY_LINES, MAX_REPLY_LINE_OCTETS};
 pub use transaction::{Outcome, RecipientResult, Transaction, TransactionResult};
 
@@ -333,7 +336,7 @@ pub struct ClientSession {
     inflight: Option<InFlight>,
     /// `Done` and `Failed` steps not yet polled.
     events: VecDeque<ClientStep>,
-    output: Vec<u8>,
+    output: Output,
     /// STARTTLS got its 220: waiting for the driver's handshake.
     awaiting_tls: bool,
     /// `quit()` was called: QUIT goes out as soon as the session is idle.
@@ -353,7 +356,7 @@ impl ClientSession {
             expected: VecDeque::from([Expect::Banner]),
             inflight: None,
             events: VecDeque::new(),
-            output: Vec::new(),
+            output: Output::default(),
             awaiting_tls: false,
             quit_requested: false,
             closed: false,
@@ -395,9 +398,22 @@ impl ClientSession {
         !self.output.is_empty()
     }
 
-    /// Bytes to write to the server, in order.
+    /// Bytes to write to the server, in order, joined into one buffer
+    /// (a copy of any content in it; see `output`).
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.output)
+        std::mem::take(&mut self.output).into_vec()
+    }
+
+    /// What to write to the server, content by reference; call
+    /// `clear_output` once it is written.
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+
+    /// Drops the output (after the driver wrote `output()`), keeping its
+    /// buffers.
+    pub fn clear_output(&mut self) {
+        self.output.clear();
     }
 
     /// Starts a transaction; only when `poll()` says `Ready`.

@@ -83,6 +83,35 @@ impl Body {
         }
     }
 
+    /// Makes room for `more` octets if that needs no reallocation later
+    /// and the budget has it; a refusal is no shortage (nothing is asked
+    /// of the budget that it would have to refuse).
+    fn reserve_hint(&mut self, more: usize) {
+        if self.flags.rejects() {
+            return;
+        }
+        let mut more = more;
+        if self.max_octets != 0 {
+            let left = self.max_octets.saturating_sub(self.len).saturating_add(1);
+            more = more.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        let need = self.bytes.len().saturating_add(more);
+        if need <= self.bytes.capacity() {
+            return;
+        }
+        let Some(charge) = self.charge.as_mut() else {
+            self.bytes.reserve(more);
+            return;
+        };
+        // Doubling keeps a body read in many pieces from being copied at
+        // every piece; exactly what is needed when doubling does not fit.
+        let doubled = need.max(self.bytes.capacity().saturating_mul(2));
+        let fits = |c: &mut Charge, t: usize| c.could_grow_to(t as u64) && c.try_grow_to(t as u64);
+        if let Some(t) = [doubled, need].into_iter().find(|&t| fits(charge, t)) {
+            self.bytes.reserve_exact(t - self.bytes.len());
+        }
+    }
+
     /// Makes room for `more` octets, charging the new capacity first:
     /// doubling when the budget allows, else exactly what is needed.
     fn reserve(&mut self, more: usize) -> bool {
@@ -119,17 +148,63 @@ enum State {
     Dot,
     /// `.` CR at the start of a line.
     DotCr,
+    /// The terminator was seen: nothing more is content.
+    Done,
+}
+
+/// What one octet adds to the content.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Emit {
+    /// Nothing (yet).
+    Nothing,
+    /// The octet itself.
+    Octet,
+    /// CR (held back from the octet before) and this LF.
+    Crlf,
+    /// A held-back CR that turned out bare, then the octet itself.
+    BareCrOctet,
+    /// A held-back CR that turned out bare; this octet (a CR) is held.
+    BareCr,
+    /// The end of data.
+    End,
 }
 
 /// Streaming DATA decoder. Feed it input; it reports how much it consumed
 /// and whether the terminating `CRLF.CRLF` was seen (the input after that
-/// belongs to the next command).
+/// belongs to the next command). Content octets are copied once, straight
+/// from the input into the body, in runs between the octets unstuffing
+/// drops.
 #[derive(Debug)]
 pub struct DataDecoder {
     state: State,
     line_octets: usize,
     max_line_octets: usize,
     body: Body,
+}
+
+/// Input octets kept for the body and not yet handed to it.
+struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// Adds `input[from..to]`: extends the run if it is contiguous with it,
+    /// else hands the run over and starts a new one.
+    fn keep(&mut self, body: &mut Body, input: &[u8], from: usize, to: usize) {
+        if from != self.end {
+            self.flush(body, input);
+            self.start = from;
+        }
+        self.end = to;
+    }
+
+    fn flush(&mut self, body: &mut Body, input: &[u8]) {
+        if self.end > self.start {
+            body.push(&input[self.start..self.end]);
+        }
+        self.start = self.end;
+    }
 }
 
 impl DataDecoder {
@@ -150,12 +225,19 @@ impl DataDecoder {
         d
     }
 
-    /// Consumes input; returns `(octets consumed, finished)`.
+    /// Consumes input; returns `(octets consumed, finished)`. Once
+    /// finished it consumes nothing more.
     pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
-        let mut run = Vec::with_capacity(input.len().min(64 * 1024));
+        if self.state == State::Done {
+            return (0, true);
+        }
+        // This input holds at most this much content: room for it now
+        // rather than growing (a copy) as runs arrive.
+        self.body.reserve_hint(input.len());
+        let mut run = Run { start: 0, end: 0 };
         let mut i = 0;
         while i < input.len() {
-            // Fast path: inside a line, copy up to the next CR, LF or NUL.
+            // Fast path: inside a line, keep up to the next CR, LF or NUL.
             if self.state == State::Mid {
                 let rest = &input[i..];
                 let n = memchr::memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
@@ -164,12 +246,12 @@ impl DataDecoder {
                     if self.line_octets > self.max_line_octets {
                         self.body.flags.line_too_long = true;
                     }
-                    run.extend_from_slice(&rest[..n]);
+                    run.keep(&mut self.body, input, i, i + n);
                     i += n;
                     continue;
                 }
             }
-            let b = input[i];
+            let (at, b) = (i, input[i]);
             i += 1;
             self.line_octets += 1;
             if self.line_octets > self.max_line_octets {
@@ -178,57 +260,88 @@ impl DataDecoder {
             if b == 0 {
                 self.body.flags.nul = true;
             }
-            if self.step(b, &mut run) {
-                self.body.push(&run);
-                return (i, true);
+            let emit = self.step(b);
+            match emit {
+                Emit::Nothing => {}
+                Emit::Octet => run.keep(&mut self.body, input, at, i),
+                // The CR is in this input unless it ended the last one.
+                Emit::Crlf if at > 0 => run.keep(&mut self.body, input, at - 1, i),
+                Emit::Crlf => {
+                    run.flush(&mut self.body, input);
+                    self.body.push(b"\r\n");
+                    run.start = i;
+                    run.end = i;
+                }
+                Emit::BareCr | Emit::BareCrOctet => {
+                    run.flush(&mut self.body, input);
+                    self.body.push(b"\r");
+                    run.start = at;
+                    run.end = if emit == Emit::BareCrOctet { i } else { at };
+                }
+                Emit::End => {
+                    run.flush(&mut self.body, input);
+                    // An empty push still drops a body that is doomed now.
+                    self.body.push(&[]);
+                    return (i, true);
+                }
             }
         }
-        self.body.push(&run);
+        run.flush(&mut self.body, input);
+        self.body.push(&[]);
         (input.len(), false)
     }
 
-    /// One octet through the state machine; true at end of data.
-    fn step(&mut self, b: u8, out: &mut Vec<u8>) -> bool {
+    /// One octet through the state machine.
+    fn step(&mut self, b: u8) -> Emit {
         match (self.state, b) {
-            (State::LineStart, b'.') => self.state = State::Dot,
-            (State::Dot, b'\r') => self.state = State::DotCr,
-            (State::DotCr, b'\n') => return true,
-            (State::DotCr, _) => {
-                // ".\r" then not LF: the dot was stuffing, the CR is bare.
-                self.body.flags.bare_cr_lf = true;
-                out.push(b'\r');
-                self.state = State::Mid;
-                self.mid(b, out);
+            (State::Done, _) => Emit::End,
+            (State::LineStart, b'.') => {
+                self.state = State::Dot;
+                Emit::Nothing
             }
-            // A stuffed dot (or a dot before something odd) is dropped.
-            (State::Dot, _) | (State::LineStart | State::Mid, _) => {
-                self.state = State::Mid;
-                self.mid(b, out);
+            (State::Dot, b'\r') => {
+                self.state = State::DotCr;
+                Emit::Nothing
+            }
+            (State::DotCr, b'\n') => {
+                self.state = State::Done;
+                Emit::End
             }
             (State::Cr, b'\n') => {
-                out.extend_from_slice(b"\r\n");
                 self.state = State::LineStart;
                 self.line_octets = 0;
+                Emit::Crlf
             }
-            (State::Cr, _) => {
+            // ".\r" then not LF (the dot was stuffing), or a CR then not
+            // LF: the CR is bare.
+            (State::DotCr | State::Cr, _) => {
                 self.body.flags.bare_cr_lf = true;
-                out.push(b'\r');
                 self.state = State::Mid;
-                self.mid(b, out);
+                match self.mid(b) {
+                    Emit::Nothing => Emit::BareCr,
+                    _ => Emit::BareCrOctet,
+                }
+            }
+            // A stuffed dot (or a dot before something odd) is dropped.
+            (State::Dot | State::LineStart | State::Mid, _) => {
+                self.state = State::Mid;
+                self.mid(b)
             }
         }
-        false
     }
 
-    fn mid(&mut self, b: u8, out: &mut Vec<u8>) {
+    fn mid(&mut self, b: u8) -> Emit {
         match b {
-            b'\r' => self.state = State::Cr,
+            b'\r' => {
+                self.state = State::Cr;
+                Emit::Nothing
+            }
             b'\n' => {
                 // Bare LF: kept, flagged, and it does not start a line.
                 self.body.flags.bare_cr_lf = true;
-                out.push(b);
+                Emit::Octet
             }
-            _ => out.push(b),
+            _ => Emit::Octet,
         }
     }
 

@@ -221,6 +221,20 @@ pub struct ServerSession {
 impl ServerSession {
     /// Queues the 220 greeting in the output.
     pub fn new(settings: Rc<ServerSettings>, peer: Option<IpAddr>, tls: bool) -> Self {
+        Self::with_buffers(settings, peer, tls, Vec::new(), Vec::new())
+    }
+
+    /// The same, with the input and output buffers given (emptied) by the
+    /// driver, e.g. from its pool; `into_buffers` hands them back.
+    pub fn with_buffers(
+        settings: Rc<ServerSettings>,
+        peer: Option<IpAddr>,
+        tls: bool,
+        mut input: Vec<u8>,
+        mut output: Vec<u8>,
+    ) -> Self {
+        input.clear();
+        output.clear();
         let greeting = Reply::plain(220, format!("{} ESMTP impulse", settings.hostname));
         let mut s = ServerSession {
             settings,
@@ -234,12 +248,12 @@ impl ServerSession {
             phase: Phase::Command,
             errors: 0,
             receptions: 0,
-            input: Vec::new(),
+            input,
             pos: 0,
             discarding: false,
             discard_cr: false,
             line_scanned: 0,
-            output: Vec::new(),
+            output,
             confirm_recipients: false,
             refuse_mail: None,
             timers: None,
@@ -255,6 +269,10 @@ impl ServerSession {
     /// Appends received bytes (dropped once the session is closed). While
     /// a `Step` is pending nothing is consumed, so the driver should not
     /// keep reading then; `buffered_input` tells how much is waiting.
+    ///
+    /// Message content with nothing buffered before it is decoded here,
+    /// straight from `input` into the body: its one copy out of the read
+    /// buffer. Only what follows the content is buffered.
     pub fn feed(&mut self, input: &[u8]) {
         if matches!(self.phase, Phase::Closed) {
             return;
@@ -263,7 +281,12 @@ impl ServerSession {
             self.input.drain(..self.pos);
             self.pos = 0;
         }
-        self.input.extend_from_slice(input);
+        let used = if self.input.is_empty() {
+            self.take_content(input)
+        } else {
+            0
+        };
+        self.input.extend_from_slice(&input[used..]);
     }
 
     /// Octets fed but not yet consumed.
@@ -295,6 +318,11 @@ impl ServerSession {
                 Flow::Yield(step) => return step,
             }
         }
+    }
+
+    /// The input and output buffers, for reuse by another session.
+    pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>) {
+        (self.input, self.output)
     }
 
     /// Takes the bytes to send to the client.

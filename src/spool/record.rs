@@ -377,8 +377,8 @@ pub fn encode_envelope(env: &Envelope, out: &mut Vec<u8>) {
     }
 }
 
-/// Encodes a MESSAGE payload straight from borrowed parts (the writer's
-/// hot path: no `Record` is built, the body is copied once).
+/// Encodes a MESSAGE frame straight from borrowed parts: no `Record` is
+/// built, the body is copied once.
 pub fn encode_message_frame(
     id: &MessageId,
     env: &Envelope,
@@ -387,17 +387,51 @@ pub fn encode_message_frame(
     out: &mut Vec<u8>,
 ) -> usize {
     let start = out.len();
+    encode_message_head(id, env, body.len(), out);
+    out.extend_from_slice(body);
+    let frame = &mut out[start..];
+    reframe(frame, file_offset);
+    frame.len()
+}
+
+/// Appends the start of a MESSAGE frame whose `body_len` body octets are
+/// not appended (the writer's hot path: the body stays where it is and is
+/// copied once, into the write buffer). The header's length, type and
+/// version are set; its offset check and CRC are left for
+/// [`reframe_header`]. Returns the octets appended.
+pub fn encode_message_head(
+    id: &MessageId,
+    env: &Envelope,
+    body_len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     put_id(out, id);
     encode_envelope(env, out);
-    put_bytes(out, body);
-    let payload_len = out.len() - start - FRAME_HEADER_LEN;
+    put_u32(out, body_len as u32);
+    let payload_len = out.len() - start - FRAME_HEADER_LEN + body_len;
     let frame = &mut out[start..];
     frame[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     frame[4] = RecordType::Message as u8;
     frame[5] = RECORD_VERSION;
-    reframe(frame, file_offset);
-    frame.len()
+    out.len() - start
+}
+
+/// CRC32C of a payload given in pieces (read in place, not joined).
+pub fn payload_crc(pieces: &[&[u8]]) -> u32 {
+    pieces
+        .iter()
+        .fold(0, |crc, p| crc32c::crc32c_append(crc, p))
+}
+
+/// Writes the offset check and CRC into a frame's 16-octet `header` when
+/// its payload is elsewhere: `crc` and `len` are the payload's CRC32C and
+/// length. Gives the same bytes as [`reframe`] on the whole frame.
+pub fn reframe_header(header: &mut [u8], file_offset: u64, crc: u32, len: usize) {
+    header[8..12].copy_from_slice(&(file_offset as u32).to_le_bytes());
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&header[0..12]), crc, len);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn encode_payload(rec: &Record, out: &mut Vec<u8>) {
@@ -600,4 +634,33 @@ pub fn decode_payload(t: RecordType, payload: &[u8]) -> Result<Record, DecodeErr
         return Err(DecodeError::Invalid("trailing bytes"));
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_with_its_body_elsewhere_frames_like_the_whole() {
+        let id = MessageId {
+            epoch_ms: 7,
+            shard: 1,
+            seq: 2,
+        };
+        let env = Envelope::new("a@example.com", &["b@example.net"]);
+        let (head, body) = (&b"Received: x\r\n"[..], &b"Subject: y\r\n\r\nz\r\n"[..]);
+        let joined = [head, body].concat();
+        let mut whole = Vec::new();
+        encode_message_frame(&id, &env, &joined, 4096, &mut whole);
+        let mut out = Vec::new();
+        let own = encode_message_head(&id, &env, joined.len(), &mut out);
+        assert_eq!(own, out.len());
+        let crc = payload_crc(&[&out[FRAME_HEADER_LEN..], head, body]);
+        let len = own - FRAME_HEADER_LEN + joined.len();
+        reframe_header(&mut out[..FRAME_HEADER_LEN], 4096, crc, len);
+        out.extend_from_slice(head);
+        out.extend_from_slice(body);
+        assert_eq!(out, whole);
+        assert!(check_frame(&out, 4096).is_ok());
+    }
 }

@@ -2,6 +2,12 @@
 //! bookkeeping each must apply once durable, the batch its waiters share,
 //! and the copy-forward frames put in front of a batch.
 //!
+//! A MESSAGE frame of new mail is staged as its encoded start (header,
+//! id, envelope, body length) in the staging buffer plus a shared
+//! reference to its content: the content is not copied here, only read
+//! once for the payload CRC; the committer copies it into the write
+//! buffer.
+//!
 //! In-memory only; no I/O. Used by the writer (which stages and commits)
 //! and by maintenance (which stages copies). Must never: complete a batch
 //! twice, or let a copy of a message that has ended or moved since it was
@@ -14,9 +20,11 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use super::book::Book;
-use super::record::{encode_record, Outcome, Record};
+use super::record::{
+    encode_message_head, encode_record, payload_crc, Outcome, Record, FRAME_HEADER_LEN,
+};
 use super::SpoolError;
-use crate::message::MessageId;
+use crate::message::{Content, Envelope, MessageId};
 
 /// Completion shared by every waiter of one batch.
 #[derive(Default)]
@@ -52,18 +60,81 @@ pub(super) struct CopyReq {
     pub(super) frame: Vec<u8>,
 }
 
+/// One staged frame, `len` octets: the first `len - shared.len()` are in
+/// the staging buffer at `start`, the rest are `shared`'s parts.
+pub(super) struct Staged {
+    pub(super) start: usize,
+    pub(super) len: usize,
+    pub(super) shared: Option<Content>,
+    /// CRC32C of the payload, so that placing the frame at its offset
+    /// does not read the payload again (`record::reframe_header`).
+    pub(super) crc: u32,
+    pub(super) op: BookOp,
+}
+
+impl Staged {
+    /// Octets of the frame held in the staging buffer.
+    pub(super) fn own(&self) -> usize {
+        self.len - self.shared.as_ref().map_or(0, Content::len)
+    }
+}
+
+/// Appends a frame encoded whole into `buf`.
+fn push_owned(
+    buf: &mut Vec<u8>,
+    frames: &mut Vec<Staged>,
+    op: BookOp,
+    encode: impl FnOnce(&mut Vec<u8>) -> usize,
+) -> usize {
+    let start = buf.len();
+    let len = encode(buf);
+    let crc = payload_crc(&[&buf[start + FRAME_HEADER_LEN..start + len]]);
+    frames.push(Staged {
+        start,
+        len,
+        shared: None,
+        crc,
+        op,
+    });
+    len
+}
+
 /// Frames waiting for the next commit.
 #[derive(Default)]
 pub(super) struct Staging {
     pub(super) buf: Vec<u8>,
-    pub(super) frames: Vec<(usize, usize, BookOp)>,
+    pub(super) frames: Vec<Staged>,
     pub(super) copies: Vec<CopyReq>,
     pub(super) batch: Rc<Batch>,
+    /// Octets staged, in the buffer and shared.
+    pub(super) bytes: usize,
 }
 
 impl Staging {
     pub(super) fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.copies.is_empty()
+    }
+
+    /// Stages a frame that `encode` appends to the buffer whole.
+    pub(super) fn push(&mut self, op: BookOp, encode: impl FnOnce(&mut Vec<u8>) -> usize) {
+        self.bytes += push_owned(&mut self.buf, &mut self.frames, op, encode);
+    }
+
+    /// Stages a MESSAGE frame whose content stays shared.
+    pub(super) fn push_message(&mut self, id: &MessageId, env: &Envelope, content: &Content) {
+        let start = self.buf.len();
+        let own = encode_message_head(id, env, content.len(), &mut self.buf);
+        let [head, body] = content.parts();
+        let crc = payload_crc(&[&self.buf[start + FRAME_HEADER_LEN..], head, body]);
+        let len = own + content.len();
+        self.frames.push(Staged {
+            start,
+            len,
+            shared: Some(content.clone()),
+            crc,
+            op: BookOp::Message(*id),
+        });
+        self.bytes += len;
     }
 }
 
@@ -88,8 +159,8 @@ pub(super) fn prepend_copies(
     book: &Book,
     copies: Vec<CopyReq>,
     buf: Vec<u8>,
-    frames: Vec<(usize, usize, BookOp)>,
-) -> (Vec<u8>, Vec<(usize, usize, BookOp)>) {
+    frames: Vec<Staged>,
+) -> (Vec<u8>, Vec<Staged>) {
     if copies.is_empty() {
         return (buf, frames);
     }
@@ -100,8 +171,10 @@ pub(super) fn prepend_copies(
         if book.segment_of(&c.id) != Some(c.from) {
             continue; // DONE or moved since it was read
         }
-        ops.push((out.len(), c.frame.len(), BookOp::Message(c.id)));
-        out.extend_from_slice(&c.frame);
+        push_owned(&mut out, &mut ops, BookOp::Message(c.id), |out| {
+            out.extend_from_slice(&c.frame);
+            c.frame.len()
+        });
         let Some(st) = book.state_of(&c.id) else {
             continue;
         };
@@ -112,13 +185,8 @@ pub(super) fn prepend_copies(
                 outcome: *outcome,
                 reply: reply.to_string(),
             };
-            let start = out.len();
-            let len = encode_record(&rec, 0, &mut out);
-            ops.push((
-                start,
-                len,
-                BookOp::Outcome(c.id, *rcpt, *outcome, reply.clone()),
-            ));
+            let op = BookOp::Outcome(c.id, *rcpt, *outcome, reply.clone());
+            push_owned(&mut out, &mut ops, op, |out| encode_record(&rec, 0, out));
         }
         if let Some((next, attempts)) = st.retry {
             let rec = Record::Retry {
@@ -126,13 +194,15 @@ pub(super) fn prepend_copies(
                 next_attempt_ms: next,
                 attempts,
             };
-            let start = out.len();
-            let len = encode_record(&rec, 0, &mut out);
-            ops.push((start, len, BookOp::Retry(c.id, next, attempts)));
+            let op = BookOp::Retry(c.id, next, attempts);
+            push_owned(&mut out, &mut ops, op, |out| encode_record(&rec, 0, out));
         }
     }
     let shift = out.len();
     out.extend_from_slice(&buf);
-    ops.extend(frames.into_iter().map(|(s, l, op)| (s + shift, l, op)));
+    ops.extend(frames.into_iter().map(|f| Staged {
+        start: f.start + shift,
+        ..f
+    }));
     (out, ops)
 }

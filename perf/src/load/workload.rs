@@ -2,9 +2,7 @@
 //! domains, uniform or zipf) and message contents carrying the send
 //! timestamp header. Pure: randomness comes in, bytes come out.
 
-use std::rc::Rc;
-
-use impulse::message::{BodyType, Recipient};
+use impulse::message::{BodyType, Content, Recipient};
 use impulse::smtp::client::Transaction;
 
 use super::args::{Args, DomainDist, SizeSpec};
@@ -103,7 +101,7 @@ impl Workload {
 
     /// Headers (the timestamp first, so a sink finds it fast), a blank
     /// line, then filler up to `size` octets (never less than the headers).
-    fn content(&self, to: &str, size: usize, sent_micros: u64) -> Rc<[u8]> {
+    fn content(&self, to: &str, size: usize, sent_micros: u64) -> Content {
         let head = format!(
             "{SENT_HEADER}: {sent_micros}\r\nFrom: <{}>\r\nTo: <{to}>\r\n\
              Subject: impulse-load {}-{}\r\nMessage-ID: <{}.{}.{}@impulse-load>\r\n\r\n",
@@ -179,7 +177,8 @@ mod tests {
             let mut w = Workload::new(&a, 0);
             let tx = w.next(1234567);
             assert_eq!(tx.recipients.len(), 3);
-            let body = &tx.body[..];
+            let joined = tx.body.to_vec();
+            let body = &joined[..];
             assert!(body.starts_with(b"X-Impulse-Sent: 1234567\r\n"));
             assert!(body.len() >= size.min(body.len()));
             if size >= 200 {

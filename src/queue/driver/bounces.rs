@@ -10,10 +10,10 @@
 use super::{now_ms, ShardQueue};
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
-use crate::message::{Envelope, MessageId, Recipient};
+use crate::message::{Content, Envelope, MessageId, Recipient};
 use crate::queue::{is_expiry, Final};
-use crate::reply::Reply;
 use crate::reply::status::EnhancedStatus;
+use crate::reply::Reply;
 use crate::spool::SpoolError;
 
 /// The enhanced status a DSN reports for a failure reply: its own (or one
@@ -38,7 +38,7 @@ fn status_of(reply: &Reply) -> String {
 pub(super) struct Dsn {
     id: MessageId,
     envelope: Envelope,
-    content: Vec<u8>,
+    content: Content,
 }
 
 impl ShardQueue {
@@ -86,24 +86,33 @@ impl ShardQueue {
         &self,
         d: &Delivery,
         env: &Envelope,
-        content: &[u8],
+        content: &Content,
         reports: &[RecipientReport],
         now: u64,
     ) -> Option<Dsn> {
         let settings = self.dsn_settings(d);
         let id = self.spool.allocate_id();
-        let dsn = bounce::generate(&settings, env, content, reports, now, &id.to_string())?;
+        // The DSN quotes the original: the one place its parts are joined
+        // (content read back from the spool is one part already).
+        let joined;
+        let original = if content.head().is_empty() {
+            content.body()
+        } else {
+            joined = content.to_vec();
+            &joined
+        };
+        let dsn = bounce::generate(&settings, env, original, reports, now, &id.to_string())?;
         Some(Dsn {
             id,
             envelope: dsn.envelope,
-            content: dsn.content,
+            content: Content::from(dsn.content),
         })
     }
 
     /// Spools a DSN (from the reserve, if the disk is full).
     pub(super) async fn store_dsn(&self, dsn: &Dsn) -> Result<(), SpoolError> {
         self.spool
-            .append_generated_message(dsn.id, &dsn.envelope, &dsn.content)
+            .append_generated_content(dsn.id, &dsn.envelope, &dsn.content)
             .await
     }
 

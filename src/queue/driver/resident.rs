@@ -4,19 +4,19 @@
 //! a message that does not fit is simply read from the spool when due.
 //!
 //! Owns the cached content and its byte count. May call: message types,
-//! runtime (hash maps).
-//! Must never: do I/O, or copy a body: the reception's buffer becomes the
-//! shared `Rc<[u8]>` every transaction of the message sends.
+//! runtime (hash maps). Must never: do I/O, or copy a body: the
+//! reception's `Content` is shared with the spool's staging and every
+//! transaction of the message.
 
 use crate::runtime::hash::Map;
 use std::rc::Rc;
 
-use crate::message::{Envelope, MessageId};
+use crate::message::{Content, Envelope, MessageId};
 
 /// One message's content.
 struct Kept {
     env: Rc<Envelope>,
-    body: Rc<[u8]>,
+    body: Content,
 }
 
 /// Content kept from reception, within a budget of `max_octets`.
@@ -37,7 +37,7 @@ impl Resident {
     }
 
     /// Keeps a message's content if it fits in the budget.
-    pub(super) fn keep(&mut self, id: MessageId, env: Envelope, content: Vec<u8>) {
+    pub(super) fn keep(&mut self, id: MessageId, env: Envelope, content: Content) {
         let octets = self.octets + content.len();
         if octets <= self.max_octets {
             self.octets = octets;
@@ -45,17 +45,17 @@ impl Resident {
                 id,
                 Kept {
                     env: Rc::new(env),
-                    body: Rc::from(content),
+                    body: content,
                 },
             );
         }
     }
 
     /// The content, shared, if it is kept.
-    pub(super) fn get(&self, id: &MessageId) -> Option<(Rc<Envelope>, Rc<[u8]>)> {
+    pub(super) fn get(&self, id: &MessageId) -> Option<(Rc<Envelope>, Content)> {
         self.kept
             .get(id)
-            .map(|k| (Rc::clone(&k.env), Rc::clone(&k.body)))
+            .map(|k| (Rc::clone(&k.env), k.body.clone()))
     }
 
     /// Forgets a message's content (done, or deferred).
@@ -88,8 +88,8 @@ mod tests {
     fn keeps_within_the_budget_and_forgetting_frees_it() {
         let mut r = Resident::new(10);
         let env = || Envelope::new("a@example.com", &["b@example.net"]);
-        r.keep(id(1), env(), vec![b'x'; 6]);
-        r.keep(id(2), env(), vec![b'y'; 6]);
+        r.keep(id(1), env(), vec![b'x'; 6].into());
+        r.keep(id(2), env(), vec![b'y'; 6].into());
         assert!(r.get(&id(1)).is_some());
         assert!(
             r.get(&id(2)).is_none(),
@@ -98,10 +98,13 @@ mod tests {
         assert_eq!(r.octets(), 6);
         let (_, body) = r.get(&id(1)).unwrap();
         let (_, again) = r.get(&id(1)).unwrap();
-        assert!(Rc::ptr_eq(&body, &again), "the body is shared, not copied");
+        assert!(
+            Content::ptr_eq(&body, &again),
+            "the body is shared, not copied"
+        );
         r.forget(&id(1));
         assert_eq!(r.octets(), 0);
-        r.keep(id(3), env(), vec![b'z'; 10]);
+        r.keep(id(3), env(), vec![b'z'; 10].into());
         assert!(r.get(&id(3)).is_some(), "the budget came back");
         r.forget(&id(9));
         assert_eq!(r.octets(), 10);

@@ -1,16 +1,21 @@
 //! Wire encoding of client commands and message content: MAIL/RCPT with
-//! their ESMTP parameters, DATA dot-stuffing, BDAT framing.
+//! their ESMTP parameters, DATA dot-stuffing, BDAT framing. Content goes
+//! out by reference (`Output` runs of the shared body): only the octets
+//! stuffing adds (a dot, a CRLF for a bare line end, the terminator) are
+//! written.
 //!
 //! Owns byte layouts only; the session decides what to send. May call:
-//! `crate::message`, the client's `extensions` and `transaction`. Must
-//! never: do I/O, send DATA content with a bare CR or LF, an unstuffed
-//! leading dot or no final CRLF, or change BDAT content. It does not itself
+//! `crate::message`, the client's `extensions`, `output` and
+//! `transaction`. Must never: do I/O, copy content, send DATA content with
+//! a bare CR or LF, an unstuffed leading dot or no final CRLF, or change
+//! BDAT content. It does not itself
 //! refuse control characters in addresses: the caller checks `has_control`
 //! (`ClientSession::submit`).
 
-use crate::message::{BodyType, DsnRet, Notify, Recipient};
+use crate::message::{BodyType, Content, DsnRet, Notify, Recipient};
 
 use super::extensions::Extensions;
+use super::output::Output;
 use super::transaction::Transaction;
 
 /// What the MAIL command may say, decided from the server's extensions.
@@ -123,8 +128,8 @@ fn xtext(raw: &[u8], out: &mut Vec<u8>) {
 }
 
 /// True when any octet has the high bit set.
-pub(super) fn has_eight_bit(body: &[u8]) -> bool {
-    body.iter().any(|&b| b >= 0x80)
+pub(super) fn has_eight_bit(content: &Content) -> bool {
+    content.parts().iter().any(|p| !p.is_ascii())
 }
 
 /// True when `s` holds a control character (CR, LF, NUL...) and so could
@@ -136,42 +141,75 @@ pub(super) fn has_control(s: &str) -> bool {
 /// The message content after a 354: line ends made CRLF (a bare CR or LF
 /// would let a receiver that ends lines differently see an early end of
 /// data — "SMTP smuggling"), every line starting with `.` gets another
-/// `.`, a missing final CRLF is added, then the `.\r\n` terminator.
-pub(super) fn data_body(body: &[u8], out: &mut Vec<u8>) {
-    out.reserve(body.len() + body.len() / 64 + 8);
-    let mut rest = body;
+/// `.`, a missing final CRLF is added, then the `.\r\n` terminator. The
+/// content's octets go out as runs between the places stuffing changes.
+pub(super) fn data_body(content: &Content, out: &mut Output) {
     let mut at_line_start = true;
-    while !rest.is_empty() {
-        if at_line_start && rest[0] == b'.' {
-            out.push(b'.');
+    // A CR that ended the previous part: its LF may start the next one.
+    let mut pending_cr = false;
+    for (part, p) in content.parts().into_iter().enumerate() {
+        let mut i = 0;
+        if pending_cr {
+            out.extend_from_slice(b"\r\n");
+            i = usize::from(p.first() == Some(&b'\n'));
+            pending_cr = false;
+            at_line_start = true;
         }
-        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
-            None => {
-                out.extend_from_slice(rest);
+        let mut run = i;
+        while i < p.len() {
+            if at_line_start && p[i] == b'.' {
+                out.push_shared(content, part, run..i);
+                out.extend_from_slice(b".");
+                run = i;
+            }
+            let Some(k) = memchr::memchr2(b'\r', b'\n', &p[i..]) else {
+                i = p.len();
                 at_line_start = false;
-                rest = &[];
-            }
-            Some(end) => {
-                out.extend_from_slice(&rest[..end]);
+                break;
+            };
+            let end = i + k;
+            if p[end] == b'\r' && p.get(end + 1) == Some(&b'\n') {
+                i = end + 2; // a proper line end: the run goes on
+            } else if p[end] == b'\r' && end + 1 == p.len() {
+                out.push_shared(content, part, run..end);
+                pending_cr = true;
+                i = p.len();
+                run = i;
+            } else {
+                // A bare CR or LF becomes CRLF.
+                out.push_shared(content, part, run..end);
                 out.extend_from_slice(b"\r\n");
-                let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
-                rest = &rest[end + if crlf { 2 } else { 1 }..];
-                at_line_start = true;
+                i = end + 1;
+                run = i;
             }
+            at_line_start = true;
         }
+        out.push_shared(content, part, run..i);
     }
-    if !at_line_start {
+    if pending_cr || !at_line_start {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
 }
 
-/// One BDAT chunk: `BDAT n[ LAST]\r\n` then the octets as they are
-/// (BDAT needs no stuffing and carries binary content unchanged).
-pub(super) fn bdat_chunk(chunk: &[u8], last: bool, out: &mut Vec<u8>) {
+/// One BDAT chunk: `BDAT n[ LAST]\r\n` then `range` of the content as it
+/// is (BDAT needs no stuffing and carries binary content unchanged).
+pub(super) fn bdat_chunk(
+    content: &Content,
+    range: std::ops::Range<usize>,
+    last: bool,
+    out: &mut Output,
+) {
     let tail = if last { " LAST" } else { "" };
-    out.extend_from_slice(format!("BDAT {}{tail}\r\n", chunk.len()).as_bytes());
-    out.extend_from_slice(chunk);
+    out.extend_from_slice(format!("BDAT {}{tail}\r\n", range.len()).as_bytes());
+    let mut base = 0;
+    for (part, p) in content.parts().into_iter().enumerate() {
+        let (from, to) = (range.start.max(base), range.end.min(base + p.len()));
+        if from < to {
+            out.push_shared(content, part, from - base..to - base);
+        }
+        base += p.len();
+    }
 }
 
 #[cfg(test)]
@@ -179,9 +217,59 @@ mod tests {
     use super::*;
 
     fn data(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        data_body(body, &mut out);
-        out
+        let mut out = Output::default();
+        data_body(&Content::from(body.to_vec()), &mut out);
+        out.into_vec()
+    }
+
+    /// The same content split into a head and a body at every point.
+    fn data_split(body: &[u8]) -> Vec<Vec<u8>> {
+        (0..=body.len())
+            .map(|at| {
+                let mut out = Output::default();
+                let c = Content::new(body[..at].to_vec(), body[at..].to_vec());
+                data_body(&c, &mut out);
+                out.into_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stuffing_does_not_depend_on_where_the_parts_meet() {
+        for body in [
+            &b".\r\n"[..],
+            b"a\r\n.\r\nb\r\n",
+            b"a\n.\nb",
+            b"a\r.\rb\r\n",
+            b"x\r\n.",
+            b"\r\n\r\n..x\r",
+        ] {
+            for out in data_split(body) {
+                assert_eq!(out, data(body), "{body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_content_goes_out_by_reference() {
+        let c = Content::new(b"Received: x\r\n".to_vec(), b"a\r\n.b\r\nc\r\n".to_vec());
+        let mut out = Output::default();
+        data_body(&c, &mut out);
+        let slices: Vec<&[u8]> = out.slices().collect();
+        assert_eq!(
+            slices,
+            [
+                &b"Received: x\r\n"[..],
+                b"a\r\n",
+                b".",
+                b".b\r\nc\r\n",
+                b".\r\n"
+            ]
+        );
+        assert_eq!(slices[0].as_ptr(), c.head().as_ptr());
+        let mut out = Output::default();
+        bdat_chunk(&c, 10..16, true, &mut out);
+        assert_eq!(out.into_vec(), b"BDAT 6 LAST\r\nx\r\na\r\n");
     }
 
     #[test]

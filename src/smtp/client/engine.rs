@@ -203,11 +203,11 @@ impl ClientSession {
         } else {
             ContentMode::Data
         };
-        encode::mail_command(&tx, params, &mut self.output);
+        encode::mail_command(&tx, params, self.output.bytes());
         self.expected.push_back(Expect::Mail);
         if pipelined {
             for (i, rcpt) in tx.recipients.iter().enumerate() {
-                encode::rcpt_command(rcpt, params.dsn, &mut self.output);
+                encode::rcpt_command(rcpt, params.dsn, self.output.bytes());
                 self.expected.push_back(Expect::Rcpt(i));
             }
             if mode == ContentMode::Data {
@@ -277,7 +277,7 @@ impl ClientSession {
             return;
         };
         if let Some(rcpt) = inflight.tx.recipients.get(i) {
-            encode::rcpt_command(rcpt, self.extensions.dsn, &mut self.output);
+            encode::rcpt_command(rcpt, self.extensions.dsn, self.output.bytes());
             self.expected.push_back(Expect::Rcpt(i));
         }
     }
@@ -354,7 +354,7 @@ impl ClientSession {
             .saturating_add(self.settings.bdat_chunk_octets.max(1))
             .min(body.len());
         let last = end == body.len();
-        encode::bdat_chunk(&body[start..end], last, &mut self.output);
+        encode::bdat_chunk(body, start..end, last, &mut self.output);
         inflight.next_chunk = end;
         self.expected.push_back(Expect::Bdat { last });
         !last

@@ -8,8 +8,6 @@ mod hostile;
 mod props;
 mod transactions;
 
-use std::rc::Rc;
-
 use super::*;
 use crate::message::{BodyType, Recipient};
 
@@ -101,7 +99,7 @@ fn tx_bytes(recipients: &[&str], body: &[u8]) -> Transaction {
         body_type: BodyType::SevenBit,
         smtputf8: false,
         recipients: recipients.iter().map(|r| rcpt(r)).collect(),
-        body: Rc::from(body),
+        body: body.to_vec().into(),
     }
 }
 

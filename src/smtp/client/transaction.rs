@@ -8,9 +8,7 @@
 //! transient), or count one delivered without a positive RCPT reply and a
 //! positive final reply to its content.
 
-use std::rc::Rc;
-
-use crate::message::{BodyType, DsnRet, Envelope, Recipient};
+use crate::message::{BodyType, Content, DsnRet, Envelope, Recipient};
 use crate::reply::Reply;
 
 /// A message to send in one transaction (one batch of recipients).
@@ -29,12 +27,12 @@ pub struct Transaction {
     /// Recipients of this batch, each with its DSN parameters.
     pub recipients: Vec<Recipient>,
     /// Message content (headers and body, CRLF line ends, not dot-stuffed).
-    pub body: Rc<[u8]>,
+    pub body: Content,
 }
 
 impl Transaction {
     /// A transaction for a batch of an envelope's recipients.
-    pub fn from_envelope(env: &Envelope, recipients: Vec<Recipient>, body: Rc<[u8]>) -> Self {
+    pub fn from_envelope(env: &Envelope, recipients: Vec<Recipient>, body: Content) -> Self {
         Transaction {
             mail_from: env.mail_from.clone(),
             ret: env.ret,

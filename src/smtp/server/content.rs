@@ -2,7 +2,9 @@
 //! feeding the decoders, and turning finished content into a message or a
 //! refusal.
 //!
-//! Owns content sequencing only; the decoding itself is `smtp::data`. A
+//! Owns content sequencing only; the decoding itself is `smtp::data`.
+//! Content is taken straight from the driver's input when nothing is
+//! buffered before it (`take_content`, called by `feed`). A
 //! message handed to the driver stays charged to the budget until
 //! `message_stored`. May call: the session (`super`), `smtp::data`,
 //! `smtp::reply`, `crate::message`. Must never: do I/O, store content
@@ -57,6 +59,29 @@ impl ServerSession {
         let mut body = Body::new(self.settings.message_size);
         body.charge = self.budget.as_ref().map(|b| b.charge());
         body
+    }
+
+    /// Content from `input` for the DATA decoder or the BDAT chunk in
+    /// progress, taken before anything is buffered; returns the octets
+    /// used. The phases below then find the content already taken.
+    pub(super) fn take_content(&mut self, input: &[u8]) -> usize {
+        let used = match &mut self.phase {
+            Phase::Data(decoder) => decoder.feed(input).0,
+            Phase::Bdat(chunk) => {
+                let take =
+                    usize::try_from(chunk.remaining).map_or(input.len(), |r| r.min(input.len()));
+                if chunk.refuse.is_none() {
+                    if let Some(body) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) {
+                        body.push(&input[..take]);
+                    }
+                }
+                chunk.remaining -= take as u64;
+                take
+            }
+            _ => return 0,
+        };
+        self.content_received(used);
+        used
     }
 
     pub(super) fn data_phase(&mut self) -> Flow {

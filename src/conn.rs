@@ -3,7 +3,7 @@
 //! tools. Plus the timeout wrapper every socket wait goes through, and each
 //! shard's own copies of the rustls configs.
 //!
-//! May call: glommio, rustls, runtime (sleeps). Must never: know SMTP (the protocol engines
+//! May call: glommio, rustls, libc (TCP_CORK), runtime (sleeps). Must never: know SMTP (the protocol engines
 //! do), or share TLS session state between shards.
 
 use std::cell::RefCell;
@@ -75,26 +75,62 @@ impl Conn {
         }
     }
 
-    /// Writes `parts` in order, then flushes once (no joining copy).
+    /// Writes `parts` in order, then flushes once (no joining copy). With
+    /// Nagle off each part would leave as its own segment: the socket is
+    /// corked while there is more than one, so they leave as full ones.
     pub async fn write_all_parts<'a>(
         &mut self,
         parts: impl IntoIterator<Item = &'a [u8]>,
     ) -> io::Result<()> {
-        for p in parts {
-            match self {
-                Conn::Plain(s) => s.write_all(p).await?,
-                Conn::Stream(s) => s.write_all(p).await?,
-                Conn::Client(s) => s.write_all(p).await?,
-                Conn::Server(s) => s.write_all(p).await?,
-                Conn::Gone => return Err(io::ErrorKind::NotConnected.into()),
+        let mut parts = parts.into_iter().filter(|p| !p.is_empty()).peekable();
+        let Some(first) = parts.next() else {
+            return self.flush().await;
+        };
+        let cork = parts.peek().is_some().then(|| self.raw_fd()).flatten();
+        if let Some(fd) = cork {
+            set_cork(fd, true);
+        }
+        let mut written = Ok(());
+        for p in std::iter::once(first).chain(parts) {
+            written = match self {
+                Conn::Plain(s) => s.write_all(p).await,
+                Conn::Stream(s) => s.write_all(p).await,
+                Conn::Client(s) => s.write_all(p).await,
+                Conn::Server(s) => s.write_all(p).await,
+                Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+            };
+            if written.is_err() {
+                break;
             }
         }
+        if written.is_ok() {
+            written = self.flush().await;
+        }
+        if let Some(fd) = cork {
+            // Uncorking sends what is left at once.
+            set_cork(fd, false);
+        }
+        written
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.flush().await,
             Conn::Stream(s) => s.flush().await,
             Conn::Client(s) => s.flush().await,
             Conn::Server(s) => s.flush().await,
             Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The TCP socket under the connection, if there is one.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Conn::Plain(s) => Some(s.as_raw_fd()),
+            Conn::Client(s) => Some(s.get_ref().0.as_raw_fd()),
+            Conn::Server(s) => Some(s.get_ref().0.as_raw_fd()),
+            Conn::Stream(_) | Conn::Gone => None,
         }
     }
 
@@ -165,6 +201,22 @@ impl Conn {
             Conn::Gone => Ok(()),
         };
         *self = Conn::Gone;
+    }
+}
+
+/// TCP_CORK on or off; a failure only costs segment sizes.
+fn set_cork(fd: std::os::fd::RawFd, on: bool) {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt reads a c_int of the given size from a valid
+    // pointer; `fd` is a socket this connection owns.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

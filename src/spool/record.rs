@@ -418,19 +418,18 @@ pub fn encode_message_head(
     out.len() - start
 }
 
-/// CRC32C of a payload given in pieces (read in place, not joined).
-pub fn payload_crc(pieces: &[&[u8]]) -> u32 {
-    pieces
-        .iter()
-        .fold(0, |crc, p| crc32c::crc32c_append(crc, p))
-}
-
 /// Writes the offset check and CRC into a frame's 16-octet `header` when
-/// its payload is elsewhere: `crc` and `len` are the payload's CRC32C and
-/// length. Gives the same bytes as [`reframe`] on the whole frame.
-pub fn reframe_header(header: &mut [u8], file_offset: u64, crc: u32, len: usize) {
+/// its payload is elsewhere, in `pieces` (read in place, not joined).
+/// Gives the same bytes as [`reframe`] on the whole frame. (The CRC is
+/// taken here, once the offset is known: combining a CRC taken earlier
+/// costs more than reading the payload again.)
+pub fn reframe_header(header: &mut [u8], file_offset: u64, pieces: &[&[u8]]) {
     header[8..12].copy_from_slice(&(file_offset as u32).to_le_bytes());
-    let crc = crc32c::crc32c_combine(crc32c::crc32c(&header[0..12]), crc, len);
+    let crc = pieces
+        .iter()
+        .fold(crc32c::crc32c(&header[0..12]), |crc, p| {
+            crc32c::crc32c_append(crc, p)
+        });
     header[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -655,9 +654,8 @@ mod tests {
         let mut out = Vec::new();
         let own = encode_message_head(&id, &env, joined.len(), &mut out);
         assert_eq!(own, out.len());
-        let crc = payload_crc(&[&out[FRAME_HEADER_LEN..], head, body]);
-        let len = own - FRAME_HEADER_LEN + joined.len();
-        reframe_header(&mut out[..FRAME_HEADER_LEN], 4096, crc, len);
+        let (header, payload) = out.split_at_mut(FRAME_HEADER_LEN);
+        reframe_header(header, 4096, &[payload, head, body]);
         out.extend_from_slice(head);
         out.extend_from_slice(body);
         assert_eq!(out, whole);

@@ -21,7 +21,7 @@ use std::task::{Poll, Waker};
 
 use super::book::Book;
 use super::record::{
-    encode_message_head, encode_record, payload_crc, Outcome, Record, FRAME_HEADER_LEN,
+    encode_message_head, encode_record, Outcome, Record,
 };
 use super::SpoolError;
 use crate::message::{Content, Envelope, MessageId};
@@ -66,9 +66,6 @@ pub(super) struct Staged {
     pub(super) start: usize,
     pub(super) len: usize,
     pub(super) shared: Option<Content>,
-    /// CRC32C of the payload, so that placing the frame at its offset
-    /// does not read the payload again (`record::reframe_header`).
-    pub(super) crc: u32,
     pub(super) op: BookOp,
 }
 
@@ -88,12 +85,10 @@ fn push_owned(
 ) -> usize {
     let start = buf.len();
     let len = encode(buf);
-    let crc = payload_crc(&[&buf[start + FRAME_HEADER_LEN..start + len]]);
     frames.push(Staged {
         start,
         len,
         shared: None,
-        crc,
         op,
     });
     len
@@ -124,14 +119,11 @@ impl Staging {
     pub(super) fn push_message(&mut self, id: &MessageId, env: &Envelope, content: &Content) {
         let start = self.buf.len();
         let own = encode_message_head(id, env, content.len(), &mut self.buf);
-        let [head, body] = content.parts();
-        let crc = payload_crc(&[&self.buf[start + FRAME_HEADER_LEN..], head, body]);
         let len = own + content.len();
         self.frames.push(Staged {
             start,
             len,
             shared: Some(content.clone()),
-            crc,
             op: BookOp::Message(*id),
         });
         self.bytes += len;

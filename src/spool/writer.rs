@@ -571,8 +571,15 @@ impl Committer {
                     }
                 }
             }
-            let header = &mut buf[f.start..f.start + FRAME_HEADER_LEN];
-            reframe_header(header, self.tail, f.crc, len - FRAME_HEADER_LEN);
+            let (header, owned) =
+                buf[f.start..f.start + f.own()].split_at_mut(FRAME_HEADER_LEN);
+            match &f.shared {
+                Some(c) => {
+                    let [head, body] = c.parts();
+                    reframe_header(header, self.tail, &[owned, head, body]);
+                }
+                None => reframe_header(header, self.tail, &[owned]),
+            }
             landed.push((self.seg_no, self.tail));
             self.tail += len as u64;
         }

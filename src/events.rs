@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use crate::bounce::BounceClass;
 use crate::message::MessageId;
-use crate::runtime::logger::RepeatLimiter;
 use crate::reply::Reply;
+use crate::runtime::logger::RepeatLimiter;
 use crate::smtp::server::RejectPhase;
 
 /// Which side of the MTA a connection is on.

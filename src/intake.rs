@@ -23,8 +23,8 @@ use crate::runtime::sched;
 use crate::events::{Event, Events};
 use crate::message::{Content, Envelope, MessageId};
 use crate::queue::driver::ShardQueue;
-use crate::smtp::received_header;
 use crate::reply::Reply;
+use crate::smtp::received_header;
 use crate::spool::{Spool, SpoolError};
 
 /// Where a message came from, as the session knows it.

@@ -19,8 +19,8 @@
 
 use std::fmt;
 
-use crate::reply::Reply;
 use crate::reply::status::EnhancedStatus;
+use crate::reply::Reply;
 
 /// Momentum's bounce classes, with their numeric codes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

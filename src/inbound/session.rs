@@ -19,8 +19,8 @@ use crate::config::{Config, Inbound, Listener};
 use crate::conn::{with_timeout, Conn};
 use crate::events::Event;
 use crate::intake::Arrival;
-use crate::runtime::pool::PoolBuf;
 use crate::reply::Reply;
+use crate::runtime::pool::PoolBuf;
 use crate::smtp::server::{RejectPhase, TimeLimits};
 use crate::smtp::{ServerSession, ServerSettings, Step};
 

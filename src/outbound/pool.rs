@@ -25,10 +25,10 @@ use super::slot::{Opened, Slot};
 use crate::config::Delivery;
 use crate::conn::{Dialer, ShardTls, TcpDialer};
 use crate::events::Events;
+use crate::reply::Reply;
 use crate::runtime::hash::Map;
 use crate::runtime::sched;
 use crate::runtime::shutdown::Notify;
-use crate::reply::Reply;
 
 /// A connection waiting for its next job.
 struct Idle {

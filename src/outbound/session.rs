@@ -12,11 +12,11 @@ use futures_lite::future;
 
 use crate::config::{Delivery, TlsMode};
 use crate::conn::{with_timeout, Conn, Dialer};
+use crate::reply::Reply;
 use crate::smtp::client::{
     ClientSession, ClientSettings, ClientStep, SessionError, Stage, TlsPolicy, Transaction,
     TransactionResult,
 };
-use crate::reply::Reply;
 
 /// Bytes read from the server at a time.
 const READ_OCTETS: usize = 4096;
@@ -112,11 +112,9 @@ impl Outbound {
         let failure = match out.step(Some(&tls)).await {
             Event::Ready => return Ok(out),
             Event::Failed(e) => e.reply(),
-            Event::Done(_) | Event::Closed => Reply::internal(
-                451,
-                (4, 4, 2),
-                "connection closed by remote host",
-            ),
+            Event::Done(_) | Event::Closed => {
+                Reply::internal(451, (4, 4, 2), "connection closed by remote host")
+            }
         };
         out.conn.close().await;
         Err(failure)
@@ -145,11 +143,7 @@ impl Outbound {
             Event::Failed(e) => Err((None, e.reply())),
             Event::Ready | Event::Closed => Err((
                 None,
-                Reply::internal(
-                    451,
-                    (4, 4, 2),
-                    "connection closed by remote host",
-                ),
+                Reply::internal(451, (4, 4, 2), "connection closed by remote host"),
             )),
         }
     }

@@ -19,8 +19,8 @@ use super::session::Outbound;
 use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};
 use crate::message::{Content, Envelope, QueuedRcpt, RcptResult, Recipient};
-use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
 use crate::reply::Reply;
+use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
 
 /// Reports an outbound connection opened, and closed when dropped; counts
 /// the shard's open outbound connections meanwhile.

@@ -20,9 +20,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use super::book::Book;
-use super::record::{
-    encode_message_head, encode_record, Outcome, Record,
-};
+use super::record::{encode_message_head, encode_record, Outcome, Record};
 use super::SpoolError;
 use crate::message::{Content, Envelope, MessageId};
 

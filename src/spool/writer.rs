@@ -571,8 +571,7 @@ impl Committer {
                     }
                 }
             }
-            let (header, owned) =
-                buf[f.start..f.start + f.own()].split_at_mut(FRAME_HEADER_LEN);
+            let (header, owned) = buf[f.start..f.start + f.own()].split_at_mut(FRAME_HEADER_LEN);
             match &f.shared {
                 Some(c) => {
                     let [head, body] = c.parts();

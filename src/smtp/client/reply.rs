@@ -6,8 +6,8 @@
 //! I/O, panic on input, or let a parser's memory exceed
 //! `MAX_REPLY_LINES × MAX_REPLY_LINE_OCTETS`.
 
-use crate::reply::Reply;
 pub use crate::reply::status::EnhancedStatus;
+use crate::reply::Reply;
 
 /// Longest reply line accepted, without its CRLF (RFC 5321 says 512 with
 /// CRLF; real servers exceed that, so we are lenient up to this bound).

@@ -14,8 +14,8 @@
 
 use super::{BdatChunk, Flow, Phase, ServerSession, Step};
 use crate::message::{BodyType, Envelope};
-use crate::smtp::data::{Body, DataDecoder};
 use crate::reply::Reply;
+use crate::smtp::data::{Body, DataDecoder};
 
 impl ServerSession {
     /// Why DATA/BDAT cannot start now, if it cannot.

@@ -7,7 +7,6 @@
 
 #![no_main]
 
-
 use impulse::message::{BodyType, Content, Recipient};
 use impulse::smtp::client::{
     ClientSession, ClientSettings, ClientStep, TlsPolicy, Transaction, MAX_REPLY_LINES,

@@ -9,7 +9,7 @@
 //! `spool` (`SpoolError`, segment names), `message`.
 
 use super::book::Book;
-use super::disk::{Disk, LocalDisk};
+use super::disk::{Contents, Disk, LocalDisk};
 use super::quarantine::is_half_created;
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
@@ -105,14 +105,10 @@ pub fn list_segments_on(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32
 
 /// Reads a whole segment file through a read-only map.
 pub fn map_segment(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the map is read-only and the spool directory is owned by this
-    // shard; nothing truncates the file while recovery holds the map.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Some(map))
+    Ok(match LocalDisk.read_whole(path)? {
+        Contents::Mapped(map) => Some(map),
+        Contents::Owned(_) | Contents::Empty => None,
+    })
 }
 
 /// Rebuilds shard `shard`'s live queue from `dir` without changing any

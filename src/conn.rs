@@ -136,25 +136,7 @@ impl Conn {
 
     /// Writes all of `data` and flushes it.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
-            Conn::Stream(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
-            Conn::Client(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
-            Conn::Server(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
-            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
-        }
+        self.write_all_parts([data]).await
     }
 
     fn take_plain(&mut self) -> io::Result<TcpStream> {

@@ -38,11 +38,6 @@ mod worker;
 /// Longest sleep of the scheduler loop when nothing is due.
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    sched::wall_ms()
-}
-
 /// Largest total of message content kept in memory per shard. A message
 /// stays resident from reception to its first deferral; beyond this budget,
 /// and after a deferral, its content is read back from the spool.
@@ -98,7 +93,7 @@ impl ShardQueue {
             unfinished: RefCell::default(),
             repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),
         });
-        let now = now_ms();
+        let now = sched::wall_ms();
         // Recovery's recipients are the queue's: a million-message queue is
         // built without a second round of small allocations.
         for m in recovered {
@@ -140,7 +135,7 @@ impl ShardQueue {
             .collect();
         let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
         self.resident.borrow_mut().keep(id, env, content);
-        let ready = self.queue.borrow_mut().insert(entry, now_ms());
+        let ready = self.queue.borrow_mut().insert(entry, sched::wall_ms());
         self.work_arrived(&ready);
     }
 
@@ -205,7 +200,7 @@ impl ShardQueue {
             .await;
         }
         while !self.stop.is_fired() {
-            let now = now_ms();
+            let now = sched::wall_ms();
             let woke = self.queue.borrow_mut().wake(now);
             self.work_arrived(&woke);
             let domains = self.queue.borrow().ready_domains();
@@ -215,7 +210,7 @@ impl ShardQueue {
             let next = self.queue.borrow().next_wakeup();
             let sleep = next
                 .map_or(SCHEDULER_IDLE, |t| {
-                    Duration::from_millis(t.saturating_sub(now_ms()))
+                    Duration::from_millis(t.saturating_sub(sched::wall_ms()))
                 })
                 .min(SCHEDULER_IDLE);
             futures_lite::future::or(self.kick.notified(), sched::sleep(sleep)).await;

@@ -142,11 +142,6 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> u64 {
-    crate::runtime::sched::wall_ms()
-}
-
 /// The id after `id`: `seq + 1`, or on wrap `epoch_ms + 1` with `seq` 0.
 pub fn next_message_id(id: crate::message::MessageId) -> crate::message::MessageId {
     match id.seq.checked_add(1) {

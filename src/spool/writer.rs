@@ -23,8 +23,9 @@ use super::record::{
 use super::recovery::{recover_dir, Recovered};
 use super::space::Space;
 use super::staging::{prepend_copies, wait_batch, BookOp, CopyReq, Staged, Staging};
-use super::{now_ms, segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
+use super::{segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Content, Envelope, MessageId};
+use crate::runtime::sched;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ pub struct Spool {
     shard: u16,
     next_id: Cell<MessageId>,
     pub(super) shared: Rc<Shared>,
-    task: RefCell<Option<crate::runtime::sched::Task<()>>>,
+    task: RefCell<Option<sched::Task<()>>>,
 }
 
 impl Spool {
@@ -125,7 +126,7 @@ impl Spool {
         disk.create_dir_all(dir)
             .map_err(|e| SpoolError::from_io("creating spool", &e))?;
         let (recovered, state) = recover_dir(&*disk, dir, Some(shard), true)?;
-        let epoch_ms = now_ms().max(state.max_epoch_ms.saturating_add(1));
+        let epoch_ms = sched::wall_ms().max(state.max_epoch_ms.saturating_add(1));
         let space = Space::open(disk.clone(), dir, opts.reserve_bytes).await?;
         let seg_no = state.next_segment.max(1);
         let shared = Rc::new(Shared {
@@ -166,7 +167,7 @@ impl Spool {
                 );
             }
         }
-        let task = crate::runtime::sched::spawn(committer.run());
+        let task = sched::spawn(committer.run());
         let spool = Spool {
             dir: dir.to_path_buf(),
             disk,
@@ -539,11 +540,11 @@ impl Committer {
         if delay.is_zero() || self.shared.closed.get() {
             return;
         }
-        let deadline = crate::runtime::sched::now() + delay;
-        while crate::runtime::sched::now() < deadline
+        let deadline = sched::now() + delay;
+        while sched::now() < deadline
             && self.shared.staging.borrow().bytes < self.shared.opts.batch_max_bytes
         {
-            crate::runtime::sched::sleep(delay / 8).await;
+            sched::sleep(delay / 8).await;
         }
     }
 
@@ -709,7 +710,7 @@ impl Committer {
             version: FORMAT_VERSION,
             shard: self.shard,
             segment: n,
-            created_ms: now_ms(),
+            created_ms: sched::wall_ms(),
         };
         let old = (
             self.file.replace(file),

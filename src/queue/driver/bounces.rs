@@ -7,13 +7,14 @@
 //! (the reply type, the status parser). Must never: queue a DSN before it
 //! is durable.
 
-use super::{now_ms, ShardQueue};
+use super::ShardQueue;
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
 use crate::message::{Content, Envelope, MessageId, Recipient};
 use crate::queue::{is_expiry, Final};
 use crate::reply::status::EnhancedStatus;
 use crate::reply::Reply;
+use crate::runtime::sched;
 use crate::spool::SpoolError;
 
 /// The enhanced status a DSN reports for a failure reply: its own (or one
@@ -60,7 +61,7 @@ impl ShardQueue {
                 return None;
             }
         };
-        let now = now_ms();
+        let now = sched::wall_ms();
         let reports: Vec<RecipientReport> = failures
             .iter()
             .map(|f| RecipientReport {
@@ -137,13 +138,13 @@ impl ShardQueue {
             &id,
             d.delay_dsn_retry_interval.as_millis() as u64,
             d.delay_dsn_max_retry_interval.as_millis() as u64,
-            now_ms(),
+            sched::wall_ms(),
         );
         let Some((pending, last)) = due else { return };
         let Ok((env, content)) = self.fetch(id).await else {
             return;
         };
-        let now = now_ms();
+        let now = sched::wall_ms();
         let until = d.retry.expires_at(env.received_at_ms);
         let reports: Vec<RecipientReport> = pending
             .iter()

@@ -13,12 +13,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{now_ms, ShardQueue};
+use super::ShardQueue;
 use crate::bounce::classify_reply;
 use crate::config::Delivery;
 use crate::events::Event;
 use crate::message::MessageId;
 use crate::queue::{Job, Next, RcptResult, Settlement};
+use crate::runtime::sched;
 use crate::spool::{Outcome, Record, SpoolError};
 
 /// First wait before writing an outcome again after a spool failure.
@@ -43,7 +44,7 @@ impl ShardQueue {
         let s = self
             .queue
             .borrow_mut()
-            .settle(job, results, &d.retry, now_ms());
+            .settle(job, results, &d.retry, sched::wall_ms());
         self.report(job, results, &s, remote);
         let failures: Vec<&crate::queue::Final> =
             s.finals.iter().filter(|f| !f.delivered).collect();
@@ -174,7 +175,7 @@ impl ShardQueue {
                     if failures.is_power_of_two() {
                         self.events.panic(&format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
                     }
-                    crate::runtime::sched::sleep(delay).await;
+                    sched::sleep(delay).await;
                     delay = (delay * 2).min(RECORD_RETRY_MAX);
                 }
             }
@@ -200,7 +201,7 @@ impl ShardQueue {
         let admitted = self
             .repeats
             .borrow_mut()
-            .admit(&(domain.clone(), kind), crate::runtime::sched::now());
+            .admit(&(domain.clone(), kind), sched::now());
         if let Some(held) = admitted {
             let also = if held > 0 {
                 format!(" ({held} similar line(s) for this domain held back)")
@@ -220,7 +221,7 @@ impl ShardQueue {
         let mut tasks = Vec::new();
         for start in (0..jobs.len()).step_by(per_task.max(1)) {
             let (me, jobs, result, d) = (self.clone(), jobs.clone(), result.clone(), d.clone());
-            tasks.push(crate::runtime::sched::spawn(async move {
+            tasks.push(sched::spawn(async move {
                 for job in jobs.iter().skip(start).take(per_task) {
                     let results: Vec<(u32, RcptResult)> = job
                         .recipients

@@ -4,16 +4,21 @@
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
 //! `Recipient`, `Notify`, `BodyType`, `DsnRet`, the content of a received
 //! message (`Content`, in `content`), and the recipients still to deliver
-//! with what an attempt came to for each (`QueuedRcpt`, `RcptResult`).
-//! May call: `reply` (the reply type, which calls nothing else), std and
-//! `thiserror`: nothing that imports a stage, so that every stage may
-//! import it. Must never do I/O.
+//! with what an attempt came to for each (`QueuedRcpt`, `RcptResult`), and
+//! the compact table keyed by message id that the queue and the spool's
+//! book keep per queued message (`IdTable`, in `ids`).
+//! May call: `reply` (the reply type, which calls nothing else),
+//! `runtime::hash` (which calls nothing in the crate), std and `thiserror`:
+//! nothing that imports a stage, so that every stage may import it. Must
+//! never do I/O.
 //! `smtp::server` produces these, `intake` hands them to `spool`, and
 //! `queue`, `outbound` and `bounce` pass them on and read them back.
 
 mod content;
+mod ids;
 
 pub use content::Content;
+pub use ids::IdTable;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -149,7 +149,7 @@ fn missing_results_count_as_deferred() {
         0,
     );
     assert!(matches!(s.next, Next::Retry { attempts: 1, .. }));
-    assert_eq!(q.get(&id(1)).unwrap().pending, vec![rcpt(1, "b@x.test")]);
+    assert_eq!(q.get(&id(1)).unwrap().pending(), &[rcpt(1, "b@x.test")]);
 }
 
 #[test]
@@ -357,4 +357,42 @@ fn delay_notices_at_doubling_ages() {
         .delay_notice_due(&id(1), hour, 4 * hour, 1_000 + 11 * hour)
         .is_some());
     assert_eq!(q.get(&id(1)).unwrap().delay_notices, 4);
+}
+
+/// Heap bytes in use (every glibc arena, small and mmap'd blocks).
+pub(crate) fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
+}
+
+/// Memory per deferred message, as `perf/queue_1m.sh` makes it: 1,000,000
+/// one-recipient messages recovered, handed out, deferred. Prints the
+/// queue's heap bytes per message (run alone:
+/// `cargo test --release --lib queue_memory -- --ignored --nocapture --test-threads=1`).
+#[test]
+#[ignore = "measurement: run alone"]
+fn queue_memory_per_deferred_message() {
+    const N: u32 = 1_000_000;
+    let before = heap_in_use();
+    let mut q = Queue::new();
+    for n in 0..N {
+        q.insert(
+            Entry::new(id(n), 1, 0, 0, vec![rcpt(0, "queued@example.net")]),
+            1,
+        );
+    }
+    let reply = ok("421 4.4.0 connection refused");
+    let p = RetryPolicy::default();
+    for j in q.take_all("example.net") {
+        let s = q.settle(&j, &[(0, RcptResult::Deferred(reply.clone()))], &p, 2);
+        assert!(matches!(s.next, Next::Retry { .. }));
+    }
+    assert_eq!((q.len(), q.delayed_len()), (N as usize, N as usize));
+    let used = heap_in_use() - before;
+    println!(
+        "queue: {} bytes per deferred message ({} with the 18-octet address)",
+        (used - N as usize * 32) / N as usize,
+        used / N as usize
+    );
 }

@@ -9,28 +9,45 @@
 //! `spool::record` (`Outcome`), `message`, runtime (hash maps).
 
 use super::record::Outcome;
-use crate::message::MessageId;
+use crate::message::{IdTable, MessageId};
 use crate::runtime::hash::Map;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a live message's later records changed; carried along by a
 /// copy-forward so that the copy alone tells the whole story. Absent for
 /// the common case of a message nobody has tried to deliver yet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct MsgState {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MsgState<'a> {
     /// Final outcomes: (recipient index, outcome, reply).
-    pub(crate) finals: Vec<(u32, Outcome, Box<str>)>,
+    pub(crate) finals: &'a [(u32, Outcome, Box<str>)],
     /// Last RETRY: (next attempt ms, attempts).
     pub(crate) retry: Option<(u64, u32)>,
 }
 
-/// Where a live message's current MESSAGE record is.
+/// Where a live message's current MESSAGE record is, and its last RETRY:
+/// 24 bytes at 4-byte alignment (a million deferred messages each have
+/// one).
 #[derive(Debug)]
 struct Live {
     seg: u32,
     offset: u32,
     len: u32,
-    state: Option<Box<MsgState>>,
+    /// Last RETRY's attempts + 1 (0: none).
+    retry_attempts_1: u32,
+    /// Last RETRY's next attempt ms, low and high halves.
+    retry_at: [u32; 2],
+}
+
+impl Live {
+    fn retry(&self) -> Option<(u64, u32)> {
+        let at = u64::from(self.retry_at[0]) | u64::from(self.retry_at[1]) << 32;
+        self.retry_attempts_1.checked_sub(1).map(|n| (at, n))
+    }
+
+    fn set_retry(&mut self, at: u64, attempts: u32) {
+        self.retry_at = [at as u32, (at >> 32) as u32];
+        self.retry_attempts_1 = attempts.saturating_add(1);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +74,10 @@ pub(crate) struct CopySource {
 /// Compaction bookkeeping for one shard.
 #[derive(Debug, Default)]
 pub(crate) struct Book {
-    live: Map<MessageId, Live>,
+    live: IdTable<Live>,
+    /// Final outcomes of live messages that have some (rare: a message
+    /// partly delivered).
+    finals: Map<MessageId, Vec<(u32, Outcome, Box<str>)>>,
     segs: BTreeMap<u32, SegInfo>,
 }
 
@@ -78,17 +98,19 @@ impl Book {
     /// for a live id is a copy-forward: the message moves, its state stays.
     pub(crate) fn on_message(&mut self, seg: u32, id: MessageId, offset: u32, len: u32) {
         let end = u64::from(offset) + u64::from(len);
-        let state = match self.live.remove(&id) {
+        let (retry_attempts_1, retry_at) = match self.live.get(&id) {
             Some(old) => {
-                if let Some(info) = self.segs.get_mut(&old.seg) {
+                let (old_seg, old_len) = (old.seg, old.len);
+                let kept = (old.retry_attempts_1, old.retry_at);
+                if let Some(info) = self.segs.get_mut(&old_seg) {
                     info.live = info.live.saturating_sub(1);
-                    info.live_bytes = info.live_bytes.saturating_sub(u64::from(old.len));
+                    info.live_bytes = info.live_bytes.saturating_sub(u64::from(old_len));
                 }
                 // The copy's own segment now depends on the old one going
                 // first only through the records that cancel it; none here.
-                old.state
+                kept
             }
-            None => None,
+            None => (0, [0, 0]),
         };
         let info = self.touch(seg, end);
         info.live += 1;
@@ -99,7 +121,8 @@ impl Book {
                 seg,
                 offset,
                 len,
-                state,
+                retry_attempts_1,
+                retry_at,
             },
         );
     }
@@ -122,28 +145,26 @@ impl Book {
         outcome: Outcome,
         reply: &str,
     ) {
-        let Some(live) = self.on_ref(seg, id, end) else {
-            return;
-        };
-        if !outcome.is_final() {
+        if self.on_ref(seg, id, end).is_none() || !outcome.is_final() {
             return;
         }
-        let st = live.state.get_or_insert_with(Box::default);
-        if !st.finals.iter().any(|(r, _, _)| *r == rcpt) {
-            st.finals.push((rcpt, outcome, reply.into()));
+        let finals = self.finals.entry(id).or_default();
+        if !finals.iter().any(|(r, _, _)| *r == rcpt) {
+            finals.push((rcpt, outcome, reply.into()));
         }
     }
 
     /// A RETRY record landed.
     pub(crate) fn on_retry(&mut self, seg: u32, end: u64, id: MessageId, next_ms: u64, n: u32) {
         if let Some(live) = self.on_ref(seg, id, end) {
-            live.state.get_or_insert_with(Box::default).retry = Some((next_ms, n));
+            live.set_retry(next_ms, n);
         }
     }
 
     /// A DONE record landed.
     pub(crate) fn on_done(&mut self, seg: u32, end: u64, id: MessageId) {
         self.on_ref(seg, id, end);
+        self.finals.remove(&id);
         if let Some(old) = self.live.remove(&id) {
             if let Some(info) = self.segs.get_mut(&old.seg) {
                 info.live = info.live.saturating_sub(1);
@@ -154,7 +175,7 @@ impl Book {
 
     /// Is `id` live?
     pub(crate) fn is_live(&self, id: &MessageId) -> bool {
-        self.live.contains_key(id)
+        self.live.contains(id)
     }
 
     /// The segment holding `id`'s current MESSAGE record, if live.
@@ -168,8 +189,10 @@ impl Book {
     }
 
     /// The state a copy of `id` must carry (None: nothing beyond the MESSAGE).
-    pub(crate) fn state_of(&self, id: &MessageId) -> Option<&MsgState> {
-        self.live.get(id).and_then(|l| l.state.as_deref())
+    pub(crate) fn state_of(&self, id: &MessageId) -> Option<MsgState<'_>> {
+        let retry = self.live.get(id)?.retry();
+        let finals = self.finals.get(id).map_or(&[][..], Vec::as_slice);
+        (retry.is_some() || !finals.is_empty()).then_some(MsgState { finals, retry })
     }
 
     /// Segments that may be deleted now, oldest first. A segment goes when
@@ -196,10 +219,10 @@ impl Book {
             .filter(|s| self.segs.get(s).is_some_and(|i| i.live > 0))
             .collect();
         let mut by_seg: BTreeMap<u32, Vec<CopySource>> = BTreeMap::new();
-        for (id, l) in &self.live {
+        for (id, l) in self.live.iter() {
             if segs.contains(&l.seg) {
                 by_seg.entry(l.seg).or_default().push(CopySource {
-                    id: *id,
+                    id,
                     seg: l.seg,
                     offset: l.offset,
                     len: l.len,
@@ -302,4 +325,33 @@ mod tests {
         b.add_segment(2, 32);
         assert!(b.copy_plan(2, 25, 1 << 20).is_empty());
     }
+}
+
+/// Memory per deferred message in the book (see the queue's
+/// `queue_memory_per_deferred_message`; run alone).
+#[cfg(test)]
+#[test]
+#[ignore = "measurement: run alone"]
+fn book_memory_per_deferred_message() {
+    const N: u32 = 1_000_000;
+    let before = crate::queue::tests::heap_in_use();
+    let mut b = Book::default();
+    for n in 0..N {
+        let id = MessageId {
+            epoch_ms: 1,
+            shard: 0,
+            seq: n,
+        };
+        b.on_message(n / 8000, id, (n % 8000) * 4400, 4400);
+    }
+    for n in 0..N {
+        let id = MessageId {
+            epoch_ms: 1,
+            shard: 0,
+            seq: n,
+        };
+        b.on_retry(200, u64::from(n) * 40, id, 60_000, 1);
+    }
+    let used = crate::queue::tests::heap_in_use() - before;
+    println!("book: {} bytes per deferred message", used / N as usize);
 }

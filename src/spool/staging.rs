@@ -168,7 +168,7 @@ pub(super) fn prepend_copies(
         let Some(st) = book.state_of(&c.id) else {
             continue;
         };
-        for (rcpt, outcome, reply) in &st.finals {
+        for (rcpt, outcome, reply) in st.finals {
             let rec = Record::Outcome {
                 id: c.id,
                 rcpt: *rcpt,

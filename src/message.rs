@@ -4,7 +4,8 @@
 //! Owns the shared vocabulary: `MessageId` (and `BadMessageId`), `Envelope`,
 //! `Recipient`, `Notify`, `BodyType`, `DsnRet`, the content of a received
 //! message (`Content`, in `content`), and the recipients still to deliver
-//! with what an attempt came to for each (`QueuedRcpt`, `RcptResult`), and
+//! with what an attempt came to for each (`QueuedRcpt`, `PendingRcpts`,
+//! `RcptResult`), and
 //! the compact table keyed by message id that the queue and the spool's
 //! book keep per queued message (`IdTable`, in `ids`).
 //! May call: `reply` (the reply type, which calls nothing else),
@@ -209,6 +210,106 @@ impl QueuedRcpt {
         self.address
             .rsplit_once('@')
             .map_or(domain.is_empty(), |(_, d)| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// Recipients still to deliver, in envelope order: one inline (the bulk
+/// case: no allocation beyond its address), more on the heap. Recovery
+/// builds them and the queue keeps them, so a queue of millions holds no
+/// per-message list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PendingRcpts {
+    /// Exactly one.
+    One(QueuedRcpt),
+    /// Any other number.
+    Many(Vec<QueuedRcpt>),
+}
+
+impl Default for PendingRcpts {
+    fn default() -> Self {
+        PendingRcpts::Many(Vec::new())
+    }
+}
+
+impl From<Vec<QueuedRcpt>> for PendingRcpts {
+    fn from(mut v: Vec<QueuedRcpt>) -> Self {
+        if v.len() == 1 {
+            if let Some(r) = v.pop() {
+                return PendingRcpts::One(r);
+            }
+        }
+        v.shrink_to_fit();
+        PendingRcpts::Many(v)
+    }
+}
+
+impl FromIterator<QueuedRcpt> for PendingRcpts {
+    fn from_iter<I: IntoIterator<Item = QueuedRcpt>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else {
+            return PendingRcpts::default();
+        };
+        match iter.next() {
+            None => PendingRcpts::One(first),
+            Some(second) => {
+                let mut v = vec![first, second];
+                v.extend(iter);
+                v.shrink_to_fit();
+                PendingRcpts::Many(v)
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for PendingRcpts {
+    type Target = [QueuedRcpt];
+    fn deref(&self) -> &[QueuedRcpt] {
+        match self {
+            PendingRcpts::One(r) => std::slice::from_ref(r),
+            PendingRcpts::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a PendingRcpts {
+    type Item = &'a QueuedRcpt;
+    type IntoIter = std::slice::Iter<'a, QueuedRcpt>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PendingRcpts {
+    /// Takes out the one at `pos` (panics beyond the end, like `Vec`).
+    pub fn remove(&mut self, pos: usize) -> QueuedRcpt {
+        match self {
+            PendingRcpts::One(_) if pos == 0 => match std::mem::take(self) {
+                PendingRcpts::One(r) => r,
+                PendingRcpts::Many(_) => unreachable!("matched One"),
+            },
+            PendingRcpts::One(_) => panic!("removal index {pos} beyond one recipient"),
+            PendingRcpts::Many(v) => v.remove(pos),
+        }
+    }
+
+    /// Keeps those for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&QueuedRcpt) -> bool) {
+        match self {
+            PendingRcpts::One(r) => {
+                if !keep(r) {
+                    *self = PendingRcpts::default();
+                }
+            }
+            PendingRcpts::Many(v) => v.retain(|r| keep(r)),
+        }
+    }
+
+    /// Takes all out, leaving none.
+    pub fn take(&mut self) -> Vec<QueuedRcpt> {
+        match std::mem::take(self) {
+            PendingRcpts::One(r) => vec![r],
+            PendingRcpts::Many(v) => v,
+        }
     }
 }
 

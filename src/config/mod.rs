@@ -229,6 +229,12 @@ pub struct Config {
     pub relay_domains: Vec<String>,
     /// Per shard: content octets sessions may buffer before their 250.
     pub inbound_data_budget: u64,
+    /// Per shard: received messages whose content stays in memory until
+    /// their first attempt ends.
+    pub max_resident_messages: u64,
+    /// Per shard: their content octets, when set (else see
+    /// [`Config::max_resident_size`]).
+    pub max_resident_size: Option<u64>,
     /// DNS resolution settings.
     pub dns: DnsSettings,
     /// Listeners in file order.
@@ -638,12 +644,25 @@ impl Config {
             },
             relay_domains,
             inbound_data_budget: int("inbound_data_budget", &g),
+            max_resident_messages: int("max_resident_messages", &g),
+            max_resident_size: match lookup("max_resident_size", &g) {
+                Some(Value::Int(n)) => Some(n),
+                _ => None,
+            },
             dns,
             listeners,
             shard_overrides,
             delivery: DeliveryTable::new(default_delivery, domain_delivery),
             raw,
         })
+    }
+
+    /// Per shard: content octets of resident messages, given the machine's
+    /// physical memory and CPUs: `max_resident_size`, else a quarter of
+    /// the memory shared by the shards.
+    pub fn resident_size_per_shard(&self, physical_memory: u64, available: usize) -> u64 {
+        self.max_resident_size
+            .unwrap_or(physical_memory / 4 / self.shard_count(available) as u64)
     }
 
     /// How many shards to run on a machine with `available` CPUs.

@@ -139,9 +139,9 @@ impl<T> IdTable<T> {
 
     /// Every id and its value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (MessageId, &T)> + '_ {
-        self.index.iter().filter_map(|(k, slot)| {
-            self.slots[slot.get()].as_ref().map(|v| (k.id(), v))
-        })
+        self.index
+            .iter()
+            .filter_map(|(k, slot)| self.slots[slot.get()].as_ref().map(|v| (k.id(), v)))
     }
 }
 
@@ -178,10 +178,16 @@ mod tests {
         t.get_mut(&b).unwrap().push('!');
         let mut all: Vec<(MessageId, String)> = t.iter().map(|(k, v)| (k, v.clone())).collect();
         all.sort();
-        assert_eq!(all, vec![(id(1, 7, u32::MAX), "b!".into()), (id(3, 0, 0), "c".into())]);
+        assert_eq!(
+            all,
+            vec![(id(1, 7, u32::MAX), "b!".into()), (id(3, 0, 0), "c".into())]
+        );
         t.remove(&b);
         t.remove(&id(3, 0, 0));
-        assert!(t.is_empty() && t.slots.capacity() == 0, "emptied: memory back");
+        assert!(
+            t.is_empty() && t.slots.capacity() == 0,
+            "emptied: memory back"
+        );
     }
 
     #[test]

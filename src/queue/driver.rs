@@ -28,7 +28,7 @@ use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::{sched, Current};
 use crate::spool::{Spool, SpoolError};
-use resident::Resident;
+use resident::{Budget, Resident};
 
 mod bounces;
 mod resident;
@@ -37,11 +37,6 @@ mod worker;
 
 /// Longest sleep of the scheduler loop when nothing is due.
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
-
-/// Largest total of message content kept in memory per shard. A message
-/// stays resident from reception to its first deferral; beyond this budget,
-/// and after a deferral, its content is read back from the spool.
-const MAX_RESIDENT_OCTETS: usize = 256 << 20;
 
 /// A shard's queue manager.
 pub struct ShardQueue {
@@ -52,6 +47,8 @@ pub struct ShardQueue {
     pools: Rc<Pools>,
     queue: RefCell<Queue>,
     resident: RefCell<Resident>,
+    /// Physical memory and usable CPUs, for the resident budget's default.
+    machine: (u64, usize),
     active: RefCell<Map<Rc<str>, u32>>,
     /// Delivery tasks waiting for work in a domain wait on these.
     idle: RefCell<Map<Rc<str>, Signal>>,
@@ -85,7 +82,11 @@ impl ShardQueue {
             spool,
             pools,
             queue: RefCell::new(Queue::new()),
-            resident: RefCell::new(Resident::new(MAX_RESIDENT_OCTETS)),
+            resident: RefCell::default(),
+            machine: (
+                crate::runtime::physical_memory(),
+                crate::runtime::allowed_cpus().len(),
+            ),
             active: RefCell::default(),
             idle: RefCell::default(),
             kick: Notify::default(),
@@ -124,7 +125,7 @@ impl ShardQueue {
 
     /// Queues a message that was just made durable.
     pub fn accept(&self, id: MessageId, env: Envelope, content: Content) {
-        let pending = env
+        let pending: super::PendingRcpts = env
             .recipients
             .iter()
             .enumerate()
@@ -134,9 +135,21 @@ impl ShardQueue {
             })
             .collect();
         let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
-        self.resident.borrow_mut().keep(id, env, content);
+        let budget = self.resident_budget();
+        self.resident.borrow_mut().keep(id, env, content, budget);
         let ready = self.queue.borrow_mut().insert(entry, sched::wall_ms());
         self.work_arrived(&ready);
+    }
+
+    /// The resident-content budget the current config gives this shard.
+    fn resident_budget(&self) -> Budget {
+        let config = self.config.get();
+        let (memory, cpus) = self.machine;
+        let octets = config.resident_size_per_shard(memory, cpus);
+        Budget {
+            messages: usize::try_from(config.max_resident_messages).unwrap_or(usize::MAX),
+            octets: usize::try_from(octets).unwrap_or(usize::MAX),
+        }
     }
 
     /// Envelope and content of a queued message: the resident copy, else

@@ -21,8 +21,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
+pub use crate::message::{domain_of, PendingRcpts, QueuedRcpt, RcptResult};
 use crate::message::{IdTable, MessageId};
-pub use crate::message::{domain_of, QueuedRcpt, RcptResult};
 use crate::reply::Reply;
 pub use policy::{AfterDeferral, RetryPolicy};
 
@@ -38,7 +38,7 @@ pub struct Entry {
     /// Not before this time.
     pub next_attempt_ms: u64,
     /// Recipients without a final outcome.
-    pub pending: Vec<QueuedRcpt>,
+    pub pending: PendingRcpts,
 }
 
 impl Entry {
@@ -48,14 +48,14 @@ impl Entry {
         received_at_ms: u64,
         attempts: u32,
         next_attempt_ms: u64,
-        pending: Vec<QueuedRcpt>,
+        pending: impl Into<PendingRcpts>,
     ) -> Entry {
         Entry {
             id,
             received_at_ms,
             attempts,
             next_attempt_ms,
-            pending,
+            pending: pending.into(),
         }
     }
 }
@@ -68,7 +68,7 @@ pub struct Held {
     pub received_at_ms: u64,
     /// Not before this time.
     pub next_attempt_ms: u64,
-    pending: Rcpts,
+    pending: PendingRcpts,
     /// Last deferral reply, for expiry reports.
     last_reply: Option<Rc<Reply>>,
     /// Rounds of attempts that ended with a deferral.
@@ -84,59 +84,7 @@ pub struct Held {
 impl Held {
     /// Recipients without a final outcome.
     pub fn pending(&self) -> &[QueuedRcpt] {
-        self.pending.as_slice()
-    }
-}
-
-/// Recipients without a final outcome: one inline (the bulk case), more
-/// on the heap.
-#[derive(Clone, Debug)]
-enum Rcpts {
-    One(QueuedRcpt),
-    Many(Vec<QueuedRcpt>),
-}
-
-impl Rcpts {
-    fn new(mut v: Vec<QueuedRcpt>) -> Rcpts {
-        match v.pop() {
-            Some(r) if v.is_empty() => Rcpts::One(r),
-            Some(r) => {
-                v.push(r);
-                v.shrink_to_fit();
-                Rcpts::Many(v)
-            }
-            None => Rcpts::Many(v),
-        }
-    }
-
-    fn as_slice(&self) -> &[QueuedRcpt] {
-        match self {
-            Rcpts::One(r) => std::slice::from_ref(r),
-            Rcpts::Many(v) => v,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    /// Takes out the one at `pos` (< len).
-    fn remove(&mut self, pos: usize) -> QueuedRcpt {
-        match self {
-            Rcpts::One(_) => match std::mem::replace(self, Rcpts::Many(Vec::new())) {
-                Rcpts::One(r) => r,
-                Rcpts::Many(_) => unreachable!("matched One"),
-            },
-            Rcpts::Many(v) => v.remove(pos),
-        }
-    }
-
-    /// Takes out all.
-    fn take(&mut self) -> Vec<QueuedRcpt> {
-        match std::mem::replace(self, Rcpts::Many(Vec::new())) {
-            Rcpts::One(r) => vec![r],
-            Rcpts::Many(v) => v,
-        }
+        &self.pending
     }
 }
 
@@ -306,7 +254,7 @@ impl Queue {
         let held = Held {
             received_at_ms: entry.received_at_ms,
             next_attempt_ms: due,
-            pending: Rcpts::new(entry.pending),
+            pending: entry.pending,
             last_reply: None,
             attempts: entry.attempts,
             outstanding: 0,
@@ -408,8 +356,15 @@ impl Queue {
     /// Takes back every ready job of a domain at once (e.g. its hosts are
     /// unreachable), so they can be settled together.
     pub fn take_all(&mut self, domain: &str) -> Vec<Job> {
+        self.take_up_to(domain, usize::MAX)
+    }
+
+    /// Takes back up to `n` ready jobs of a domain (`take_all` in pieces,
+    /// so that settling a million of them holds a piece in memory at once).
+    pub fn take_up_to(&mut self, domain: &str, n: usize) -> Vec<Job> {
         let mut jobs = Vec::new();
-        while let Some(j) = self.take(domain) {
+        while jobs.len() < n {
+            let Some(j) = self.take(domain) else { break };
             jobs.push(j);
         }
         jobs

@@ -79,6 +79,20 @@ pub fn raise_limits() {
     }
 }
 
+/// Physical memory of the machine in bytes (0 if unknown).
+pub fn physical_memory() -> u64 {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(u64::try_from(size).unwrap_or(0))
+}
+
 /// CPUs this process may run on, in order.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: set is a plain bitmask struct, valid to zero-initialise and pass by pointer.

@@ -14,7 +14,7 @@ use super::quarantine::is_half_created;
 use super::record::{decode_message_parts, decode_payload, RecordType, FRAME_HEADER_LEN};
 use super::scan::{scan_segment, SegmentScan};
 use super::{parse_segment_file_name, SpoolError};
-use crate::message::{MessageId, QueuedRcpt};
+use crate::message::{MessageId, PendingRcpts, QueuedRcpt};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,7 @@ pub struct QueuedMessage {
     /// Reception time from the envelope (for expiry).
     pub received_at_ms: u64,
     /// Recipients without a final outcome, in envelope order.
-    pub pending: Vec<QueuedRcpt>,
+    pub pending: PendingRcpts,
 }
 
 /// Counts from one recovery run.

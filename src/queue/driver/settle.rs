@@ -29,6 +29,9 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Jobs settled concurrently when a whole domain is settled at once.
 const SETTLE_CONCURRENCY: usize = 256;
+/// Jobs taken from the queue at a time then: what is handed out is a copy
+/// of each recipient, so a million-message domain is settled in pieces.
+const SETTLE_PIECE: usize = 16 * 1024;
 
 impl ShardQueue {
     /// Settles a job in the queue, spools a DSN for failures, then
@@ -189,8 +192,9 @@ impl ShardQueue {
         result: RcptResult,
         d: &Arc<Delivery>,
     ) {
-        let jobs = self.queue.borrow_mut().take_all(domain);
-        if jobs.is_empty() {
+        // What is ready now; what arrives meanwhile waits for a connection.
+        let ready = self.queue.borrow().ready_len(domain);
+        if ready == 0 {
             return;
         }
         let (kind, name) = match &result {
@@ -210,12 +214,27 @@ impl ShardQueue {
             };
             // The reply's one-line form, quoted; tools grep "settled as Deferred".
             log::info!(
-                "shard {}: {domain}: {} message(s) settled as {name}({:?}){also}",
+                "shard {}: {domain}: {ready} message(s) settled as {name}({:?}){also}",
                 self.shard,
-                jobs.len(),
                 result.reply().to_string()
             );
         }
+        let mut left = ready;
+        while left > 0 {
+            let jobs = self
+                .queue
+                .borrow_mut()
+                .take_up_to(domain, left.min(SETTLE_PIECE));
+            if jobs.is_empty() {
+                break;
+            }
+            left -= jobs.len();
+            self.settle_jobs(jobs, &result, d).await;
+        }
+    }
+
+    /// Settles `jobs` with the same result, `SETTLE_CONCURRENCY` at a time.
+    async fn settle_jobs(self: &Rc<Self>, jobs: Vec<Job>, result: &RcptResult, d: &Arc<Delivery>) {
         let jobs = Rc::new(jobs);
         let per_task = jobs.len().div_ceil(SETTLE_CONCURRENCY);
         let mut tasks = Vec::new();

@@ -20,7 +20,7 @@ use crate::config::{reload, Config};
 use crate::events::CounterSnapshot;
 use crate::inbound::AuthMesh;
 use crate::runtime::mesh;
-use crate::runtime::{allowed_cpus, explain_glommio, raise_limits};
+use crate::runtime::{allowed_cpus, explain_glommio, raise_limits, tune_allocator};
 use crate::spool::SpoolLock;
 
 /// A shard's start-up report to the main thread.
@@ -99,6 +99,7 @@ type Mesh = mesh::Mesh<ShardRequest, ShardAnswer>;
 pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let config = Config::load(config_path.as_deref())?;
     raise_limits();
+    tune_allocator();
     let allowed = allowed_cpus();
     let count = config.shard_count(allowed.len());
     let cpus = config.cpus.clone().unwrap_or_else(|| allowed.clone());

@@ -75,6 +75,8 @@ pub async fn run(
         pools,
         std::mem::take(&mut recovered.messages),
     );
+    // Recovery's transient blocks are freed now: their pages go back.
+    crate::runtime::release_free_memory();
     let intake = Rc::new(Intake::new(spool.clone(), queue.clone(), events.clone()));
     let started = ShardInbound::start(
         shard,

@@ -231,6 +231,10 @@ impl ShardQueue {
             left -= jobs.len();
             self.settle_jobs(jobs, &result, d).await;
         }
+        if ready >= SETTLE_PIECE {
+            // Each piece's copies of recipients are freed: their pages go back.
+            crate::runtime::release_free_memory();
+        }
     }
 
     /// Settles `jobs` with the same result, `SETTLE_CONCURRENCY` at a time.

@@ -54,15 +54,23 @@ const OWN_MAPPING_FROM: i32 = 4 << 20;
 /// up to 32 MiB, so tables below it grow inside the heap and every stage of
 /// their growth stays behind as free memory the process keeps: with a
 /// million queued messages, about as much as the tables themselves.
-/// Blocks below 4 MiB (spool batches, session buffers) stay in the heap.
+/// Blocks below 4 MiB (spool batches, message bodies) stay in the heap,
+/// and the heap keeps up to 64 MiB free at its top instead of glibc's
+/// fixed 128 KiB (which a fixed mmap threshold implies): else every large
+/// message's body lands on pages just given back and faults them in again.
+/// Free pages go back at the moments [`release_free_memory`] is called.
 pub fn tune_allocator() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; called before the
+    // SAFETY: mallopt only sets allocator parameters; called before the
     // shards start.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_FROM);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREE_AT_TOP);
     }
 }
+
+/// Free memory the heap keeps at its top before giving it back.
+const KEEP_FREE_AT_TOP: i32 = 64 << 20;
 
 /// Gives the system back the free pages of every heap (glibc's
 /// `malloc_trim`): after a phase that made and freed many small blocks at

@@ -234,6 +234,22 @@ fn take_all_for_an_unreachable_domain() {
     assert_eq!(q.ready_domains(), vec![Rc::from("live.test")]);
 }
 
+#[test]
+fn take_up_to_hands_out_a_domain_in_pieces() {
+    let mut q = Queue::new();
+    for n in 0..5 {
+        q.insert(Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@dead.test")]), 0);
+    }
+    let first = q.take_up_to("dead.test", 2);
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![id(0), id(1)]
+    );
+    assert_eq!(q.ready_len("dead.test"), 3);
+    assert_eq!(q.take_up_to("dead.test", 10).len(), 3);
+    assert!(q.take_up_to("dead.test", 10).is_empty());
+}
+
 /// xorshift64*: deterministic randomness for the simulation.
 struct Rng(u64);
 impl Rng {

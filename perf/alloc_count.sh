@@ -24,7 +24,9 @@
 # first user buffer and the last user buffer -> socket.
 #
 # Usage: perf/alloc_count.sh [--at COMMIT] [--messages N] [--size BYTES]
-#                            [--size2 BYTES] [--sessions S]
+#                            [--size2 BYTES] [--sessions S] [--bin-dir DIR]
+#   --bin-dir DIR use DIR's impulse-counted, impulse-load and impulse-sink
+#                 as they are (no build)
 #   --size2 BYTES the second message size for body_copies (default 4*SIZE)
 #   --at COMMIT   measure the tree of COMMIT instead (built in a temporary
 #                 worktree with this script's impulse-counted.rs copied in)
@@ -33,11 +35,11 @@
 # the bytes copied by call size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-AT= N=5000 SIZE=4096 SIZE2= S=20
+AT= N=5000 SIZE=4096 SIZE2= S=20 BIN_DIR=
 while [ $# -gt 0 ]; do
   case $1 in
-    --at) AT=$2; shift;; --messages) N=$2; shift;; --size) SIZE=$2; shift;; --size2) SIZE2=$2; shift;; --sessions) S=$2; shift;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0;;
+    --at) AT=$2; shift;; --bin-dir) BIN_DIR=$(readlink -f "$2"); shift;; --messages) N=$2; shift;; --size) SIZE=$2; shift;; --size2) SIZE2=$2; shift;; --sessions) S=$2; shift;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0;;
     *) echo "alloc_count: unknown option $1" >&2; exit 2;;
   esac; shift
 done
@@ -48,8 +50,12 @@ PIDS=()
 cleanup() { set +e; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
   [ -n "$AT" ] && git -C "$ROOT" worktree remove --force "$W/tree" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-cargo build --release -q -p impulse-perf --bin impulse-load --bin impulse-sink --bin impulse-counted
-TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if [ -n "$BIN_DIR" ]; then
+  TOOLS=$BIN_DIR
+else
+  cargo build --release -q -p impulse-perf --bin impulse-load --bin impulse-sink --bin impulse-counted
+  TOOLS=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
 COUNTED=$TOOLS/impulse-counted
 LABEL=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+changes")
 if [ -n "$AT" ]; then

@@ -91,7 +91,8 @@ impl Conn {
         // socket does not take at once goes the corked way below.
         let mut first = first;
         let mut skipped: Vec<&[u8]> = Vec::new();
-        if let (Some(fd), true) = (self.plain_fd(), parts.peek().is_some()) {
+        let plain = matches!(self, Conn::Plain(_));
+        if let (Some(fd), true) = (self.raw_fd().filter(|_| plain), parts.peek().is_some()) {
             let mut batch = [first; VECTORED_PARTS];
             let mut n = 1;
             while n < VECTORED_PARTS {
@@ -157,15 +158,6 @@ impl Conn {
             Conn::Client(s) => s.flush().await,
             Conn::Server(s) => s.flush().await,
             Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    /// The socket of a plain (not TLS) TCP connection.
-    fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        match self {
-            Conn::Plain(s) => Some(s.as_raw_fd()),
-            _ => None,
         }
     }
 

@@ -17,7 +17,7 @@
 #              trace   perf trace -s (syscall summary per thread)
 #              record  perf record -e ${EV:-cpu-clock} ${EVF:--F 999} --call-graph dwarf -> perf report self / children
 #                      (EV=syscalls:sys_enter_io_uring_enter EVF="-c 50": who calls io_uring_enter)
-#   profile.sh alloc         impulse-counted (counting allocator) for w2, N and 2N messages (as perf/alloc_count.sh)
+#   profile.sh alloc         perf/alloc_count.sh --bin-dir $B (counting allocator, impulse-load -> impulse-counted -> impulse-sink)
 #   W = w1  4 KiB  smtp-source -d -s 20 -> impulse -> smtp-sink        20000 msgs
 #       w2  4 KiB  impulse-load -c 20   -> impulse -> impulse-sink     20000 msgs
 #       w3  100 KB smtp-source -d -s 20 -> impulse -> smtp-sink         5000 msgs
@@ -52,38 +52,8 @@ if [ "$MODE" = harness ]; then
   exit 0
 fi
 
-if [ "$MODE" = alloc ]; then  # perf/alloc_count.sh by hand: its cargo build is skipped, prebuilt binaries used
-  N=${N:-5000}; O=$P/runs/alloc; mkdir -p $O
-  cat > $O/impulse.toml <<IM
-[global]
-shards = 1
-spoolbase = "$O/spool"
-relay_hosts = ["127.0.0.0/8"]
-routes = ["127.0.0.1:2726"]
-max_outbound_connections = 50
-tls = "no"
-[listener.esmtp]
-listen = ["127.0.0.1:2725"]
-max_connections_per_ip = 0
-IM
-  for n in $N $((2 * N)); do
-    rm -rf $O/spool; mkdir -p $O/spool
-    $B/impulse-sink -l 127.0.0.1:2726 --shards 1 -q --json --expect $n --duration 600 >$O/sink.json 2>$O/sink.err & sink=$!
-    wait_port 2726
-    IMPULSE_COUNT_BIG=$((4096 * 9 / 10)) $B/impulse-counted $O/impulse.toml 2>$O/imp-$n.log & imp=$!
-    for _ in $(seq 400); do grep -q "serving with" $O/imp-$n.log && break; sleep 0.05; done
-    $B/impulse-load -t 127.0.0.1:2725 --shards 1 -c 20 -m $n -s 4096 -r 1 --domains 10 -q --json >$O/load-$n.json
-    wait $sink || true; kill -TERM $imp; wait $imp || true; wait_gone 2725; wait_gone 2726
-    grep -E '^(ALLOC|COPIES)' $O/imp-$n.log
-  done | tee $O/alloc.txt
-  python3 - $O/alloc.txt $N <<'PY'
-import re, sys
-rows = [dict(re.findall(r'(\w+)=(\d+)', l)) for l in open(sys.argv[1]) if l.startswith('ALLOC')]
-n = int(sys.argv[2]); a, b = rows[0], rows[1]
-for k in a:
-    print(f"{k}_per_msg={(int(b[k]) - int(a[k])) / n:.2f}")
-PY
-  exit 0
+if [ "$MODE" = alloc ]; then  # perf/alloc_count.sh on the binaries in $B (no build)
+  perf/alloc_count.sh --bin-dir "$B" --messages "${N:-5000}"; exit 0
 fi
 
 O=$P/runs/$WL-$MODE${TAG:+-$TAG}; rm -rf $O; mkdir -p $O

@@ -14,7 +14,7 @@
 pub mod driver;
 pub mod policy;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use crate::runtime::hash::{Map, Set};
 use std::cmp::Reverse;
@@ -353,14 +353,9 @@ impl Queue {
         }
     }
 
-    /// Takes back every ready job of a domain at once (e.g. its hosts are
-    /// unreachable), so they can be settled together.
-    pub fn take_all(&mut self, domain: &str) -> Vec<Job> {
-        self.take_up_to(domain, usize::MAX)
-    }
-
-    /// Takes back up to `n` ready jobs of a domain (`take_all` in pieces,
-    /// so that settling a million of them holds a piece in memory at once).
+    /// Takes back up to `n` ready jobs of a domain (e.g. its hosts are
+    /// unreachable), so they can be settled together; in pieces, so that
+    /// settling a million of them holds one piece in memory at a time.
     pub fn take_up_to(&mut self, domain: &str, n: usize) -> Vec<Job> {
         let mut jobs = Vec::new();
         while jobs.len() < n {

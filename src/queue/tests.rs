@@ -220,7 +220,7 @@ fn take_all_for_an_unreachable_domain() {
         q.insert(Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@dead.test")]), 0);
     }
     q.insert(Entry::new(id(9), 0, 0, 0, vec![rcpt(0, "a@live.test")]), 0);
-    let jobs = q.take_all("dead.test");
+    let jobs = q.take_up_to("dead.test", usize::MAX);
     assert_eq!(jobs.len(), 5);
     for j in &jobs {
         let s = q.settle(
@@ -375,13 +375,6 @@ fn delay_notices_at_doubling_ages() {
     assert_eq!(q.get(&id(1)).unwrap().delay_notices, 4);
 }
 
-/// Heap bytes in use (every glibc arena, small and mmap'd blocks).
-pub(crate) fn heap_in_use() -> usize {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
-    m.uordblks + m.hblkhd
-}
-
 /// Memory per deferred message, as `perf/queue_1m.sh` makes it: 1,000,000
 /// one-recipient messages recovered, handed out, deferred. Prints the
 /// queue's heap bytes per message (run alone:
@@ -390,7 +383,7 @@ pub(crate) fn heap_in_use() -> usize {
 #[ignore = "measurement: run alone"]
 fn queue_memory_per_deferred_message() {
     const N: u32 = 1_000_000;
-    let before = heap_in_use();
+    let before = crate::runtime::heap_in_use();
     let mut q = Queue::new();
     for n in 0..N {
         q.insert(
@@ -400,12 +393,12 @@ fn queue_memory_per_deferred_message() {
     }
     let reply = ok("421 4.4.0 connection refused");
     let p = RetryPolicy::default();
-    for j in q.take_all("example.net") {
+    for j in q.take_up_to("example.net", usize::MAX) {
         let s = q.settle(&j, &[(0, RcptResult::Deferred(reply.clone()))], &p, 2);
         assert!(matches!(s.next, Next::Retry { .. }));
     }
     assert_eq!((q.len(), q.delayed_len()), (N as usize, N as usize));
-    let used = heap_in_use() - before;
+    let used = crate::runtime::heap_in_use() - before;
     println!(
         "queue: {} bytes per deferred message ({} with the 18-octet address)",
         (used - N as usize * 32) / N as usize,

@@ -85,6 +85,15 @@ pub fn release_free_memory() {
     }
 }
 
+/// Heap bytes in use (every glibc arena, small and mapped blocks): the
+/// memory measurements of the queue and the spool book.
+#[cfg(all(test, target_env = "gnu"))]
+pub(crate) fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
+}
+
 /// Open files wanted when the process may raise its own hard limit (root).
 const WANTED_NOFILE: u64 = 1 << 20;
 

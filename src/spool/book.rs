@@ -325,33 +325,32 @@ mod tests {
         b.add_segment(2, 32);
         assert!(b.copy_plan(2, 25, 1 << 20).is_empty());
     }
-}
 
-/// Memory per deferred message in the book (see the queue's
-/// `queue_memory_per_deferred_message`; run alone).
-#[cfg(test)]
-#[test]
-#[ignore = "measurement: run alone"]
-fn book_memory_per_deferred_message() {
-    const N: u32 = 1_000_000;
-    let before = crate::queue::tests::heap_in_use();
-    let mut b = Book::default();
-    for n in 0..N {
-        let id = MessageId {
-            epoch_ms: 1,
-            shard: 0,
-            seq: n,
-        };
-        b.on_message(n / 8000, id, (n % 8000) * 4400, 4400);
+    /// Memory per deferred message in the book (see the queue's
+    /// `queue_memory_per_deferred_message`; run alone).
+    #[test]
+    #[ignore = "measurement: run alone"]
+    fn book_memory_per_deferred_message() {
+        const N: u32 = 1_000_000;
+        let before = crate::runtime::heap_in_use();
+        let mut b = Book::default();
+        for n in 0..N {
+            let id = MessageId {
+                epoch_ms: 1,
+                shard: 0,
+                seq: n,
+            };
+            b.on_message(n / 8000, id, (n % 8000) * 4400, 4400);
+        }
+        for n in 0..N {
+            let id = MessageId {
+                epoch_ms: 1,
+                shard: 0,
+                seq: n,
+            };
+            b.on_retry(200, u64::from(n) * 40, id, 60_000, 1);
+        }
+        let used = crate::runtime::heap_in_use() - before;
+        println!("book: {} bytes per deferred message", used / N as usize);
     }
-    for n in 0..N {
-        let id = MessageId {
-            epoch_ms: 1,
-            shard: 0,
-            seq: n,
-        };
-        b.on_retry(200, u64::from(n) * 40, id, 60_000, 1);
-    }
-    let used = crate::queue::tests::heap_in_use() - before;
-    println!("book: {} bytes per deferred message", used / N as usize);
 }

@@ -14,7 +14,10 @@ use std::{
     net::{Shutdown, TcpStream},
     os::unix::io::{AsRawFd, FromRawFd, RawFd},
     rc::Rc,
-    sync::{atomic::Ordering, Arc, RwLock},
+    sync::{
+        atomic::{fence, Ordering},
+        Arc, RwLock,
+    },
     task::Waker,
     time::Duration,
 };
@@ -306,6 +309,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // Pairs with the fence in `prepare_to_sleep`: whatever the caller
+        // published (a channel item, a foreign waker) is visible to the
+        // sleeper's last sweep, or this load sees `should_notify` set and
+        // writes the eventfd.
+        fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
@@ -344,6 +352,13 @@ impl SleepNotifier {
         // for the placeholder (disconnected) case.
         assert_ne!(self.id, usize::MAX);
         self.should_notify.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `notify`: the sleeper's sweep of the remote
+        // channels that follows sees what a producer published before it
+        // loaded `should_notify`, or the producer sees the flag and writes
+        // the eventfd. (A symmetric fence instead of upstream's
+        // `membarrier(PRIVATE_EXPEDITED)`, which interrupts every other core
+        // running the process each time a shard goes to sleep.)
+        fence(Ordering::SeqCst);
     }
 
     pub(super) fn wake_up(&self) {

@@ -534,18 +534,23 @@ impl Committer {
     }
 
     /// Waits up to `batch_max_delay` for more appends, unless the batch is
-    /// already big enough.
+    /// (or grows) big enough or the spool closes: one timer, and every
+    /// append's kick re-checks the size (no polling sleeps, each of which
+    /// would be a wake-up of the shard).
     async fn linger(&self) {
         let delay = self.shared.opts.batch_max_delay;
         if delay.is_zero() || self.shared.closed.get() {
             return;
         }
-        let deadline = sched::now() + delay;
-        while sched::now() < deadline
-            && self.shared.staging.borrow().bytes < self.shared.opts.batch_max_bytes
-        {
-            sched::sleep(delay / 8).await;
-        }
+        let shared = &self.shared;
+        let full = poll_fn(|cx| {
+            if shared.closed.get() || shared.staging.borrow().bytes >= shared.opts.batch_max_bytes {
+                return Poll::Ready(());
+            }
+            *shared.committer.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        futures_lite::future::or(full, sched::sleep(delay)).await;
     }
 
     async fn commit(&mut self, mut buf: Vec<u8>, frames: Vec<Staged>) -> Result<(), SpoolError> {

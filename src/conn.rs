@@ -265,11 +265,18 @@ fn set_cork(fd: std::os::fd::RawFd, on: bool) {
     }
 }
 
-/// Runs `fut` for at most `limit`; `None` on timeout.
+/// Runs `fut` for at most `limit`; `None` on timeout. A future that is
+/// ready at once (a write the socket takes, a read of data already there)
+/// never starts the timer: arming and cancelling one costs more than most
+/// such operations.
 pub async fn with_timeout<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(done) = future::poll_once(fut.as_mut()).await {
+        return Some(done);
+    }
     future::or(async { Some(fut.await) }, async {
         crate::runtime::sched::sleep(limit).await;
         None

@@ -94,8 +94,7 @@ impl Intake {
         let date = time::OffsetDateTime::from(now)
             .format(&time::format_description::well_known::Rfc2822)
             .unwrap_or_default();
-        let mut head = received_header(&env, arrival.hostname, arrival.tls, &id.to_string(), &date)
-            .into_bytes();
+        let mut head = received_header(&env, arrival.hostname, arrival.tls, id, &date).into_bytes();
         for hook in self.hooks.borrow().iter() {
             // The session reports the refusal (phase data) when it sends it.
             if let Err(reply) = hook.inspect(&env, &mut head, &body) {

@@ -329,6 +329,12 @@ async fn read(
     deadline: Option<Instant>,
     in_transaction: bool,
 ) -> Wake {
+    // Data already there (a pipelined command, the rest of a body) needs no
+    // timer and no shutdown waiters.
+    let mut reading = std::pin::pin!(conn.read(buf));
+    if let Some(read) = future::poll_once(reading.as_mut()).await {
+        return Wake::Data(read);
+    }
     let stop = async {
         if in_transaction {
             state.force.wait().await
@@ -344,9 +350,5 @@ async fn read(
         }
         Wake::Timeout
     };
-    future::or(
-        async { Wake::Data(conn.read(buf).await) },
-        future::or(stop, timer),
-    )
-    .await
+    future::or(async { Wake::Data(reading.await) }, future::or(stop, timer)).await
 }

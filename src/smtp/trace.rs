@@ -19,23 +19,30 @@ pub fn protocol_name(tls: bool, authenticated: bool) -> &'static str {
 /// `from helo ([peer])`, `by hostname`, `with` protocol, `id`, `for <rcpt>`
 /// when there is exactly one recipient, and `date` (an RFC 5322
 /// date-time). Folded lines, CRLF-terminated.
-pub fn received_header(env: &Envelope, hostname: &str, tls: bool, id: &str, date: &str) -> String {
+pub fn received_header(
+    env: &Envelope,
+    hostname: &str,
+    tls: bool,
+    id: impl std::fmt::Display,
+    date: &str,
+) -> String {
     let helo = if env.helo.is_empty() {
         "unknown"
     } else {
         env.helo.as_str()
     };
-    let mut h = format!("Received: from {helo}");
+    use std::fmt::Write as _;
+    // One buffer, written in place (writing to a String cannot fail).
+    let mut h = String::with_capacity(192 + helo.len() + hostname.len() + date.len());
+    let _ = write!(h, "Received: from {helo}");
     if let Some(ip) = env.peer {
-        h.push_str(&format!(" ([{ip}])"));
+        let _ = write!(h, " ([{ip}])");
     }
     let proto = protocol_name(tls, env.auth_user.is_some());
-    h.push_str(&format!(
-        "\r\n\tby {hostname} (impulse) with {proto} id {id}"
-    ));
+    let _ = write!(h, "\r\n\tby {hostname} (impulse) with {proto} id {id}");
     if let [only] = env.recipients.as_slice() {
-        h.push_str(&format!("\r\n\tfor <{}>", only.address));
+        let _ = write!(h, "\r\n\tfor <{}>", only.address);
     }
-    h.push_str(&format!(";\r\n\t{date}\r\n"));
+    let _ = write!(h, ";\r\n\t{date}\r\n");
     h
 }

@@ -121,6 +121,10 @@ awk -v n=$MSGS -v hz=$hz -v u=$((u1-u0)) -v s=$((st1-st0)) -v v=$((v1-v0)) -v nv
   printf "RUN wl=%s mode=%s msgs=%d inject_s=%.2f e2e_s=%.2f cpu_us_per_msg=%.0f user_us_per_msg=%.0f sys_us_per_msg=%.0f vol_cs_per_msg=%.2f invol_cs_per_msg=%.2f disk_read_KB_per_msg=%.1f disk_write_KB_per_msg=%.1f\n",
     wl, mode, n, inj/1000, e2e/1000, (u+s)*1e6/hz/n, u*1e6/hz/n, s*1e6/hz/n, v/n, nv/n, r/1024/n, w/1024/n }' | tee $O/summary.txt
 echo "MSGS=$MSGS" >>$O/summary.txt
+# The sink's own CPU per message it took, from the last monitor sample that has both (the sink
+# exits after the last message): is the destination the bottleneck?
+awk -F'\t' -v hz=$hz 'NR > 1 && $2 > 0 && $10 != "" {m = $2; t = $10} END {
+  if (m) printf "SINK cpu_us_per_msg=%.0f over %d messages\n", t * 1e6 / hz / m, m }' $O/monitor.tsv | tee -a $O/summary.txt
 case $MODE in
   stat) awk -v n=$MSGS '/^ *[0-9,.]+ +[a-z_:-]+/{c=$1; gsub(",","",c); printf "%-40s %14s  %10.3f /msg\n", $2, $1, c/n}' $O/perfstat.txt | tee -a $O/summary.txt;;
   uring) perf script -i $O/uring.data -F tid,time,event,trace 2>/dev/null > $O/uring.txt

@@ -198,10 +198,15 @@ fn parse_line(raw: &[u8]) -> Result<(u16, bool, &[u8]), ReplyError> {
 /// Text as a string safe to log: invalid UTF-8 and control characters
 /// (a hostile server could inject log lines) are replaced.
 fn sanitize(text: &[u8]) -> String {
-    String::from_utf8_lossy(text)
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-        .collect()
+    let text = String::from_utf8_lossy(text);
+    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        // The usual reply: one allocation of the exact size.
+        return text.into_owned();
+    }
+    let mut clean = String::with_capacity(text.len());
+    clean.extend(text.chars().map(|c| if unsafe_char(c) { '?' } else { c }));
+    clean
 }
 
 #[cfg(test)]

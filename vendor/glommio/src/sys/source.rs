@@ -135,6 +135,20 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// Whether this source's latency is collected: only then are its
+    /// queued, submitted and fulfilled times read from the clock.
+    pub(crate) fn times_latency(&self) -> bool {
+        matches!(
+            self.stats_collection,
+            Some(StatsCollection {
+                latency: Some(_),
+                ..
+            })
+        )
+    }
+}
+
+impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }

@@ -307,3 +307,51 @@ fn a_settlement_is_durable_whole_or_not_at_all() {
     assert_eq!(m.pending[0].index, 2);
     assert_eq!((m.attempts, m.next_attempt_ms), (1, 99));
 }
+
+/// The group commit lingers up to `batch_max_delay` for more appends, but an
+/// append that fills the batch ends the wait: with a ten-minute delay, a
+/// small message and then one larger than `batch_max_bytes` are both
+/// durable long before the delay (the deadline below is far shorter).
+#[test]
+fn a_batch_that_fills_while_lingering_is_committed_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(async move {
+        let opts = SpoolOptions {
+            batch_max_delay: std::time::Duration::from_secs(600),
+            batch_max_bytes: 64 * 1024,
+            ..SpoolOptions::default()
+        };
+        let (spool, _) = open(&dir, opts).await;
+        let first = {
+            let spool = spool.clone();
+            let id = spool.allocate_id();
+            glommio::spawn_local(async move {
+                spool
+                    .append_message(id, &env(&["a@x.example"]), b"small")
+                    .await
+            })
+        };
+        // Let the small append stage and the committer start lingering.
+        for _ in 0..8 {
+            futures_lite::future::yield_now().await;
+        }
+        let id = spool.allocate_id();
+        let big = vec![b'x'; 128 * 1024];
+        let both = async {
+            let second = spool.append_message(id, &env(&["b@y.example"]), &big).await;
+            (first.await, second)
+        };
+        let deadline = async {
+            glommio::timer::sleep(std::time::Duration::from_secs(30)).await;
+            None
+        };
+        match futures_lite::future::or(async { Some(both.await) }, deadline).await {
+            Some((first, second)) => {
+                first.expect("small append");
+                second.expect("big append");
+            }
+            None => panic!("a full batch waited out the linger delay"),
+        }
+    });
+}

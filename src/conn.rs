@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +26,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
 /// Opens outbound connections: TCP on a shard ([`TcpDialer`]), in-memory
 /// streams in the simulation.
 pub trait Dialer {
-    /// A connection to `addr` within `limit` (`TimedOut` after it).
-    fn dial(&self, addr: SocketAddr, limit: Duration) -> LocalFuture<io::Result<Conn>>;
+    /// A connection to `addr` within `limit` (`TimedOut` after it), from
+    /// the source address `from` if one is given.
+    fn dial(
+        &self,
+        from: Option<IpAddr>,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> LocalFuture<io::Result<Conn>>;
 }
 
 /// TCP through glommio.
@@ -35,8 +41,13 @@ pub trait Dialer {
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn dial(&self, addr: SocketAddr, limit: Duration) -> LocalFuture<io::Result<Conn>> {
-        Box::pin(Conn::connect(addr, limit))
+    fn dial(
+        &self,
+        from: Option<IpAddr>,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> LocalFuture<io::Result<Conn>> {
+        Box::pin(Conn::connect(from, addr, limit))
     }
 }
 
@@ -55,9 +66,23 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects within `limit`, with Nagle off (SMTP is request/reply).
-    pub async fn connect(addr: SocketAddr, limit: Duration) -> io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(addr, limit)
+    /// Connects within `limit`, from `from` when given (the socket is
+    /// bound to it, any port, before connecting), with Nagle off (SMTP is
+    /// request/reply). A source of the other address family than `addr`
+    /// cannot reach it: `InvalidInput`, before any socket is made.
+    pub async fn connect(
+        from: Option<IpAddr>,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> io::Result<Conn> {
+        if let Some(ip) = from.filter(|ip| ip.is_ipv4() != addr.is_ipv4()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bind_address {ip} cannot reach {addr} (another address family)"),
+            ));
+        }
+        let local = from.map(|ip| SocketAddr::new(ip, 0));
+        let stream = TcpStream::connect_timeout_from(local, addr, limit)
             .await
             .map_err(io::Error::from)?;
         let _ = stream.set_nodelay(true);
@@ -341,6 +366,36 @@ fn local_copy<C: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source address binds the socket (the peer sees it), one this host
+    /// lacks is the bind's error, and one of the other family is refused
+    /// before any socket is made.
+    #[test]
+    fn connect_from_a_source_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let limit = Duration::from_secs(30);
+        glommio::LocalExecutor::default().run(async move {
+            let from: IpAddr = "127.0.0.3".parse().unwrap();
+            let _conn = Conn::connect(Some(from), to, limit)
+                .await
+                .expect("bound connect");
+            let (_, peer) = listener.accept().unwrap();
+            assert_eq!(peer.ip(), from);
+            let absent: IpAddr = "192.0.2.1".parse().unwrap();
+            let e = Conn::connect(Some(absent), to, limit)
+                .await
+                .err()
+                .expect("not ours");
+            assert!(e.to_string().contains("cannot bind to 192.0.2.1"), "{e}");
+            let v6: IpAddr = "::1".parse().unwrap();
+            let e = Conn::connect(Some(v6), to, limit)
+                .await
+                .err()
+                .expect("other family");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        });
+    }
 
     /// `write_all_parts` on plain TCP: one sendmsg when the socket takes
     /// everything, and the rest in order when it takes only some (a small

@@ -106,7 +106,8 @@ fn relays_to_the_next_hop_and_finishes_every_message() {
     );
 }
 
-/// A fake next hop that answers RCPT per a script and records what it got.
+/// A fake next hop that answers RCPT per a script and records what it got:
+/// `PEER <source address>` for each connection, then every command line.
 fn fake_server(
     rcpt_reply: &'static str,
     drop_in_data: bool,
@@ -118,6 +119,8 @@ fn fake_server(
         for stream in l.incoming().flatten() {
             let tx = tx.clone();
             std::thread::spawn(move || {
+                let peer = stream.peer_addr().map(|a| a.ip().to_string());
+                let _ = tx.send(format!("PEER {}", peer.unwrap_or_default()));
                 let mut w = stream.try_clone().unwrap();
                 let mut r = BufReader::new(stream);
                 let _ = w.write_all(b"220 fake ESMTP\r\n");
@@ -586,4 +589,39 @@ fn next_host_after_a_refused_connection_or_a_4xx_greeting() {
         &sender.spool_dir(0)
     )
     .0 == 0));
+}
+
+/// `bind_address` and `ehlo_hostname`: every outbound connection leaves
+/// from that address (the next hop sees it as the peer) and says that name.
+#[test]
+fn outbound_connections_leave_from_bind_address() {
+    let (port, rx) = fake_server("250 2.1.5 ok\r\n", false);
+    let sender = start(&relay_config(
+        port,
+        "bind_address = \"127.0.0.2\"\nehlo_hostname = \"vip2.example\"",
+    ));
+    let mut c = client(&sender);
+    for n in 0..5 {
+        let r = send(
+            &mut c,
+            "a@example.com",
+            &["x@example.net"],
+            &format!("Subject: {n}\r\n\r\nx\r\n.\r\n"),
+        );
+        assert!(r.starts_with("250"), "{r}");
+    }
+    c.cmd("QUIT");
+    let dir = sender.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&dir).0 == 0),
+        "{:?}\n{}",
+        live(&dir),
+        sender.log_text()
+    );
+    let lines: Vec<String> = rx.try_iter().collect();
+    let peers: Vec<&String> = lines.iter().filter(|l| l.starts_with("PEER")).collect();
+    assert!(!peers.is_empty(), "{lines:?}");
+    assert!(peers.iter().all(|p| *p == "PEER 127.0.0.2"), "{lines:?}");
+    let ehlos: Vec<&String> = lines.iter().filter(|l| l.starts_with("EHLO")).collect();
+    assert!(ehlos.iter().all(|l| *l == "EHLO vip2.example"), "{lines:?}");
 }

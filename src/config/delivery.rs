@@ -118,6 +118,9 @@ pub struct Delivery {
     pub routes: Vec<Route>,
     /// Port for MX hosts.
     pub remote_smtp_port: u16,
+    /// Source address outbound connections bind to (`None`: the kernel
+    /// picks, `bind_address = "*"`).
+    pub bind_address: Option<IpAddr>,
     /// EHLO name.
     pub ehlo_hostname: String,
     /// STARTTLS policy.
@@ -168,6 +171,7 @@ impl fmt::Debug for Delivery {
             .field("suspend_delivery", &self.suspend_delivery)
             .field("routes", &self.routes)
             .field("remote_smtp_port", &self.remote_smtp_port)
+            .field("bind_address", &self.bind_address)
             .field("ehlo_hostname", &self.ehlo_hostname)
             .field("tls", &self.tls)
             .field("max_outbound_connections", &self.max_outbound_connections)
@@ -202,6 +206,38 @@ fn text(name: &str, chain: &[&Values]) -> Option<String> {
         Some(Value::Text(t)) => Some(t),
         _ => None,
     }
+}
+
+/// `bind_address`: `*` (none) or an IP address this host has: one that is
+/// not would fail every connection, so it fails the load instead.
+fn bind_address(chain: &[&Values]) -> Result<Option<IpAddr>, (usize, &'static str, String)> {
+    let Some(Entry {
+        value: Value::Text(t),
+        at,
+    }) = chain.iter().find_map(|v| v.get("bind_address"))
+    else {
+        return Ok(None);
+    };
+    let t = t.trim();
+    if t == "*" {
+        return Ok(None);
+    }
+    let ip: IpAddr = t.parse().map_err(|_| {
+        (
+            *at,
+            "bind_address",
+            format!("`{t}` is not an IP address or \"*\""),
+        )
+    })?;
+    // Binding a socket to it (any port) is the host's own answer.
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).map_err(|e| {
+        (
+            *at,
+            "bind_address",
+            format!("{ip} is not an address of this host: {e}"),
+        )
+    })?;
+    Ok(Some(ip))
 }
 
 /// Compiles one domain's settings; errors are (byte offset, key, message).
@@ -240,11 +276,13 @@ pub fn compile(
     });
     let tls_client = client_tls(&verify, ca.as_ref().map(|(p, _)| p.as_path()))
         .map_err(|e| (ca.map_or(0, |c| c.1), "tls_ca", e))?;
+    let bind_address = bind_address(chain)?;
     let retries = int("max_retries", chain) as u32;
     Ok(Delivery {
         suspend_delivery: flag("suspend_delivery", chain),
         routes,
         remote_smtp_port: port,
+        bind_address,
         ehlo_hostname: text("ehlo_hostname", chain).unwrap_or_else(|| hostname.to_string()),
         tls,
         tls_client,

@@ -225,6 +225,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "accept and queue mail but make no delivery attempts" },
     OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, reload: Live, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
     OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), reload: Live, help: "destination port for MX hosts and routes without a port" },
+    OptionDef { name: "bind_address", scopes: &[G], kind: Kind::Text, default: Some("\"*\""), reload: Live, help: "source IP address of outbound connections (\"*\" = the kernel picks); must be an address of this host" },
     OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, reload: Live, help: "name sent in EHLO (default: hostname)" },
     OptionDef { name: "tls", scopes: &[G, D], kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), reload: Live, help: "outbound STARTTLS: opportunistic, required, or off" },
     OptionDef { name: "tls_verify", scopes: &[G, D], kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), reload: Live, help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },

@@ -211,3 +211,39 @@ fn dns_ttl_floor_above_ceiling_is_an_error() {
         ("global.min_dns_ttl", 2)
     );
 }
+
+#[test]
+fn bind_address_is_star_or_an_address_of_this_host() {
+    let listener = "[listener.a]\nlisten = [\"127.0.0.1:1\"]\n";
+    let c = load(listener).expect("valid");
+    assert_eq!(
+        c.delivery.get("example.net").bind_address,
+        None,
+        "default *"
+    );
+    let c = load(&format!(
+        "[global]\nbind_address = \"127.0.0.2\"\n{listener}"
+    ))
+    .expect("valid");
+    let ip: IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(c.delivery.get("example.net").bind_address, Some(ip));
+    let e = load(&format!(
+        "[global]\nbind_address = \"mx.example\"\n{listener}"
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("global.bind_address: `mx.example` is not an IP address"),
+        "{e}"
+    );
+    // TEST-NET-1: no host has it, and every connection from it would fail.
+    let e = load(&format!(
+        "[global]\nbind_address = \"192.0.2.1\"\n{listener}"
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("192.0.2.1 is not an address of this host"),
+        "{e}"
+    );
+}

@@ -93,14 +93,17 @@ impl Outbound {
             body: d.body_timeout,
             rset: d.rset_timeout,
         };
-        let conn = dialer.dial(addr, d.connect_timeout).await.map_err(|e| {
-            let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
-                (450, "Connection Timed Out".to_string())
-            } else {
-                (451, format!("connect to {addr} failed: {e}"))
-            };
-            Reply::internal(code, (4, 4, 1), &text)
-        })?;
+        let conn = dialer
+            .dial(d.bind_address, addr, d.connect_timeout)
+            .await
+            .map_err(|e| {
+                let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {
+                    (450, "Connection Timed Out".to_string())
+                } else {
+                    (451, format!("connect to {addr} failed: {e}"))
+                };
+                Reply::internal(code, (4, 4, 1), &text)
+            })?;
         let mut out = Outbound {
             session: ClientSession::new(client_settings(d), false),
             conn,

@@ -175,7 +175,12 @@ impl SimNet {
 pub struct SimDialer(pub Rc<SimNet>);
 
 impl Dialer for SimDialer {
-    fn dial(&self, addr: SocketAddr, _limit: Duration) -> LocalFuture<io::Result<Conn>> {
+    fn dial(
+        &self,
+        _from: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        _limit: Duration,
+    ) -> LocalFuture<io::Result<Conn>> {
         let net = self.0.clone();
         Box::pin(async move {
             let Some(b) = net.servers.get(&addr).copied() else {

@@ -89,6 +89,10 @@ fn key_path(scope: Scope, name: &str) -> String {
 
 /// A valid value other than the default (or than unset), from the kind.
 fn other_value(def: &OptionDef) -> String {
+    if def.name == "bind_address" {
+        // Text that must be an address of this host (any 127/8 is on lo).
+        return "\"127.0.0.2\"".into();
+    }
     let default = default_value(def);
     match def.kind {
         Kind::Bool => (default != Some(Value::Bool(true))).to_string(),

@@ -452,6 +452,19 @@ impl TcpStream {
         addr: A,
         duration: Duration,
     ) -> Result<TcpStream> {
+        let addr = addr.to_socket_addrs()?.next().unwrap();
+        Self::connect_timeout_from(None, addr, duration).await
+    }
+
+    /// Like [`TcpStream::connect_timeout`], with the socket bound to
+    /// `local` first when one is given (a source address; port 0 lets the
+    /// kernel pick the port). A `local` that is not an address of this host
+    /// fails with the bind's error (`AddrNotAvailable`).
+    pub async fn connect_timeout_from(
+        local: Option<SocketAddr>,
+        addr: SocketAddr,
+        duration: Duration,
+    ) -> Result<TcpStream> {
         if duration.as_secs() == 0 && duration.subsec_nanos() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -460,8 +473,28 @@ impl TcpStream {
             .into());
         }
 
-        let addr = addr.to_socket_addrs()?.next().unwrap();
         let socket = make_tcp_socket(&addr)?;
+        if let Some(local) = local {
+            // The port is picked at connect, for this destination: bound
+            // sockets from one address then share ports across destinations
+            // instead of each taking an ephemeral port of its own (Linux
+            // 4.2+; without it, only the port range is the limit).
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt reads a c_int of the given size from a valid
+            // pointer; the descriptor is the socket made above.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            socket.bind(&local.into()).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot bind to {}: {e}", local.ip()))
+            })?;
+        }
         let reactor = crate::executor().reactor();
         let source =
             reactor.connect_timeout(socket.as_raw_fd(), SockaddrStorage::from(addr), duration);

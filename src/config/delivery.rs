@@ -210,11 +210,13 @@ fn text(name: &str, chain: &[&Values]) -> Option<String> {
 
 /// `bind_address`: `*` (none) or an IP address this host has: one that is
 /// not would fail every connection, so it fails the load instead.
-fn bind_address(chain: &[&Values]) -> Result<Option<IpAddr>, (usize, &'static str, String)> {
+pub(super) fn bind_address(
+    global: &Values,
+) -> Result<Option<IpAddr>, (usize, &'static str, String)> {
     let Some(Entry {
         value: Value::Text(t),
         at,
-    }) = chain.iter().find_map(|v| v.get("bind_address"))
+    }) = global.get("bind_address")
     else {
         return Ok(None);
     };
@@ -240,10 +242,12 @@ fn bind_address(chain: &[&Values]) -> Result<Option<IpAddr>, (usize, &'static st
     Ok(Some(ip))
 }
 
-/// Compiles one domain's settings; errors are (byte offset, key, message).
+/// Compiles one domain's settings (`bind_address` is the checked global
+/// one); errors are (byte offset, key, message).
 pub fn compile(
     chain: &[&Values],
     hostname: &str,
+    bind_address: Option<IpAddr>,
     base: &Path,
 ) -> Result<Delivery, (usize, &'static str, String)> {
     let port = int("remote_smtp_port", chain) as u16;
@@ -276,7 +280,6 @@ pub fn compile(
     });
     let tls_client = client_tls(&verify, ca.as_ref().map(|(p, _)| p.as_path()))
         .map_err(|e| (ca.map_or(0, |c| c.1), "tls_ca", e))?;
-    let bind_address = bind_address(chain)?;
     let retries = int("max_retries", chain) as u32;
     Ok(Delivery {
         suspend_delivery: flag("suspend_delivery", chain),

@@ -575,14 +575,24 @@ impl Config {
             }
             shard_overrides.insert(*n, o);
         }
-        let mut compile_delivery =
-            |chain: &[&Values], scope: String| match delivery::compile(chain, &hostname, base) {
-                Ok(d) => Some(d),
-                Err((at, key, message)) => {
-                    errors.push(err_at(at, format!("{scope}.{key}"), message, None));
-                    None
-                }
-            };
+        // Global only (bindings will fall back to it): checked once, not per domain.
+        let bind_address =
+            delivery::bind_address(&raw.global).unwrap_or_else(|(at, key, message)| {
+                errors.push(err_at(at, format!("global.{key}"), message, None));
+                None
+            });
+        let mut compile_delivery = |chain: &[&Values], scope: String| match delivery::compile(
+            chain,
+            &hostname,
+            bind_address,
+            base,
+        ) {
+            Ok(d) => Some(d),
+            Err((at, key, message)) => {
+                errors.push(err_at(at, format!("{scope}.{key}"), message, None));
+                None
+            }
+        };
         let default_delivery = compile_delivery(&[&raw.global], "global".into());
         let mut domain_delivery = std::collections::HashMap::new();
         for (name, values) in &raw.domains {

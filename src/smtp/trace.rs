@@ -4,6 +4,7 @@
 //! May call: `crate::message`. Must never: do I/O or read a clock.
 
 use crate::message::Envelope;
+use std::fmt::Write as _;
 
 /// The `with` protocol name: ESMTP plus S for TLS and A for AUTH.
 pub fn protocol_name(tls: bool, authenticated: bool) -> &'static str {
@@ -31,7 +32,6 @@ pub fn received_header(
     } else {
         env.helo.as_str()
     };
-    use std::fmt::Write as _;
     // One buffer, written in place (writing to a String cannot fail).
     let mut h = String::with_capacity(192 + helo.len() + hostname.len() + date.len());
     let _ = write!(h, "Received: from {helo}");

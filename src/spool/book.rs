@@ -334,21 +334,16 @@ mod tests {
         const N: u32 = 1_000_000;
         let before = crate::runtime::heap_in_use();
         let mut b = Book::default();
+        let id = |seq| MessageId {
+            epoch_ms: 1,
+            shard: 0,
+            seq,
+        };
         for n in 0..N {
-            let id = MessageId {
-                epoch_ms: 1,
-                shard: 0,
-                seq: n,
-            };
-            b.on_message(n / 8000, id, (n % 8000) * 4400, 4400);
+            b.on_message(n / 8000, id(n), (n % 8000) * 4400, 4400);
         }
         for n in 0..N {
-            let id = MessageId {
-                epoch_ms: 1,
-                shard: 0,
-                seq: n,
-            };
-            b.on_retry(200, u64::from(n) * 40, id, 60_000, 1);
+            b.on_retry(200, u64::from(n) * 40, id(n), 60_000, 1);
         }
         let used = crate::runtime::heap_in_use() - before;
         println!("book: {} bytes per deferred message", used / N as usize);

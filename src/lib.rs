@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod throttle;

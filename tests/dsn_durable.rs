@@ -18,6 +18,7 @@ use impulse::outbound::Pools;
 use impulse::queue::driver::ShardQueue;
 use impulse::runtime::Current;
 use impulse::spool::{Fault, Spool, SpoolOptions};
+use impulse::throttle::Throttles;
 
 /// A next hop that refuses `gone@example.net` and accepts anything else,
 /// reporting each transaction as "FROM -> TO".
@@ -98,7 +99,15 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
         let tls = Rc::new(ShardTls::default());
         let events = Rc::new(Events::new(0));
         let pools = Pools::new(0, tls, events.clone(), resolver);
-        let delivery = ShardQueue::new(0, current, events, spool.clone(), pools, Vec::new());
+        let delivery = ShardQueue::new(
+            0,
+            current,
+            events,
+            spool.clone(),
+            pools,
+            Throttles::standalone(),
+            Vec::new(),
+        );
         let id = spool.allocate_id();
         let env = Envelope::new("a@example.com", &["gone@example.net"]);
         let body = b"Subject: x\r\n\r\nx\r\n".to_vec();

@@ -82,6 +82,49 @@ impl Route {
     }
 }
 
+/// Events per period: `count` per `per` (a throttle's rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Events allowed per period (at least 1).
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.per.as_secs())
+    }
+}
+
+/// Whose counter a throttle is: Momentum shares a throttle by reference,
+/// so every domain that falls back to the `[global]` value shares one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ThrottleScope {
+    /// Set in `[global]`: one counter for every domain without its own.
+    Global,
+    /// Set in `[domain."x"]`: this domain's own counter.
+    Domain(Arc<str>),
+}
+
+impl fmt::Display for ThrottleScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThrottleScope::Global => f.write_str("global"),
+            ThrottleScope::Domain(d) => write!(f, "domain \"{d}\""),
+        }
+    }
+}
+
+/// A rate throttle and the counter it is shared under.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Throttle {
+    /// The rate.
+    pub rate: Rate,
+    /// The counter's scope.
+    pub scope: ThrottleScope,
+}
+
 /// When to try again and when to give up, as configured. The arithmetic
 /// over it (delays, expiry, the decision after a deferral) is the queue's:
 /// `queue::policy`.
@@ -127,8 +170,12 @@ pub struct Delivery {
     pub tls: TlsMode,
     /// rustls client config (verification per `tls_verify`/`tls_ca`).
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// Connections per domain per shard.
+    /// Concurrent connections per domain, over all shards.
     pub max_outbound_connections: u32,
+    /// `outbound_throttle_messages`: delivery attempts per period.
+    pub throttle_messages: Option<Throttle>,
+    /// `outbound_throttle_connections`: new connections per period.
+    pub throttle_connections: Option<Throttle>,
     /// Messages per connection (0 = no limit).
     pub max_deliveries_per_connection: u32,
     /// RCPTs per transaction.
@@ -175,6 +222,8 @@ impl fmt::Debug for Delivery {
             .field("ehlo_hostname", &self.ehlo_hostname)
             .field("tls", &self.tls)
             .field("max_outbound_connections", &self.max_outbound_connections)
+            .field("throttle_messages", &self.throttle_messages)
+            .field("throttle_connections", &self.throttle_connections)
             .field(
                 "max_deliveries_per_connection",
                 &self.max_deliveries_per_connection,
@@ -242,10 +291,36 @@ pub(super) fn bind_address(
     Ok(Some(ip))
 }
 
-/// Compiles one domain's settings (`bind_address` is the checked global
-/// one); errors are (byte offset, key, message).
+/// A rate option and the scope that set it: `domain` when the first
+/// scope of `chain` is that domain's table and sets it, else global. A
+/// rate of 0 is no throttle.
+fn throttle(name: &str, chain: &[&Values], domain: Option<&str>) -> Option<Throttle> {
+    let (i, entry) = chain
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| v.get(name).map(|e| (i, e)))?;
+    let Value::Rate { count, secs } = entry.value else {
+        return None;
+    };
+    let scope = match domain {
+        Some(d) if i == 0 => ThrottleScope::Domain(d.into()),
+        _ => ThrottleScope::Global,
+    };
+    (count > 0).then(|| Throttle {
+        rate: Rate {
+            count,
+            per: Duration::from_secs(u64::from(secs)),
+        },
+        scope,
+    })
+}
+
+/// Compiles one domain's settings (`domain` names the domain whose table
+/// is first in `chain`, `None` for the global default; `bind_address` is
+/// the checked global one); errors are (byte offset, key, message).
 pub fn compile(
     chain: &[&Values],
+    domain: Option<&str>,
     hostname: &str,
     bind_address: Option<IpAddr>,
     base: &Path,
@@ -290,6 +365,8 @@ pub fn compile(
         tls,
         tls_client,
         max_outbound_connections: int("max_outbound_connections", chain) as u32,
+        throttle_messages: throttle("outbound_throttle_messages", chain, domain),
+        throttle_connections: throttle("outbound_throttle_connections", chain, domain),
         max_deliveries_per_connection: int("max_deliveries_per_connection", chain) as u32,
         max_recipients_per_batch: int("max_recipients_per_batch", chain) as usize,
         idle_timeout: secs("idle_timeout", chain),

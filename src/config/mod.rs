@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use delivery::{Delivery, DeliveryTable, RetryPolicy, Route, TlsMode};
+pub use delivery::{
+    Delivery, DeliveryTable, Rate, RetryPolicy, Route, Throttle, ThrottleScope, TlsMode,
+};
 use options::OptionDef;
 use parse::{Entry, RawConfig, Value, Values};
 pub use resources::{client_tls, Credentials, TlsMaterial};
@@ -581,23 +583,28 @@ impl Config {
                 errors.push(err_at(at, format!("global.{key}"), message, None));
                 None
             });
-        let mut compile_delivery = |chain: &[&Values], scope: String| match delivery::compile(
-            chain,
-            &hostname,
-            bind_address,
-            base,
-        ) {
-            Ok(d) => Some(d),
-            Err((at, key, message)) => {
-                errors.push(err_at(at, format!("{scope}.{key}"), message, None));
-                None
-            }
-        };
-        let default_delivery = compile_delivery(&[&raw.global], "global".into());
+        let mut compile_delivery =
+            |chain: &[&Values], domain: Option<&str>, scope: String| match delivery::compile(
+                chain,
+                domain,
+                &hostname,
+                bind_address,
+                base,
+            ) {
+                Ok(d) => Some(d),
+                Err((at, key, message)) => {
+                    errors.push(err_at(at, format!("{scope}.{key}"), message, None));
+                    None
+                }
+            };
+        let default_delivery = compile_delivery(&[&raw.global], None, "global".into());
         let mut domain_delivery = std::collections::HashMap::new();
         for (name, values) in &raw.domains {
-            if let Some(d) = compile_delivery(&[values, &raw.global], format!("domain.\"{name}\""))
-            {
+            if let Some(d) = compile_delivery(
+                &[values, &raw.global],
+                Some(name),
+                format!("domain.\"{name}\""),
+            ) {
                 domain_delivery.insert(name.clone(), Arc::new(d));
             }
         }

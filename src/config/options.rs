@@ -60,6 +60,8 @@ pub enum Kind {
     CpuList,
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
+    /// A rate: `N` per second, or `"N/S"` (N per S seconds); 0 = none.
+    Rate,
 }
 
 impl Kind {
@@ -80,6 +82,10 @@ impl Kind {
             Kind::AddrList => "a list of addresses, e.g. [\"127.0.0.1:25\", \"[::1]:25\"]".into(),
             Kind::Shards => "\"auto\" or a number of shards from 1 to 1024".into(),
             Kind::CpuList => "a list of CPU numbers, e.g. [0, 1]".into(),
+            Kind::Rate => {
+                "a rate: N per second, or \"N/S\" for N per S seconds (e.g. \"600/60\"); 0 = none"
+                    .into()
+            }
             Kind::Choice(words) => format!(
                 "one of {}",
                 words
@@ -220,7 +226,9 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), reload: Live, help: "base retry delay in seconds, doubling per attempt" },
     OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), reload: Live, help: "cap on the retry delay in seconds" },
     OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), reload: Live, help: "seconds before an undelivered message fails (4.4.7)" },
-    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), reload: Live, help: "outbound connections per domain per shard" },
+    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), reload: Live, help: "concurrent outbound connections per domain, over all shards (the domain's owner shard leases them out)" },
+    OptionDef { name: "outbound_throttle_messages", scopes: &[G, D], kind: Kind::Rate, default: None, reload: Live, help: "delivery attempts per period (\"600/60\"), over all shards; set in [global] it is one counter that every domain without its own shares" },
+    OptionDef { name: "outbound_throttle_connections", scopes: &[G, D], kind: Kind::Rate, default: None, reload: Live, help: "new outbound connections per period (\"30/60\"), over all shards; shared like outbound_throttle_messages" },
     OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), reload: Live, help: "deferrals before a permanent failure (0 = until message_expiration)" },
     OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "accept and queue mail but make no delivery attempts" },
     OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, reload: Live, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },

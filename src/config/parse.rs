@@ -41,6 +41,13 @@ pub enum Value {
     Shards(Option<usize>),
     /// CPU numbers.
     Cpus(Vec<usize>),
+    /// A rate: `count` per `secs` seconds (count 0 = none).
+    Rate {
+        /// Events per period.
+        count: u32,
+        /// The period in seconds.
+        secs: u32,
+    },
 }
 
 /// One option as written: its value and the byte offset of its key.
@@ -384,6 +391,40 @@ fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Longest throttle period: a day.
+const MAX_RATE_SECS: u32 = 86_400;
+
+/// `N` (per second) or `"N/S"`.
+fn parse_rate(v: &DeValue) -> Result<Value, String> {
+    let (count, secs) = match v {
+        DeValue::String(s) => {
+            let bad = || {
+                format!("`{s}` is not a rate: write \"N/S\" (N per S seconds) or N (per second)")
+            };
+            match s.split_once('/') {
+                Some((n, p)) => (
+                    n.trim().parse::<u64>().map_err(|_| bad())?,
+                    p.trim().parse::<u64>().map_err(|_| bad())?,
+                ),
+                None => (s.trim().parse::<u64>().map_err(|_| bad())?, 1),
+            }
+        }
+        other => (range_check(int_of(other)?, 0, u64::from(u32::MAX))?, 1),
+    };
+    if count > u64::from(u32::MAX) {
+        return Err(format!("{count} per period is out of range"));
+    }
+    if secs == 0 || secs > u64::from(MAX_RATE_SECS) {
+        return Err(format!(
+            "a period of {secs} seconds is out of range (1 to {MAX_RATE_SECS})"
+        ));
+    }
+    Ok(Value::Rate {
+        count: count as u32,
+        secs: secs as u32,
+    })
+}
+
 /// Parses a CIDR or a bare address (taken as a host network).
 pub fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
@@ -490,6 +531,7 @@ pub fn convert(v: &DeValue, kind: Kind) -> Result<Value, ConvError> {
             DeValue::String(s) => Err((format!("`{s}` is not a valid choice"), None)),
             other => Err((format!("wrong type: found {}", other.type_str()), None)),
         },
+        Kind::Rate => parse_rate(v).map_err(|m| (m, None)),
         Kind::CpuList => list(v)?
             .iter()
             .map(|item| {

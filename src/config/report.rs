@@ -25,6 +25,7 @@ fn show(v: &Value) -> String {
         Value::Shards(None) => "\"auto\"".into(),
         Value::Shards(Some(n)) => n.to_string(),
         Value::Cpus(c) => format!("{c:?}"),
+        Value::Rate { count, secs } => format!("\"{count}/{secs}\""),
     }
 }
 

@@ -247,3 +247,58 @@ fn bind_address_is_star_or_an_address_of_this_host() {
         "{e}"
     );
 }
+
+#[test]
+fn throttles_parse_as_rates_and_are_shared_by_the_scope_that_sets_them() {
+    use crate::config::{Rate, Throttle, ThrottleScope};
+    let listener = "[listener.a]\nlisten = [\"127.0.0.1:1\"]\n";
+    let c = load(&format!(
+        "[global]\noutbound_throttle_messages = \"600/60\"\n{listener}\
+         [domain.\"own.test\"]\noutbound_throttle_messages = 5\noutbound_throttle_connections = \"10/3600\"\n\
+         [domain.\"off.test\"]\noutbound_throttle_messages = 0\n\
+         [domain.\"other.test\"]\nmax_outbound_connections = 4\n"
+    ))
+    .expect("valid");
+    let rate = |count, secs| Rate {
+        count,
+        per: Duration::from_secs(secs),
+    };
+    let shared = Some(Throttle {
+        rate: rate(600, 60),
+        scope: ThrottleScope::Global,
+    });
+    // Unconfigured and configured domains without their own share the global one.
+    assert_eq!(c.delivery.get("anything.test").throttle_messages, shared);
+    assert_eq!(c.delivery.get("other.test").throttle_messages, shared);
+    let own = c.delivery.get("own.test");
+    assert_eq!(
+        own.throttle_messages,
+        Some(Throttle {
+            rate: rate(5, 1),
+            scope: ThrottleScope::Domain("own.test".into()),
+        }),
+        "a bare number is per second"
+    );
+    assert_eq!(
+        own.throttle_connections.as_ref().map(|t| t.rate),
+        Some(rate(10, 3600))
+    );
+    assert_eq!(c.delivery.get("off.test").throttle_messages, None, "0 = none");
+    assert_eq!(c.delivery.get("anything.test").throttle_connections, None);
+    for (bad, why) in [
+        ("\"ten/60\"", "is not a rate"),
+        ("\"10/0\"", "a period of 0 seconds is out of range"),
+        ("\"10/90000\"", "out of range"),
+        ("\"10/\"", "is not a rate"),
+        ("-1", "out of range"),
+        ("true", "wrong type"),
+    ] {
+        let e = load(&format!(
+            "[global]\noutbound_throttle_messages = {bad}\n{listener}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outbound_throttle_messages") && e.contains(why), "{bad}: {e}");
+        assert!(e.contains("\"N/S\""), "the hint says how to write one: {e}");
+    }
+}

@@ -180,6 +180,13 @@ impl Pools {
         self.expire_at(until);
     }
 
+    /// QUITs a connection and closes it, whatever its state.
+    pub async fn close(&self, slot: Slot) {
+        if !slot.is_broken() {
+            slot.quit().await;
+        }
+    }
+
     /// Closes every idle connection (QUIT), and from now on every released
     /// one: the shard is shutting down.
     pub fn shutdown(&self) {

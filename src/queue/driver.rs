@@ -28,6 +28,7 @@ use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::{sched, Current};
 use crate::spool::{Spool, SpoolError};
+use crate::throttle::Throttles;
 use resident::{Budget, Resident};
 
 mod bounces;
@@ -45,6 +46,7 @@ pub struct ShardQueue {
     events: Rc<Events>,
     spool: Rc<Spool>,
     pools: Rc<Pools>,
+    throttles: Rc<Throttles>,
     queue: RefCell<Queue>,
     resident: RefCell<Resident>,
     /// Physical memory and usable CPUs, for the resident budget's default.
@@ -66,13 +68,15 @@ const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ShardQueue {
     /// Builds the driver with the messages recovered from the spool; it
-    /// sends through `pools`.
+    /// sends through `pools`, within the leases of `throttles`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: usize,
         config: Rc<Current<Config>>,
         events: Rc<Events>,
         spool: Rc<Spool>,
         pools: Rc<Pools>,
+        throttles: Rc<Throttles>,
         recovered: Vec<crate::spool::QueuedMessage>,
     ) -> Rc<Self> {
         let d = Rc::new(ShardQueue {
@@ -81,6 +85,7 @@ impl ShardQueue {
             events,
             spool,
             pools,
+            throttles,
             queue: RefCell::new(Queue::new()),
             resident: RefCell::default(),
             machine: (
@@ -238,15 +243,22 @@ impl ShardQueue {
         }
         let ready = self.queue.borrow().ready_len(&domain) as u32;
         let active = self.active.borrow().get(&domain).copied().unwrap_or(0);
-        let want = settings
-            .max_outbound_connections
-            .min(ready)
-            .saturating_sub(active);
-        for _ in 0..want {
+        let limit = settings.max_outbound_connections;
+        let want = limit.min(ready).saturating_sub(active);
+        if want == 0 {
+            return;
+        }
+        // The domain's slots are leased by its owner shard: what this
+        // shard holds starts now, the rest when the owner grants it.
+        let me = self.clone();
+        let permits = self
+            .throttles
+            .start(&domain, want, limit, move || me.wake_scheduler());
+        for permit in permits {
             *self.active.borrow_mut().entry(domain.clone()).or_insert(0) += 1;
             let (me, d, s) = (self.clone(), domain.clone(), settings.clone());
             sched::spawn(async move {
-                me.worker(&d, &s).await;
+                me.worker(&d, &s, permit).await;
                 let mut active = me.active.borrow_mut();
                 if let Some(n) = active.get_mut(&d) {
                     *n -= 1;

@@ -18,10 +18,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{reload, Config};
 use crate::events::CounterSnapshot;
-use crate::inbound::AuthMesh;
+use crate::inbound::{AuthInbox, AuthMesh};
 use crate::runtime::mesh;
 use crate::runtime::{allowed_cpus, explain_glommio, raise_limits, tune_allocator};
 use crate::spool::SpoolLock;
+use crate::throttle::{ThrottleInbox, ThrottleMesh};
 
 /// A shard's start-up report to the main thread.
 pub enum Startup {
@@ -83,10 +84,19 @@ pub enum ShardAnswer {
     },
 }
 
+/// A shard's ends of the cross-shard services: its view of every shard's
+/// inbox, and its own inbox for the keys it owns.
+pub struct Services {
+    /// Failed-AUTH accounting per client address.
+    pub auth: (AuthMesh, AuthInbox),
+    /// Connection slots and rates per domain.
+    pub throttle: (ThrottleMesh, ThrottleInbox),
+}
+
 /// Requests waiting in a shard's inbox before the main thread waits.
 const INBOX_CAPACITY: usize = 64;
 /// Requests waiting in a shard's inbox of a cross-shard service (AUTH
-/// accounting) before the asking sessions wait.
+/// accounting, throttles) before the askers wait.
 const SERVICE_INBOX_CAPACITY: usize = 1024;
 /// How long the main thread waits for a shard to take or answer a request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,9 +125,13 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let signals = install_signals()?;
     let (addresses, inboxes) = mesh::inboxes::<ShardRequest, ShardAnswer>(count, INBOX_CAPACITY);
     let (auth_addresses, auth_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
+    let (throttle_addresses, throttle_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (shard, (inbox, auth_inbox)) in inboxes.into_iter().zip(auth_inboxes).enumerate() {
+    let service_inboxes = auth_inboxes.into_iter().zip(throttle_inboxes);
+    for (shard, (inbox, (auth_inbox, throttle_inbox))) in
+        inboxes.into_iter().zip(service_inboxes).enumerate()
+    {
         // More shards than CPUs run unpinned rather than doubling up on one core.
         let placement = match cpus.get(shard) {
             Some(cpu) if count <= cpus.len() => Placement::Fixed(*cpu),
@@ -125,11 +139,17 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
         };
         let (snapshot, tx) = (config.clone(), tx.clone());
         let peers = Mesh::new(shard, addresses.clone());
-        let auth = (AuthMesh::new(shard, auth_addresses.clone()), auth_inbox);
+        let services = Services {
+            auth: (AuthMesh::new(shard, auth_addresses.clone()), auth_inbox),
+            throttle: (
+                ThrottleMesh::new(shard, throttle_addresses.clone()),
+                throttle_inbox,
+            ),
+        };
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(SHARD_IO_MEMORY);
-        match builder.spawn(move || shard::run(shard, snapshot, inbox, peers, auth, tx)) {
+        match builder.spawn(move || shard::run(shard, snapshot, inbox, peers, services, tx)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 shutdown_all(&addresses);

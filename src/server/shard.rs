@@ -12,11 +12,11 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Inbox, Mesh, ShardAnswer, ShardRequest, Startup};
+use super::{Inbox, Mesh, Services, ShardAnswer, ShardRequest, Startup};
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
-use crate::inbound::{AuthInbox, AuthMesh, ShardInbound};
+use crate::inbound::ShardInbound;
 use crate::intake::Intake;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::Pools;
@@ -24,6 +24,7 @@ use crate::queue::driver::ShardQueue;
 use crate::runtime::shutdown::Signal;
 use crate::runtime::Current;
 use crate::spool::{Spool, SpoolOptions};
+use crate::throttle::Throttles;
 
 /// Spool maintenance interval while the disk is full.
 const LOW_SPACE_MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,9 +40,10 @@ pub async fn run(
     config: Arc<Config>,
     inbox: Inbox,
     mesh: Mesh,
-    auth: (AuthMesh, AuthInbox),
+    services: Services,
     tx: Sender<Startup>,
 ) {
+    let Services { auth, throttle } = services;
     let current = Rc::new(Current::new(config.clone()));
     let tls = Rc::new(ShardTls::default());
     let dir = super::shard_spool_dir(&config, shard);
@@ -67,12 +69,22 @@ pub async fn run(
     let counters = Rc::new(Counters::default());
     events.subscribe(counters.clone());
     let pools = Pools::new(shard, tls.clone(), events.clone(), resolver);
+    // The books of the throttle counters this shard owns, and its side of
+    // every other shard's.
+    let (throttle_mesh, throttle_inbox) = throttle;
+    glommio::spawn_local(crate::throttle::serve(
+        throttle_inbox,
+        throttle_mesh.shards(),
+    ))
+    .detach();
+    let throttles = Throttles::new(throttle_mesh);
     let queue = ShardQueue::new(
         shard,
         current.clone(),
         events.clone(),
         spool.clone(),
         pools,
+        throttles.clone(),
         std::mem::take(&mut recovered.messages),
     );
     // Recovery's transient blocks are freed now: their pages go back.
@@ -143,8 +155,9 @@ pub async fn run(
         events.panic(&format!("closing the spool: {e}"));
     }
     log::info!(
-        "shard {shard} stopped: {}",
-        counters.snapshot(&events).render()
+        "shard {shard} stopped: {} throttle_requests_to_other_shards={}",
+        counters.snapshot(&events).render(),
+        throttles.cross_shard_requests()
     );
     drop(spool);
     drop(Rc::try_unwrap(inbound).ok());

@@ -2,6 +2,7 @@
 //! config written by the test, and stops it again.
 #![allow(dead_code)]
 
+pub mod recorder;
 pub mod sink;
 
 use std::io::{BufRead, BufReader, Read, Write};

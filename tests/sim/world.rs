@@ -21,6 +21,7 @@ use impulse::queue::driver::ShardQueue;
 use impulse::runtime::sched;
 use impulse::runtime::Current;
 use impulse::spool::{Recovered, Spool, SpoolOptions};
+use impulse::throttle::Throttles;
 
 use super::disk::{Faults, SimDisk};
 use super::exec::{Handle, Ran, Sim, START_WALL_MS};
@@ -332,6 +333,7 @@ fn start(
         events.clone(),
         spool.clone(),
         pools,
+        Throttles::standalone(),
         recovered.messages,
     );
     sched::spawn(queue.clone().run()).detach();

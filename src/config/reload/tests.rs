@@ -110,6 +110,7 @@ fn other_value(def: &OptionDef) -> String {
         Kind::AddrList => "[\"127.0.0.1:2626\"]".into(),
         Kind::Shards => "2".into(),
         Kind::CpuList => "[0]".into(),
+        Kind::Rate => "\"600/60\"".into(),
         Kind::Choice(words) => {
             let d = match default {
                 Some(Value::Text(t)) => t,

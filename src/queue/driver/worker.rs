@@ -1,12 +1,18 @@
-//! One delivery task's life for a domain: take a connection slot from the
-//! pools, send the domain's jobs over it until the queue is empty (the slot
-//! goes back to the pools while the task waits `idle_timeout` for more),
-//! the connection breaks or is used up. Results are settled through the
-//! queue and recorded in the spool before anything else happens.
+//! One delivery task's life for a domain: it runs on a connection slot
+//! leased from the domain's owner shard (its `Permit`), takes a
+//! connection from the pools, and sends the domain's jobs over it until
+//! the queue is empty (the connection goes back to the pools while the
+//! task waits `idle_timeout` for more), the connection breaks or is used
+//! up, or the owner wants the slot back. Each job waits for its token of
+//! `outbound_throttle_messages`, each new connection for one of
+//! `outbound_throttle_connections`. Results are settled through the queue
+//! and recorded in the spool before anything else happens.
 //!
-//! May call: the queue, outbound (pools and slots), settlement, smtp (the
-//! reply type). Must never: hold a slot while it waits for work (another
-//! task may use it), or take a connection once the shard is shutting down.
+//! May call: the queue, outbound (pools and slots), settlement, throttle
+//! (permits and tokens), smtp (the reply type). Must never: hold a
+//! connection while it waits for work (another task may use it), leave
+//! its connection open once its permit is given back, or take a
+//! connection once the shard is shutting down.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,16 +23,29 @@ use crate::config::Delivery;
 use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
 use crate::queue::{Job, RcptResult};
 use crate::reply::Reply;
+use crate::throttle::{Permit, RateKind};
 
 impl ShardQueue {
     /// Runs one delivery task for `domain`: sends its jobs over a slot
     /// from the pools; while the domain has no work the slot goes back to
     /// the pools and the task waits `idle_timeout` for more.
-    pub(super) async fn worker(self: &Rc<Self>, domain: &Rc<str>, d: &Arc<Delivery>) {
+    /// The connection is closed before `permit` is given back, so the
+    /// slot's next holder (perhaps on another shard) never overlaps it.
+    pub(super) async fn worker(
+        self: &Rc<Self>,
+        domain: &Rc<str>,
+        d: &Arc<Delivery>,
+        mut permit: Permit,
+    ) {
         let Some(mut slot) = self.slot(domain, d, None).await else {
             return;
         };
         loop {
+            if permit.leave() {
+                // The owner wants the slot for another shard.
+                self.pools.close(slot).await;
+                return;
+            }
             let job = self.queue.borrow_mut().take(domain);
             let Some(job) = job else {
                 let key = slot.key().clone();
@@ -35,6 +54,9 @@ impl ShardQueue {
                     !self.stop.is_fired() && self.wait_for_work(domain, d.idle_timeout).await;
                 // A task woken by the shutdown takes no connection again.
                 if !more || self.stop.is_fired() {
+                    if let Some(idle) = self.pools.reclaim(&key, d) {
+                        self.pools.close(idle).await;
+                    }
                     return;
                 }
                 let Some(s) = self.slot(domain, d, Some(&key)).await else {
@@ -43,6 +65,17 @@ impl ShardQueue {
                 slot = s;
                 continue;
             };
+            // Taken first so that no token is spent on work another task
+            // took; waiting for it is no attempt (nothing is settled). At
+            // a shutdown the job stays unsettled: the spool still has it.
+            if let Some(t) = &d.throttle_messages {
+                if !self
+                    .until_stopped(self.throttles.token(RateKind::Messages, t))
+                    .await
+                {
+                    return;
+                }
+            }
             self.deliver(&mut slot, job, d).await;
             if slot.is_broken() {
                 return;
@@ -52,6 +85,21 @@ impl ShardQueue {
             }
         }
         self.pools.release(slot).await;
+    }
+
+    /// Runs `wait` unless the shard stops first: false then.
+    async fn until_stopped(&self, wait: impl std::future::Future<Output = ()>) -> bool {
+        futures_lite::future::or(
+            async {
+                wait.await;
+                !self.stop.is_fired()
+            },
+            async {
+                self.stop.wait().await;
+                false
+            },
+        )
+        .await
     }
 
     /// A connection slot for `domain`: the idle one at `last` if it is
@@ -65,6 +113,16 @@ impl ShardQueue {
     ) -> Option<Slot> {
         if let Some(slot) = last.and_then(|k| self.pools.reclaim(k, d)) {
             return Some(slot);
+        }
+        // A connection may be opened: it takes a token of the connection
+        // rate first (also when an idle one of another task is reused).
+        if let Some(t) = &d.throttle_connections {
+            if !self
+                .until_stopped(self.throttles.token(RateKind::Connections, t))
+                .await
+            {
+                return None;
+            }
         }
         let result = match self.pools.acquire(Binding::Default, domain, d).await {
             Ok(slot) => return Some(slot),

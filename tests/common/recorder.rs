@@ -1,0 +1,184 @@
+//! A next hop that records what impulse does to it: when each connection
+//! opened and closed and from which address, when each message arrived,
+//! and the most connections open at once. Its replies after the final dot
+//! can be scripted per message (a delay, a 4xx) to make connections stay
+//! busy or to play a rate-limiting receiver.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What happened, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A connection from this address opened.
+    Open(IpAddr),
+    /// A connection closed.
+    Close,
+    /// A message was accepted (250 after the dot), from this address.
+    Accepted(IpAddr),
+    /// A message was refused after the dot with this reply.
+    Refused(String),
+}
+
+/// The reply after the final dot of the `n`th message (from 0): the wait
+/// before it, and the reply line (with CRLF).
+pub type Script = dyn Fn(u64) -> (Duration, String) + Send + Sync;
+
+/// A recording next hop on 127.0.0.1.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<(Instant, Seen)>>>,
+    open: Arc<AtomicU32>,
+    peak: Arc<AtomicU32>,
+}
+
+impl Recorder {
+    /// Every message gets 250 after `delay`.
+    pub fn start(delay: Duration) -> Recorder {
+        Recorder::scripted(Arc::new(move |_| (delay, "250 2.0.0 ok\r\n".into())))
+    }
+
+    /// Replies after the dot as `script` says.
+    pub fn scripted(script: Arc<Script>) -> Recorder {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let log: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
+        let open = Arc::new(AtomicU32::new(0));
+        let peak = Arc::new(AtomicU32::new(0));
+        let count = Arc::new(AtomicU64::new(0));
+        let (log2, open2, peak2) = (log.clone(), open.clone(), peak.clone());
+        std::thread::spawn(move || {
+            for stream in l.incoming().flatten() {
+                let ip = stream.peer_addr().map(|a| a.ip()).expect("peer");
+                let now = open2.fetch_add(1, SeqCst) + 1;
+                peak2.fetch_max(now, SeqCst);
+                log2.lock().unwrap().push((Instant::now(), Seen::Open(ip)));
+                let (log, open, script, count) =
+                    (log2.clone(), open2.clone(), script.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut w = stream.try_clone().expect("clone");
+                    let mut r = BufReader::new(stream);
+                    session(&mut r, &mut w, ip, &log, &*script, &count);
+                    drop((r, w));
+                    // Counted closed once the socket is, before the record.
+                    open.fetch_sub(1, SeqCst);
+                    log.lock().unwrap().push((Instant::now(), Seen::Close));
+                });
+            }
+        });
+        Recorder {
+            addr,
+            log,
+            open,
+            peak,
+        }
+    }
+
+    /// The most connections open at once so far.
+    pub fn peak(&self) -> u32 {
+        self.peak.load(SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_now(&self) -> u32 {
+        self.open.load(SeqCst)
+    }
+
+    /// Everything seen so far, in order.
+    pub fn seen(&self) -> Vec<(Instant, Seen)> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Times of the accepted messages.
+    pub fn accepted(&self) -> Vec<Instant> {
+        self.times(|s| matches!(s, Seen::Accepted(_)))
+    }
+
+    /// Times at which connections opened.
+    pub fn opened(&self) -> Vec<Instant> {
+        self.times(|s| matches!(s, Seen::Open(_)))
+    }
+
+    fn times(&self, f: impl Fn(&Seen) -> bool) -> Vec<Instant> {
+        self.seen()
+            .into_iter()
+            .filter(|(_, s)| f(s))
+            .map(|(t, _)| t)
+            .collect()
+    }
+}
+
+fn session(
+    r: &mut BufReader<std::net::TcpStream>,
+    w: &mut std::net::TcpStream,
+    ip: IpAddr,
+    log: &Mutex<Vec<(Instant, Seen)>>,
+    script: &Script,
+    count: &AtomicU64,
+) {
+    if w.write_all(b"220 recorder ESMTP\r\n").is_err() {
+        return;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let up = line.trim_end().to_ascii_uppercase();
+        let reply: String = if up.starts_with("EHLO") || up.starts_with("HELO") {
+            "250 recorder\r\n".into()
+        } else if up == "DATA" {
+            if w.write_all(b"354 go\r\n").is_err() {
+                return;
+            }
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+            }
+            let (delay, reply) = script(count.fetch_add(1, SeqCst));
+            std::thread::sleep(delay);
+            let seen = if reply.starts_with('2') {
+                Seen::Accepted(ip)
+            } else {
+                Seen::Refused(reply.trim_end().to_string())
+            };
+            log.lock().unwrap().push((Instant::now(), seen));
+            reply
+        } else if up == "QUIT" {
+            let _ = w.write_all(b"221 bye\r\n");
+            return;
+        } else if up.starts_with("MAIL") || up.starts_with("RCPT") || up == "RSET" || up == "NOOP" {
+            "250 ok\r\n".into()
+        } else {
+            "500 what\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The most events of `times` in any window of length `window` (each
+/// window starting at an event).
+pub fn most_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut t = times.to_vec();
+    t.sort();
+    let mut most = 0;
+    let mut end = 0;
+    for start in 0..t.len() {
+        while end < t.len() && t[end] < t[start] + window {
+            end += 1;
+        }
+        most = most.max(end - start);
+    }
+    most
+}

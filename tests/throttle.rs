@@ -1,0 +1,165 @@
+//! Domain throttles over all shards, through the real binary: two shards
+//! take mail from several clients and deliver to a recording next hop;
+//! the connection limit and the rates hold for the domain as a whole.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::recorder::{most_in_window, Recorder};
+use common::*;
+
+const DOMAIN: &str = "example.net";
+
+/// Two shards relaying `DOMAIN` to `next_hop`, with `domain` options.
+fn sender(next_hop: &Recorder, global: &str, domain: &str) -> Server {
+    let cfg = basic_config(&format!("relay_domains = [\"{DOMAIN}\"]\n{global}"), "")
+        .replace("shards = 1", "shards = 2")
+        .replace("suspend_delivery = true\n", "")
+        + &format!(
+            "[domain.\"{DOMAIN}\"]\nroutes = [\"{}\"]\n{domain}\n",
+            next_hop.addr
+        );
+    start(&cfg)
+}
+
+/// Sends `n` messages to `DOMAIN` over `clients` connections at once, so
+/// that SO_REUSEPORT spreads them over the shards.
+fn inject(s: &Server, n: usize, clients: usize) {
+    let per = n.div_ceil(clients);
+    let addr = s.addr();
+    let threads: Vec<_> = (0..clients)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                assert!(c.reply().starts_with("220"));
+                assert!(c.cmd("EHLO t").starts_with("250"));
+                for i in 0..per {
+                    assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
+                    let r = c.cmd(&format!("RCPT TO:<u{k}x{i}@{DOMAIN}>"));
+                    assert!(r.starts_with("250"), "{r}");
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send(&format!("Subject: {k}/{i}\r\n\r\nbody\r\n.\r\n"));
+                    let r = c.reply();
+                    assert!(r.starts_with("250"), "{r}");
+                }
+                c.cmd("QUIT");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client");
+    }
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Stops the server and returns what each shard delivered (its last line).
+fn delivered_per_shard(mut s: Server) -> Vec<u64> {
+    s.stop(Duration::from_secs(30));
+    let log = s.log_text();
+    (0..2)
+        .map(|n| {
+            log.lines()
+                .find_map(|l| {
+                    let rest = l.split(&format!("shard {n} stopped: ")).nth(1)?;
+                    rest.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix("delivered="))?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("no stop line for shard {n}:\n{log}"))
+        })
+        .collect()
+}
+
+#[test]
+fn max_outbound_connections_holds_over_all_shards() {
+    // Each message keeps its connection busy a while, so both shards
+    // want every connection they may have.
+    let hop = Recorder::start(Duration::from_millis(25));
+    let s = sender(&hop, "", "max_outbound_connections = 3");
+    let n = 160;
+    inject(&s, n, 8);
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived\n{}",
+        hop.accepted().len(),
+        s.log_text()
+    );
+    assert!(hop.peak() <= 3, "{} connections at once", hop.peak());
+    assert!(hop.peak() >= 2, "the limit was used: peak {}", hop.peak());
+    let per_shard = delivered_per_shard(s);
+    assert_eq!(per_shard.iter().sum::<u64>(), n as u64, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|d| *d > 0),
+        "both shards delivered: {per_shard:?}"
+    );
+}
+
+#[test]
+fn outbound_throttle_messages_holds_over_all_shards() {
+    let hop = Recorder::start(Duration::ZERO);
+    let s = sender(&hop, "", "outbound_throttle_messages = \"20/2\"");
+    let n = 70;
+    let begun = Instant::now();
+    inject(&s, n, 8);
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived\n{}",
+        hop.accepted().len(),
+        s.log_text()
+    );
+    let took = begun.elapsed();
+    // 20 per 2 s: the bucket holds 1, so 70 messages need 69 more tokens
+    // at 10 per second. Slowness can only make this longer.
+    assert!(took >= Duration::from_millis(6_800), "{n} in {took:?}");
+    // The bound is 20 + 1 + 0.1 per window; a message's arrival may lag
+    // its token by a little, so two more are allowed for that.
+    let most = most_in_window(&hop.accepted(), Duration::from_secs(2));
+    assert!(most <= 23, "{most} messages in one 2 s window");
+    let per_shard = delivered_per_shard(s);
+    assert!(
+        per_shard.iter().all(|d| *d > 0),
+        "both shards delivered: {per_shard:?}"
+    );
+}
+
+#[test]
+fn outbound_throttle_connections_holds_over_all_shards() {
+    let hop = Recorder::start(Duration::ZERO);
+    // One message per connection: every message needs a new connection.
+    let s = sender(
+        &hop,
+        "",
+        "outbound_throttle_connections = \"3/1\"\nmax_deliveries_per_connection = 1",
+    );
+    let n = 24;
+    let begun = Instant::now();
+    inject(&s, n, 8);
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived\n{}",
+        hop.accepted().len(),
+        s.log_text()
+    );
+    let took = begun.elapsed();
+    assert!(
+        took >= Duration::from_millis(7_300),
+        "{n} connections in {took:?}"
+    );
+    let opened = hop.opened();
+    assert_eq!(opened.len(), n, "one connection per message");
+    let most = most_in_window(&opened, Duration::from_secs(1));
+    assert!(most <= 6, "{most} connections opened in one second");
+    delivered_per_shard(s);
+}

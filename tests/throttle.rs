@@ -163,3 +163,49 @@ fn outbound_throttle_connections_holds_over_all_shards() {
     assert!(most <= 6, "{most} connections opened in one second");
     delivered_per_shard(s);
 }
+
+#[test]
+fn a_lower_limit_after_a_reload_closes_the_connections_over_it() {
+    // Slow enough that the backlog outlasts the injection.
+    let hop = Recorder::start(Duration::from_millis(100));
+    let s = sender(&hop, "", "max_outbound_connections = 4");
+    let n = 150;
+    inject(&s, n, 8);
+    assert!(
+        wait_until(Duration::from_secs(30), || hop.open_now() == 4),
+        "4 connections open: {}",
+        hop.open_now()
+    );
+    let text = std::fs::read_to_string(&s.config_path).expect("config");
+    let lower = text.replace(
+        "max_outbound_connections = 4",
+        "max_outbound_connections = 1",
+    );
+    std::fs::write(&s.config_path, lower).expect("write config");
+    s.signal(libc::SIGHUP);
+    // Connections over the new limit end after their current message.
+    assert!(
+        wait_until(Duration::from_secs(30), || hop.open_now() <= 1),
+        "{} connections still open\n{}",
+        hop.open_now(),
+        s.log_text()
+    );
+    hop.reset_peak();
+    let left = n - hop.accepted().len();
+    assert!(
+        left > 20,
+        "the test needs mail left to send: {left}\n{}",
+        s.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived",
+        hop.accepted().len()
+    );
+    assert!(
+        hop.peak() <= 1,
+        "{} connections at once after the reload",
+        hop.peak()
+    );
+    delivered_per_shard(s);
+}

@@ -109,7 +109,10 @@ pub enum Reload {
     ///   `max_outbound_connections` on each pass (on new work, else at
     ///   least every 500 ms) before it opens connections for a domain;
     ///   connections already open are not stopped when delivery is
-    ///   suspended or the limit falls, they run until they close;
+    ///   suspended, they run until they close; when the limit falls, the
+    ///   domain's owner shard lowers each shard's target at its next sync
+    ///   (100 ms) and connections over it close after their current
+    ///   message;
     /// * every other delivery option (routes, ports, EHLO name, outbound
     ///   TLS, timeouts, per-connection and per-batch limits, the retry and
     ///   expiry policy, DSN options) is taken by each outbound connection

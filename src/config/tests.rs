@@ -283,7 +283,11 @@ fn throttles_parse_as_rates_and_are_shared_by_the_scope_that_sets_them() {
         own.throttle_connections.as_ref().map(|t| t.rate),
         Some(rate(10, 3600))
     );
-    assert_eq!(c.delivery.get("off.test").throttle_messages, None, "0 = none");
+    assert_eq!(
+        c.delivery.get("off.test").throttle_messages,
+        None,
+        "0 = none"
+    );
     assert_eq!(c.delivery.get("anything.test").throttle_connections, None);
     for (bad, why) in [
         ("\"ten/60\"", "is not a rate"),
@@ -298,7 +302,10 @@ fn throttles_parse_as_rates_and_are_shared_by_the_scope_that_sets_them() {
         ))
         .unwrap_err()
         .to_string();
-        assert!(e.contains("outbound_throttle_messages") && e.contains(why), "{bad}: {e}");
+        assert!(
+            e.contains("outbound_throttle_messages") && e.contains(why),
+            "{bad}: {e}"
+        );
         assert!(e.contains("\"N/S\""), "the hint says how to write one: {e}");
     }
 }

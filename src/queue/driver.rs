@@ -245,11 +245,10 @@ impl ShardQueue {
         let active = self.active.borrow().get(&domain).copied().unwrap_or(0);
         let limit = settings.max_outbound_connections;
         let want = limit.min(ready).saturating_sub(active);
-        if want == 0 {
-            return;
-        }
         // The domain's slots are leased by its owner shard: what this
-        // shard holds starts now, the rest when the owner grants it.
+        // shard holds starts now, the rest when the owner grants it. Told
+        // even when nothing more is wanted: a lower limit (a reload) ends
+        // running tasks over it.
         let me = self.clone();
         let permits = self
             .throttles

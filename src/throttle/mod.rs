@@ -359,7 +359,11 @@ impl Throttles {
                 s.waiters += 1;
                 if !s.asking {
                     s.asking = true;
-                    let want = s.waiters;
+                    // A fast rate is asked for in batches: this shard's
+                    // share of the bucket, so that a rate far above the
+                    // traffic costs one ask per many messages.
+                    let share = (throttle.rate.count / 200).div_ceil(self.mesh.shards() as u32);
+                    let want = s.waiters.max(share);
                     drop(stock);
                     self.ask_tokens(key.clone(), want, throttle.rate);
                     self.stock
@@ -412,8 +416,8 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// True when this shard holds more of the domain's slots than the
-    /// owner's target: this task is then one of those that end (after
+    /// True when this shard runs more of the domain's tasks than the
+    /// owner's target or the limit allow: this task is then one of those that end (after
     /// its current message); each call past the first also says true.
     pub fn leave(&mut self) -> bool {
         if self.leaving {
@@ -423,7 +427,7 @@ impl Permit {
         let Some(h) = slots.get_mut(&*self.domain) else {
             return false;
         };
-        if h.used.saturating_sub(h.leaving) > h.target {
+        if h.used.saturating_sub(h.leaving) > h.target.min(h.limit) {
             h.leaving += 1;
             self.leaving = true;
         }

@@ -82,6 +82,11 @@ impl Recorder {
         self.peak.load(SeqCst)
     }
 
+    /// Starts counting the peak again from the connections open now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.open.load(SeqCst), SeqCst);
+    }
+
     /// Connections open now.
     pub fn open_now(&self) -> u32 {
         self.open.load(SeqCst)

@@ -2,7 +2,8 @@
 //!
 //! Modules follow the data path: `inbound` drives `smtp::server` and hands
 //! messages to `intake`, which writes through `spool`; `config` and
-//! `runtime` frame every shard, and `server` (the composition root) builds
+//! `runtime` frame every shard, `throttle` holds the delivery limits over
+//! all shards, and `server` (the composition root) builds
 //! and runs the shards; `message` and `reply` are the data types every
 //! stage passes on. Owns the module tree only. May call: nothing.
 //! Must never: hold code (module declarations only).

@@ -52,6 +52,20 @@ fn inject(s: &Server, n: usize, clients: usize) {
     }
 }
 
+/// Injects `n` messages (as `inject`) and waits until `hop` has them all;
+/// returns the time from the first injection.
+fn relay_all(s: &Server, hop: &Recorder, n: usize) -> Duration {
+    let begun = Instant::now();
+    inject(s, n, 8);
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived\n{}",
+        hop.accepted().len(),
+        s.log_text()
+    );
+    begun.elapsed()
+}
+
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -89,13 +103,7 @@ fn max_outbound_connections_holds_over_all_shards() {
     let hop = Recorder::start(Duration::from_millis(25));
     let s = sender(&hop, "", "max_outbound_connections = 3");
     let n = 160;
-    inject(&s, n, 8);
-    assert!(
-        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
-        "{} of {n} arrived\n{}",
-        hop.accepted().len(),
-        s.log_text()
-    );
+    relay_all(&s, &hop, n);
     assert!(hop.peak() <= 3, "{} connections at once", hop.peak());
     assert!(hop.peak() >= 2, "the limit was used: peak {}", hop.peak());
     let per_shard = delivered_per_shard(s);
@@ -111,15 +119,7 @@ fn outbound_throttle_messages_holds_over_all_shards() {
     let hop = Recorder::start(Duration::ZERO);
     let s = sender(&hop, "", "outbound_throttle_messages = \"20/2\"");
     let n = 70;
-    let begun = Instant::now();
-    inject(&s, n, 8);
-    assert!(
-        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
-        "{} of {n} arrived\n{}",
-        hop.accepted().len(),
-        s.log_text()
-    );
-    let took = begun.elapsed();
+    let took = relay_all(&s, &hop, n);
     // 20 per 2 s: the bucket holds 1, so 70 messages need 69 more tokens
     // at 10 per second. Slowness can only make this longer.
     assert!(took >= Duration::from_millis(6_800), "{n} in {took:?}");
@@ -144,15 +144,7 @@ fn outbound_throttle_connections_holds_over_all_shards() {
         "outbound_throttle_connections = \"3/1\"\nmax_deliveries_per_connection = 1",
     );
     let n = 24;
-    let begun = Instant::now();
-    inject(&s, n, 8);
-    assert!(
-        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
-        "{} of {n} arrived\n{}",
-        hop.accepted().len(),
-        s.log_text()
-    );
-    let took = begun.elapsed();
+    let took = relay_all(&s, &hop, n);
     assert!(
         took >= Duration::from_millis(7_300),
         "{n} connections in {took:?}"

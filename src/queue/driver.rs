@@ -1,6 +1,7 @@
 //! The queue's driver: a shard's queue manager. Owns the shard's `Queue`
 //! and runs it — the scheduler loop (due messages; delivery tasks per
-//! domain up to `max_outbound_connections`, none while
+//! domain within the slots of `max_outbound_connections` that the
+//! domain's owner shard leases to this one (`throttle`), none while
 //! `suspend_delivery`), the hand-off from inbound (`accept`), the resident
 //! content cache, the settlement of every job's results (`settle`), DSNs
 //! and delay DSNs injected as new messages (`bounces`), and the events for
@@ -9,8 +10,8 @@
 //! result per recipient.
 //!
 //! May call: the queue's data structure, outbound (pools and slots),
-//! spool, bounce, events, config, message, runtime, smtp (the reply type
-//! and the status parser).
+//! throttle (slot permits and rate tokens), spool, bounce, events,
+//! config, message, runtime, smtp (the reply type and the status parser).
 //! Must never: speak SMTP or open a socket itself, act on a result before
 //! the spool has it, or drop a result it cannot record (it retries).
 

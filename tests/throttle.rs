@@ -26,8 +26,17 @@ fn sender(next_hop: &Recorder, global: &str, domain: &str) -> Server {
 /// Sends `n` messages to `DOMAIN` over `clients` connections at once, so
 /// that SO_REUSEPORT spreads them over the shards.
 fn inject(s: &Server, n: usize, clients: usize) {
+    inject_to(s, n, clients, DOMAIN);
+}
+
+/// `inject`, to recipients in `domain`.
+fn inject_to(s: &Server, n: usize, clients: usize, domain: &'static str) {
+    inject_addr(s.addr(), n, clients, domain);
+}
+
+/// `inject_to` the server at `addr`.
+fn inject_addr(addr: std::net::SocketAddr, n: usize, clients: usize, domain: &'static str) {
     let per = n.div_ceil(clients);
-    let addr = s.addr();
     let threads: Vec<_> = (0..clients)
         .map(|k| {
             std::thread::spawn(move || {
@@ -36,7 +45,7 @@ fn inject(s: &Server, n: usize, clients: usize) {
                 assert!(c.cmd("EHLO t").starts_with("250"));
                 for i in 0..per {
                     assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
-                    let r = c.cmd(&format!("RCPT TO:<u{k}x{i}@{DOMAIN}>"));
+                    let r = c.cmd(&format!("RCPT TO:<u{k}x{i}@{domain}>"));
                     assert!(r.starts_with("250"), "{r}");
                     assert!(c.cmd("DATA").starts_with("354"));
                     c.send(&format!("Subject: {k}/{i}\r\n\r\nbody\r\n.\r\n"));
@@ -199,5 +208,41 @@ fn a_lower_limit_after_a_reload_closes_the_connections_over_it() {
         "{} connections at once after the reload",
         hop.peak()
     );
+    delivered_per_shard(s);
+}
+
+#[test]
+fn server_max_outbound_connections_holds_over_all_shards_and_domains() {
+    let hop = Recorder::start(Duration::from_millis(25));
+    let other = "example.org";
+    let mut cfg = basic_config(
+        &format!(
+            "relay_domains = [\"{DOMAIN}\", \"{other}\"]\nserver_max_outbound_connections = 2"
+        ),
+        "",
+    )
+    .replace("shards = 1", "shards = 2")
+    .replace("suspend_delivery = true\n", "");
+    for d in [DOMAIN, other] {
+        cfg += &format!(
+            "[domain.\"{d}\"]\nroutes = [\"{}\"]\nmax_outbound_connections = 3\n",
+            hop.addr
+        );
+    }
+    let s = start(&cfg);
+    let n = 80;
+    let (a, b) = (s.addr(), s.addr());
+    let one = std::thread::spawn(move || inject_addr(a, n / 2, 4, DOMAIN));
+    let two = std::thread::spawn(move || inject_addr(b, n / 2, 4, other));
+    one.join().expect("inject");
+    two.join().expect("inject");
+    assert!(
+        wait_until(Duration::from_secs(60), || hop.accepted().len() >= n),
+        "{} of {n} arrived\n{}",
+        hop.accepted().len(),
+        s.log_text()
+    );
+    assert!(hop.peak() <= 2, "{} connections at once", hop.peak());
+    assert_eq!(hop.peak(), 2, "the server's limit was used");
     delivered_per_shard(s);
 }

@@ -172,6 +172,8 @@ pub struct Delivery {
     pub tls_client: Arc<rustls::ClientConfig>,
     /// Concurrent connections per domain, over all shards.
     pub max_outbound_connections: u32,
+    /// Concurrent connections of the whole server (a `[global]` value).
+    pub server_max_outbound_connections: u32,
     /// `outbound_throttle_messages`: delivery attempts per period.
     pub throttle_messages: Option<Throttle>,
     /// `outbound_throttle_connections`: new connections per period.
@@ -222,6 +224,10 @@ impl fmt::Debug for Delivery {
             .field("ehlo_hostname", &self.ehlo_hostname)
             .field("tls", &self.tls)
             .field("max_outbound_connections", &self.max_outbound_connections)
+            .field(
+                "server_max_outbound_connections",
+                &self.server_max_outbound_connections,
+            )
             .field("throttle_messages", &self.throttle_messages)
             .field("throttle_connections", &self.throttle_connections)
             .field(
@@ -365,6 +371,7 @@ pub fn compile(
         tls,
         tls_client,
         max_outbound_connections: int("max_outbound_connections", chain) as u32,
+        server_max_outbound_connections: int("server_max_outbound_connections", chain) as u32,
         throttle_messages: throttle("outbound_throttle_messages", chain, domain),
         throttle_connections: throttle("outbound_throttle_connections", chain, domain),
         max_deliveries_per_connection: int("max_deliveries_per_connection", chain) as u32,

@@ -55,7 +55,7 @@ pub struct ShardQueue {
     active: RefCell<Map<Rc<str>, u32>>,
     /// Delivery tasks waiting for work in a domain wait on these.
     idle: RefCell<Map<Rc<str>, Signal>>,
-    kick: Notify,
+    kick: Rc<Notify>,
     stop: Signal,
     /// Recovered messages whose every recipient is final but whose DONE
     /// record was lost (a crash mid-settlement): written at start.
@@ -95,7 +95,7 @@ impl ShardQueue {
             ),
             active: RefCell::default(),
             idle: RefCell::default(),
-            kick: Notify::default(),
+            kick: Rc::default(),
             stop: Signal::default(),
             unfinished: RefCell::default(),
             repeats: RefCell::new(RepeatLimiter::new(REPEAT_LOG_INTERVAL)),
@@ -250,10 +250,8 @@ impl ShardQueue {
         // shard holds starts now, the rest when the owner grants it. Told
         // even when nothing more is wanted: a lower limit (a reload) ends
         // running tasks over it.
-        let me = self.clone();
-        let permits = self
-            .throttles
-            .start(&domain, want, limit, move || me.wake_scheduler());
+        let limits = (limit, settings.server_max_outbound_connections);
+        let permits = self.throttles.start(&domain, want, limits, &self.kick);
         for permit in permits {
             *self.active.borrow_mut().entry(domain.clone()).or_insert(0) += 1;
             let (me, d, s) = (self.clone(), domain.clone(), settings.clone());

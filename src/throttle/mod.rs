@@ -28,7 +28,7 @@ use crate::config::{Rate, Throttle};
 use crate::runtime::hash::Map;
 use crate::runtime::mesh::{self, Inbox, Mesh, Reply};
 use crate::runtime::sched;
-use crate::runtime::shutdown::Signal;
+use crate::runtime::shutdown::{Notify, Signal};
 pub use ledger::{Grant, Ledger, RateKey, RateKind, SyncItem, LEASE_TTL, SYNC_INTERVAL};
 
 /// What a shard asks a counter's owner shard.
@@ -127,12 +127,16 @@ pub async fn serve(inbox: ThrottleInbox, shards: usize) {
             let (g, lapsed) = books.tick(now);
             grants.extend(g);
             for l in lapsed {
+                let whose = if l.domain.is_empty() {
+                    "the server".to_string()
+                } else {
+                    l.domain.to_string()
+                };
                 log::error!(
-                    "paniclog: throttle: shard {} was silent for {}s: its {} connection slot(s) for {} are taken back",
+                    "paniclog: throttle: shard {} was silent for {}s: its {} connection slot(s) of {whose} are taken back",
                     l.shard,
                     LEASE_TTL.as_secs(),
                     l.slots,
-                    l.domain
                 );
             }
         }
@@ -167,6 +171,43 @@ struct Stock {
     waiters: u32,
     asking: bool,
     arrived: Signal,
+}
+
+/// The slot key of the whole server's connections: no recipient domain
+/// is empty.
+const SERVER: &str = "";
+
+impl Held {
+    /// Tasks that may still start: under the limit and the owner's target.
+    fn room(&self) -> u32 {
+        self.target.min(self.limit).saturating_sub(self.used)
+    }
+
+    /// True when more tasks run than the limit and target allow, not
+    /// counting those already leaving.
+    fn over(&self) -> bool {
+        self.used.saturating_sub(self.leaving) > self.target.min(self.limit)
+    }
+}
+
+/// The entry for `key`, made if new, with its limit brought up to date.
+fn held<'a>(slots: &'a mut Map<Arc<str>, Held>, key: &str, limit: u32) -> &'a mut Held {
+    if !slots.contains_key(key) {
+        slots.insert(
+            Arc::from(key),
+            Held {
+                granted: 0,
+                used: 0,
+                leaving: 0,
+                target: limit,
+                asking: false,
+                limit,
+            },
+        );
+    }
+    let h = slots.get_mut(key).expect("inserted above");
+    h.limit = limit;
+    h
 }
 
 /// A shard's side of the throttles.
@@ -211,42 +252,41 @@ impl Throttles {
     }
 
     /// Up to `want` more delivery tasks for `domain` may start: returns a
-    /// permit for each that may start now. When fewer slots are free here
-    /// than wanted, asks the owner for the rest and calls `granted` once
-    /// the answer is in (call again then).
+    /// permit for each that may start now, within both the domain's
+    /// `limits.0` and the server's `limits.1` (`server_max_outbound_connections`).
+    /// When fewer slots of either are free here than wanted, asks its
+    /// owner for the rest and notifies `granted` once an answer is in
+    /// (call again then). Slots of one kind held without the other go back at
+    /// the next sync.
     pub fn start(
         self: &Rc<Self>,
         domain: &Rc<str>,
         want: u32,
-        limit: u32,
-        granted: impl FnOnce() + 'static,
+        limits: (u32, u32),
+        granted: &Rc<Notify>,
     ) -> Vec<Permit> {
+        let keys: [(&str, u32); 2] = [(domain, limits.0), (SERVER, limits.1)];
         let mut slots = self.slots.borrow_mut();
-        if !slots.contains_key(&**domain) {
-            slots.insert(
-                Arc::from(&**domain),
-                Held {
-                    granted: 0,
-                    used: 0,
-                    leaving: 0,
-                    target: limit,
-                    asking: false,
-                    limit,
-                },
-            );
+        let mut now = want;
+        let mut shorts = [0u32; 2];
+        for (i, (key, limit)) in keys.iter().enumerate() {
+            let h = held(&mut slots, key, *limit);
+            let can = want.min(h.room());
+            let free = h.granted.saturating_sub(h.used);
+            now = now.min(can).min(free);
+            if can > free && !h.asking {
+                h.asking = true;
+                shorts[i] = can - free;
+            }
         }
-        let Some(h) = slots.get_mut(&**domain) else {
-            return Vec::new();
-        };
-        h.limit = limit;
-        let room = h.target.min(limit).saturating_sub(h.used);
-        let now = want.min(room).min(h.granted.saturating_sub(h.used));
-        h.used += now;
-        let short = want.min(room) - now;
-        if short > 0 && !h.asking {
-            h.asking = true;
-            drop(slots);
-            self.ask_slots(domain, short, limit, granted);
+        for (key, limit) in keys {
+            held(&mut slots, key, limit).used += now;
+        }
+        drop(slots);
+        for (i, (key, limit)) in keys.iter().enumerate() {
+            if shorts[i] > 0 {
+                self.ask_slots(key, shorts[i], *limit, granted.clone());
+            }
         }
         (0..now)
             .map(|_| Permit {
@@ -257,15 +297,9 @@ impl Throttles {
             .collect()
     }
 
-    fn ask_slots(
-        self: &Rc<Self>,
-        domain: &Rc<str>,
-        want: u32,
-        limit: u32,
-        granted: impl FnOnce() + 'static,
-    ) {
+    fn ask_slots(self: &Rc<Self>, key: &str, want: u32, limit: u32, granted: Rc<Notify>) {
         let me = self.clone();
-        let domain: Arc<str> = Arc::from(&**domain);
+        let domain: Arc<str> = Arc::from(key);
         self.count_ask(self.mesh.owner(&*domain));
         sched::spawn(async move {
             let ask = ThrottleAsk::Slots {
@@ -282,7 +316,7 @@ impl Throttles {
                 }
             }
             me.keep_syncing();
-            granted();
+            granted.notify();
         })
         .detach();
     }
@@ -416,19 +450,24 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// True when this shard runs more of the domain's tasks than the
-    /// owner's target or the limit allow: this task is then one of those that end (after
-    /// its current message); each call past the first also says true.
+    /// True when this shard runs more tasks than the owner's target or
+    /// the limit allow, of the domain or of the server: this task is then
+    /// one of those that end (after its current message); each call past
+    /// the first also says true.
     pub fn leave(&mut self) -> bool {
         if self.leaving {
             return true;
         }
         let mut slots = self.throttles.slots.borrow_mut();
-        let Some(h) = slots.get_mut(&*self.domain) else {
-            return false;
-        };
-        if h.used.saturating_sub(h.leaving) > h.target.min(h.limit) {
-            h.leaving += 1;
+        let over = [&*self.domain, SERVER]
+            .iter()
+            .any(|k| slots.get(*k).is_some_and(Held::over));
+        if over {
+            for k in [&*self.domain, SERVER] {
+                if let Some(h) = slots.get_mut(k) {
+                    h.leaving += 1;
+                }
+            }
             self.leaving = true;
         }
         self.leaving
@@ -437,10 +476,13 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(h) = self.throttles.slots.borrow_mut().get_mut(&*self.domain) {
-            h.used = h.used.saturating_sub(1);
-            if self.leaving {
-                h.leaving = h.leaving.saturating_sub(1);
+        let mut slots = self.throttles.slots.borrow_mut();
+        for k in [&*self.domain, SERVER] {
+            if let Some(h) = slots.get_mut(k) {
+                h.used = h.used.saturating_sub(1);
+                if self.leaving {
+                    h.leaving = h.leaving.saturating_sub(1);
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -40,17 +40,6 @@ fn show_oldest(dir: &str) -> String {
         .expect("an oldest message")
         .to_string();
     run_impulse(&["spool", "show", "--dir", dir, &id]).1
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 fn relay_config(target_port: u16, extra: &str) -> String {

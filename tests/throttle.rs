@@ -75,17 +75,6 @@ fn relay_all(s: &Server, hop: &Recorder, n: usize) -> Duration {
     begun.elapsed()
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Stops the server and returns what each shard delivered (its last line).
 fn delivered_per_shard(mut s: Server) -> Vec<u64> {
     s.stop(Duration::from_secs(30));

@@ -91,12 +91,6 @@ pub struct Rate {
     pub per: Duration,
 }
 
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.count, self.per.as_secs())
-    }
-}
-
 /// Whose counter a throttle is: Momentum shares a throttle by reference,
 /// so every domain that falls back to the `[global]` value shares one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -105,15 +99,6 @@ pub enum ThrottleScope {
     Global,
     /// Set in `[domain."x"]`: this domain's own counter.
     Domain(Arc<str>),
-}
-
-impl fmt::Display for ThrottleScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ThrottleScope::Global => f.write_str("global"),
-            ThrottleScope::Domain(d) => write!(f, "domain \"{d}\""),
-        }
-    }
 }
 
 /// A rate throttle and the counter it is shared under.

@@ -288,8 +288,7 @@ impl<G> Ledger<G> {
             s.serve(&mut out);
             targets.push((item.domain.clone(), s.target()));
         }
-        self.slots
-            .retain(|_, s| s.held() > 0 || !s.waiting.is_empty());
+        self.forget_idle_slots();
         (targets, out)
     }
 
@@ -304,11 +303,15 @@ impl<G> Ledger<G> {
         back: G,
         now: Instant,
     ) -> Grants<G> {
-        let b = self.buckets.entry(key.clone()).or_insert_with(|| Bucket {
-            rate,
-            level: (f64::from(rate.count) / 200.0).max(1.0),
-            at: now,
-            waiting: VecDeque::new(),
+        let b = self.buckets.entry(key.clone()).or_insert_with(|| {
+            let mut fresh = Bucket {
+                rate,
+                level: 0.0,
+                at: now,
+                waiting: VecDeque::new(),
+            };
+            fresh.level = fresh.room();
+            fresh
         });
         if b.rate != rate {
             b.refill(now);
@@ -354,8 +357,7 @@ impl<G> Ledger<G> {
             }
             s.serve(&mut out);
         }
-        self.slots
-            .retain(|_, s| s.held() > 0 || !s.waiting.is_empty());
+        self.forget_idle_slots();
         (out, lapsed)
     }
 
@@ -370,7 +372,14 @@ impl<G> Ledger<G> {
         }
     }
 
-    /// Slots held for `domain` by each shard (for the console and tests).
+    /// Drops the books of domains nobody holds or waits for.
+    fn forget_idle_slots(&mut self) {
+        self.slots
+            .retain(|_, s| s.held() > 0 || !s.waiting.is_empty());
+    }
+
+    /// Slots held for `domain` by each shard.
+    #[cfg(test)]
     pub fn holdings(&self, domain: &str) -> Vec<u32> {
         self.slots
             .get(domain)

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use crate::config::{Rate, Throttle};
 use crate::runtime::hash::Map;
-use crate::runtime::mesh::{self, Inbox, Mesh, Reply};
+use crate::runtime::mesh::{self, AskError, Inbox, Mesh, Reply};
 use crate::runtime::sched;
 use crate::runtime::shutdown::{Notify, Signal};
 pub use ledger::{Grant, Ledger, RateKey, RateKind, SyncItem, LEASE_TTL, SYNC_INTERVAL};
@@ -245,10 +245,12 @@ impl Throttles {
         self.cross.get()
     }
 
-    fn count_ask(&self, owner: usize) {
+    /// Asks shard `owner`, counting the request when it crosses shards.
+    async fn ask(&self, owner: usize, ask: ThrottleAsk) -> Result<ThrottleAnswer, AskError> {
         if owner != self.mesh.me() {
             self.cross.set(self.cross.get() + 1);
         }
+        self.mesh.peer(owner).ask(ask).await
     }
 
     /// Up to `want` more delivery tasks for `domain` may start: returns a
@@ -300,7 +302,6 @@ impl Throttles {
     fn ask_slots(self: &Rc<Self>, key: &str, want: u32, limit: u32, granted: Rc<Notify>) {
         let me = self.clone();
         let domain: Arc<str> = Arc::from(key);
-        self.count_ask(self.mesh.owner(&*domain));
         sched::spawn(async move {
             let ask = ThrottleAsk::Slots {
                 domain: domain.clone(),
@@ -308,7 +309,7 @@ impl Throttles {
                 want,
                 limit,
             };
-            let answer = me.mesh.ask_owner(&*domain, ask).await;
+            let answer = me.ask(me.mesh.owner(&*domain), ask).await;
             if let Some(h) = me.slots.borrow_mut().get_mut(&*domain) {
                 h.asking = false;
                 if let Ok(ThrottleAnswer::Granted(Grant::Slots(n))) = answer {
@@ -358,12 +359,11 @@ impl Throttles {
                 }
             }
             for (owner, items) in by_owner {
-                self.count_ask(owner);
                 let ask = ThrottleAsk::Sync {
                     shard: self.mesh.me(),
                     items,
                 };
-                if let Ok(ThrottleAnswer::Targets(targets)) = self.mesh.peer(owner).ask(ask).await {
+                if let Ok(ThrottleAnswer::Targets(targets)) = self.ask(owner, ask).await {
                     let mut slots = self.slots.borrow_mut();
                     for (domain, target) in targets {
                         if let Some(h) = slots.get_mut(&domain) {
@@ -416,7 +416,6 @@ impl Throttles {
 
     fn ask_tokens(self: &Rc<Self>, key: RateKey, want: u32, rate: Rate) {
         let me = self.clone();
-        self.count_ask(self.mesh.owner(&key));
         sched::spawn(async move {
             let ask = ThrottleAsk::Tokens {
                 key: key.clone(),
@@ -424,7 +423,7 @@ impl Throttles {
                 want,
                 rate,
             };
-            let answer = me.mesh.ask_owner(&key, ask).await;
+            let answer = me.ask(me.mesh.owner(&key), ask).await;
             let mut stock = me.stock.borrow_mut();
             let Some(s) = stock.get_mut(&key) else {
                 return;

@@ -249,3 +249,15 @@ pub fn basic_config(extra_global: &str, extra_listener: &str) -> String {
 pub fn has(path: &Path) -> bool {
     path.exists()
 }
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; says which.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

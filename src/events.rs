@@ -33,12 +33,24 @@ pub enum Direction {
     Outbound,
 }
 
+/// The binding a message is sent from and its group (Momentum's log
+/// fields `binding` and `binding_group`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source<'a> {
+    /// The binding (`default` when none is assigned).
+    pub binding: &'a str,
+    /// Its group (`default` when none lists it).
+    pub group: &'a str,
+}
+
 /// One thing that happened on a shard. Borrowed: a subscriber that keeps
 /// an event copies what it needs.
 #[derive(Debug)]
 pub enum Event<'a> {
     /// A message is durable in the spool and queued.
     Reception {
+        /// The binding it is sent from.
+        source: Source<'a>,
         /// Its spool id.
         id: MessageId,
         /// Envelope sender (empty for `<>`).
@@ -52,6 +64,8 @@ pub enum Event<'a> {
     },
     /// A recipient was accepted by the next hop.
     Delivery {
+        /// The binding it is sent from.
+        source: Source<'a>,
         /// The message.
         id: MessageId,
         /// The recipient.
@@ -63,6 +77,8 @@ pub enum Event<'a> {
     },
     /// A recipient was deferred (4xx, connection trouble, DNS trouble).
     TransientFailure {
+        /// The binding it is sent from.
+        source: Source<'a>,
         /// The message.
         id: MessageId,
         /// The recipient.
@@ -76,6 +92,8 @@ pub enum Event<'a> {
     },
     /// A recipient failed for good (5xx, expiry, retries used up).
     PermanentFailure {
+        /// The binding it is sent from.
+        source: Source<'a>,
         /// The message.
         id: MessageId,
         /// The recipient.
@@ -116,6 +134,20 @@ pub enum Event<'a> {
     Panic {
         /// What, in words.
         what: &'a str,
+    },
+    /// An adaptive back-off started, stepped back or ended for a binding
+    /// × domain (reported once, by the owner shard of its counters).
+    Backoff {
+        /// The binding.
+        binding: &'a str,
+        /// The destination domain.
+        domain: &'a str,
+        /// The rule.
+        rule: &'a str,
+        /// `started`, `restarted`, `step N/M` or `ended`.
+        change: &'a str,
+        /// What it allows now, in words (`configured limits` once ended).
+        allows: &'a str,
     },
 }
 
@@ -241,6 +273,8 @@ pub struct CounterSnapshot {
     pub outbound_closed: u64,
     /// Panic-level errors.
     pub panics: u64,
+    /// Back-off changes (starts, steps, ends) this shard reported.
+    pub backoff_changes: u64,
     /// Events some consumer could not take.
     pub events_lost: u64,
 }
@@ -262,6 +296,7 @@ impl CounterSnapshot {
         self.outbound_opened += o.outbound_opened;
         self.outbound_closed += o.outbound_closed;
         self.panics += o.panics;
+        self.backoff_changes += o.backoff_changes;
         self.events_lost += o.events_lost;
     }
 
@@ -276,7 +311,8 @@ impl CounterSnapshot {
         format!(
             "received={} received_recipients={} received_octets={} delivered={} \
              transient_failures={} permanent_failures={} rejected={}{}{} inbound_connections={} \
-             inbound_open={} outbound_connections={} outbound_open={} panics={} events_lost={}",
+             inbound_open={} outbound_connections={} outbound_open={} panics={} backoff_changes={} \
+             events_lost={}",
             self.received,
             self.received_recipients,
             self.received_octets,
@@ -291,6 +327,7 @@ impl CounterSnapshot {
             self.outbound_opened,
             self.outbound_opened.saturating_sub(self.outbound_closed),
             self.panics,
+            self.backoff_changes,
             self.events_lost,
         )
     }
@@ -339,6 +376,7 @@ impl Subscriber for Counters {
                 Direction::Outbound => c.outbound_closed += 1,
             },
             Event::Panic { .. } => c.panics += 1,
+            Event::Backoff { .. } => c.backoff_changes += 1,
         }
         Taken::Yes
     }
@@ -347,6 +385,11 @@ impl Subscriber for Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SOURCE: Source = Source {
+        binding: "default",
+        group: "default",
+    };
 
     /// Takes `room` events, then refuses.
     struct Small {
@@ -381,6 +424,7 @@ mod tests {
         bus.subscribe(counters.clone());
         bus.subscribe(Rc::new(Small { room: Cell::new(3) }));
         bus.emit(Event::Reception {
+            source: SOURCE,
             id: id(),
             sender: "a@x",
             recipients: 2,
@@ -388,12 +432,14 @@ mod tests {
             peer: None,
         });
         bus.emit(Event::Delivery {
+            source: SOURCE,
             id: id(),
             recipient: "b@y",
             host: Some("mx.y"),
             reply: &Reply::new(250, "2.0.0", "ok"),
         });
         bus.emit(Event::PermanentFailure {
+            source: SOURCE,
             id: id(),
             recipient: "c@y",
             host: None,

@@ -1,14 +1,17 @@
 //! Intake: the cleanup stage between an inbound session and the queue
 //! (Postfix's cleanup). For each message a session has received in full it
 //! stamps the arrival time and a spool id, adds the trace header, runs the
-//! intake hooks (where policy verdicts and DKIM signing go), appends the
+//! intake hooks (where policy verdicts and DKIM signing go), assigns the
+//! binding it is sent from (unless a hook did: policy has the last word;
+//! mail for `default` is refused with 451 when `default_binding = "none"`),
+//! appends the
 //! message to the shard's spool, reports the reception, and hands the
 //! message to the queue manager.
 //!
 //! The trace header is kept beside the body (`message::Content`), not
 //! joined to it: the spool, the queue and outbound share that one content.
 //!
-//! May call: spool, the queue manager's `accept`, events, smtp (trace
+//! May call: spool, the queue manager's `accept`, binding (assignment), events, smtp (trace
 //! header, reply type), config, message, runtime (the wall clock). Must
 //! never: acknowledge a message before the spool says it is durable, hand
 //! the queue a message the spool does not hold, or copy the body.
@@ -20,7 +23,8 @@ use std::time::UNIX_EPOCH;
 
 use crate::runtime::sched;
 
-use crate::events::{Event, Events};
+use crate::binding::{Bindings, MessageFields};
+use crate::events::{Event, Events, Source};
 use crate::message::{Content, Envelope, MessageId};
 use crate::queue::driver::ShardQueue;
 use crate::reply::Reply;
@@ -32,6 +36,8 @@ use crate::spool::{Spool, SpoolError};
 pub struct Arrival<'a> {
     /// The client.
     pub peer: Option<SocketAddr>,
+    /// The address it connected to.
+    pub local: Option<SocketAddr>,
     /// The session was under TLS.
     pub tls: bool,
     /// This host's name, for the trace header.
@@ -55,16 +61,23 @@ pub struct Intake {
     spool: Rc<Spool>,
     queue: Rc<ShardQueue>,
     events: Rc<Events>,
+    bindings: Rc<Bindings>,
     hooks: RefCell<Vec<Rc<dyn Hook>>>,
 }
 
 impl Intake {
     /// The stage, with no hooks.
-    pub fn new(spool: Rc<Spool>, queue: Rc<ShardQueue>, events: Rc<Events>) -> Self {
+    pub fn new(
+        spool: Rc<Spool>,
+        queue: Rc<ShardQueue>,
+        events: Rc<Events>,
+        bindings: Rc<Bindings>,
+    ) -> Self {
         Intake {
             spool,
             queue,
             events,
+            bindings,
             hooks: RefCell::new(Vec::new()),
         }
     }
@@ -102,10 +115,26 @@ impl Intake {
                 return Err(reply);
             }
         }
+        if env.binding.is_none() && self.bindings.has_rules() {
+            let fields = MessageFields::new(&env, &body, arrival.local, arrival.peer);
+            env.binding = self.bindings.assign(&fields).await.map(|b| b.to_string());
+        }
+        if env.binding.is_none() && self.bindings.default_refused() {
+            return Err(Reply::new(
+                451,
+                (4, 4, 4),
+                "No binding for this message (default_binding is none); try again later",
+            ));
+        }
         let content = Content::new(head, body);
         match self.spool.append_content(id, &env, &content).await {
             Ok(()) => {
+                let (binding, group) = self.bindings.source_of(env.binding.as_deref());
                 self.events.emit(Event::Reception {
+                    source: Source {
+                        binding: &binding,
+                        group: &group,
+                    },
                     id,
                     sender: &env.mail_from,
                     recipients: env.recipients.len(),

@@ -8,6 +8,7 @@
 //! stage passes on. Owns the module tree only. May call: nothing.
 //! Must never: hold code (module declarations only).
 
+pub mod binding;
 pub mod bounce;
 pub mod config;
 pub mod conn;

@@ -80,6 +80,12 @@ impl FromStr for MessageId {
     }
 }
 
+/// A shard's name for a binding: an index into its table of binding
+/// names, which only grows, so an id keeps its meaning across reloads
+/// (0 is `default`). Ids never leave the shard; the spool keeps names.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingId(pub u16);
+
 /// RFC 3461 RET parameter.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DsnRet {
@@ -167,6 +173,9 @@ pub struct Envelope {
     pub helo: String,
     /// Reception time, milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// The binding assigned at reception (`None`: `default`), kept in the
+    /// spool so a restart does not reassign it.
+    pub binding: Option<String>,
 }
 
 impl Envelope {
@@ -184,6 +193,7 @@ impl Envelope {
             peer: None,
             helo: String::new(),
             received_at_ms: 0,
+            binding: None,
         }
     }
 }

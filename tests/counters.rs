@@ -69,7 +69,10 @@ fn sigusr1_logs_the_sum_of_every_shards_counters() {
             assert!(line.contains("permanent_failures=0"), "{line}");
             assert!(line.contains("rejected=1 rejected_rcptto=1"), "{line}");
             assert!(line.contains("inbound_connections=3"), "{line}");
-            assert!(line.contains("panics=0 events_lost=0"), "{line}");
+            assert!(
+                line.contains("panics=0 backoff_changes=0 events_lost=0"),
+                "{line}"
+            );
             break;
         }
         assert!(

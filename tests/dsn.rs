@@ -49,6 +49,7 @@ fn envelope(ret: Option<DsnRet>, envid: Option<&str>, recipients: Vec<Recipient>
         peer: None,
         helo: "client.example.com".into(),
         received_at_ms: RECEIVED_MS,
+        binding: None,
     }
 }
 

@@ -99,6 +99,7 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
         let tls = Rc::new(ShardTls::default());
         let events = Rc::new(Events::new(0));
         let pools = Pools::new(0, tls, events.clone(), resolver);
+        let bindings = impulse::binding::Bindings::standalone(current.clone(), events.clone());
         let delivery = ShardQueue::new(
             0,
             current,
@@ -106,7 +107,9 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
             spool.clone(),
             pools,
             Throttles::standalone(),
+            bindings,
             Vec::new(),
+            &[],
         );
         let id = spool.allocate_id();
         let env = Envelope::new("a@example.com", &["gone@example.net"]);

@@ -20,6 +20,7 @@ fn env(mail_from: &str, ret: Option<DsnRet>) -> Envelope {
         peer: None,
         helo: "client".into(),
         received_at_ms: NOW_MS - 60_000,
+        binding: None,
     }
 }
 

@@ -126,7 +126,7 @@ fn a_released_connection_carries_the_next_job_and_is_quit_when_idle() {
             },
         ];
         let mut slot = pools
-            .acquire(Binding::Default, "example.net", &d)
+            .acquire(Binding::default(), "example.net", &d)
             .await
             .expect("a slot");
         assert_eq!(slot.host(), "127.0.0.1");
@@ -153,7 +153,7 @@ fn a_released_connection_carries_the_next_job_and_is_quit_when_idle() {
         slot.send(&env, &body, &rcpts[..1]).await;
         pools.release(slot).await;
         let slot = pools
-            .acquire(Binding::Default, "example.net", &d)
+            .acquire(Binding::default(), "example.net", &d)
             .await
             .unwrap();
         pools.release(slot).await;
@@ -183,20 +183,20 @@ fn no_reuse_under_other_settings_and_quit_when_used_up_or_shut_down() {
             address: "x@example.net".into(),
         }];
         let slot = pools
-            .acquire(Binding::Default, "example.net", &d)
+            .acquire(Binding::default(), "example.net", &d)
             .await
             .unwrap();
         pools.release(slot).await;
         // Same host, another domain's table (another EHLO name): a new one.
         let slot = pools
-            .acquire(Binding::Default, "other.test", &other)
+            .acquire(Binding::default(), "other.test", &other)
             .await
             .unwrap();
         assert_eq!(pools.open(), 2);
         pools.release(slot).await;
         // One delivery per connection: used up after a job, QUIT at release.
         let mut slot = pools
-            .acquire(Binding::Default, "example.net", &d)
+            .acquire(Binding::default(), "example.net", &d)
             .await
             .unwrap();
         slot.send(&env, &body, &rcpts).await;
@@ -205,7 +205,7 @@ fn no_reuse_under_other_settings_and_quit_when_used_up_or_shut_down() {
         assert_eq!(pools.open(), 1, "the used-up one is closed");
         // Shutdown QUITs the idle one, and any released later.
         let slot = pools
-            .acquire(Binding::Default, "example.net", &d)
+            .acquire(Binding::default(), "example.net", &d)
             .await
             .unwrap();
         pools.shutdown();
@@ -227,7 +227,7 @@ fn an_unreachable_route_is_a_transient_reason() {
     glommio::LocalExecutor::default().run(async move {
         let pools = pools(&config);
         let d = config.delivery.get("example.net").clone();
-        match pools.acquire(Binding::Default, "example.net", &d).await {
+        match pools.acquire(Binding::default(), "example.net", &d).await {
             Err(Unroutable::Transient(r)) => assert!(
                 r.to_string()
                     .starts_with("421 4.4.0 [internal] no MXs for this domain could be reached"),

@@ -44,9 +44,22 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(any::<std::net::IpAddr>()),
         ".{0,10}",
         any::<u64>(),
+        proptest::option::of("[a-z0-9._-]{1,12}"),
     )
         .prop_map(
-            |(mail_from, ret, envid, bt, smtputf8, recipients, auth_user, peer, helo, t)| {
+            |(
+                mail_from,
+                ret,
+                envid,
+                bt,
+                smtputf8,
+                recipients,
+                auth_user,
+                peer,
+                helo,
+                t,
+                binding,
+            )| {
                 Envelope {
                     mail_from,
                     ret: [None, Some(DsnRet::Full), Some(DsnRet::Hdrs)][ret as usize],
@@ -62,6 +75,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                     peer,
                     helo,
                     received_at_ms: t,
+                    binding,
                 }
             },
         )
@@ -122,6 +136,7 @@ fn decode_all(buf: &[u8]) -> Vec<(usize, Record)> {
             let o = f.offset as usize;
             decode_payload(
                 f.frame.record_type,
+                f.frame.version,
                 &buf[o + FRAME_HEADER_LEN..o + f.frame.len],
             )
             .ok()

@@ -20,6 +20,7 @@ fn render(buf: &[u8]) -> String {
         let o = f.offset as usize;
         let rec = decode_payload(
             f.frame.record_type,
+            f.frame.version,
             &buf[o + FRAME_HEADER_LEN..o + f.frame.len],
         )
         .expect("vector record decodes");
@@ -33,13 +34,14 @@ fn render(buf: &[u8]) -> String {
 fn vectors_decode_as_documented() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spool-format/vectors");
     let mut n = 0;
-    for name in ["basic", "torn-tail", "corrupt-middle"] {
+    // v1: frames of payload version 1, written before bindings, still read.
+    for name in ["basic", "torn-tail", "corrupt-middle", "v1"] {
         let seg = std::fs::read(dir.join(format!("{name}.seg"))).unwrap();
         let want = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
         assert_eq!(render(&seg), want, "vector {name}");
         n += 1;
     }
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 }
 
 #[test]
@@ -53,6 +55,7 @@ fn encoder_reproduces_basic_vector() {
         let o = f.offset as usize;
         let rec = decode_payload(
             f.frame.record_type,
+            f.frame.version,
             &seg[o + FRAME_HEADER_LEN..o + f.frame.len],
         )
         .unwrap();

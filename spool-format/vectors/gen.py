@@ -35,15 +35,17 @@ def header(shard, seg, created):
     h = b'IMPSPOOL' + struct.pack('<HHIQI', 1, shard, seg, created, 0)
     return h + struct.pack('<I', crc32c(h))
 
-def frame(rtype, payload, off):
-    h = struct.pack('<IBBHI', len(payload), rtype, 1, 0, off & 0xFFFFFFFF)
+def frame(rtype, payload, off, version=2):
+    h = struct.pack('<IBBHI', len(payload), rtype, version, 0, off & 0xFFFFFFFF)
     return h + struct.pack('<I', crc32c(h + payload))
 
-def message(i, mail_from, ret, envid, body_type, utf8, auth, peer, helo, rcv, rcpts, body):
+def message(i, mail_from, ret, envid, body_type, utf8, auth, peer, helo, rcv, rcpts, body, binding=None, version=2):
     p = idb(i) + bstr(mail_from) + bytes([ret]) + ostr(envid) + bytes([body_type, utf8]) + ostr(auth)
     p += peer + bstr(helo) + struct.pack('<Q', rcv) + struct.pack('<I', len(rcpts))
     for addr, notify, orcpt in rcpts:
         p += bstr(addr) + bytes([notify]) + ostr(orcpt)
+    if version >= 2:
+        p += ostr(binding)
     p += bstr(body)
     return p
 
@@ -57,15 +59,18 @@ ID2 = (0x018BCFE56800, 3, 2)
 BODY1 = b'Subject: hi\r\n\r\nhello\r\n'
 MSG1 = message(ID1, b'alice@example.org', 1, b'env-42', 1, 0, b'alice', b'\x06' + bytes.fromhex('20010db8000000000000000000000001'),
                b'mx.example.org', 1700000000123,
-               [(b'bob@example.net', 1 | 4 | 8, b'rfc822;bob@example.net'), (b'carol@example.com', 0, None)], BODY1)
+               [(b'bob@example.net', 1 | 4 | 8, b'rfc822;bob@example.net'), (b'carol@example.com', 0, None)], BODY1,
+               binding=b'vip-1')
 MSG1_TXT = ('MESSAGE id=%s from="alice@example.org" ret=FULL envid="env-42" body=8BITMIME smtputf8=0 auth="alice" '
             'peer=2001:db8::1 helo="mx.example.org" received_at_ms=1700000000123 '
             'rcpt[0]="bob@example.net" notify=SUCCESS,FAILURE orcpt="rfc822;bob@example.net" '
-            'rcpt[1]="carol@example.com" notify=- orcpt=- body_len=%d body=%s') % (idtxt(ID1), len(BODY1), esc(BODY1))
+            'rcpt[1]="carol@example.com" notify=- orcpt=- binding="vip-1" body_len=%d body=%s') % (idtxt(ID1), len(BODY1), esc(BODY1))
 BODY2 = b'x'
 MSG2 = message(ID2, b'', 0, None, 0, 1, None, b'\x04' + bytes([192, 0, 2, 7]), b'h', 5, [(b'd@e.f', 1 | 2, None)], BODY2)
 MSG2_TXT = ('MESSAGE id=%s from="" ret=- envid=- body=7BIT smtputf8=1 auth=- peer=192.0.2.7 helo="h" received_at_ms=5 '
-            'rcpt[0]="d@e.f" notify=NEVER orcpt=- body_len=1 body="x"') % idtxt(ID2)
+            'rcpt[0]="d@e.f" notify=NEVER orcpt=- binding=- body_len=1 body="x"') % idtxt(ID2)
+# Version 1 (before bindings): no binding field; it reads as the default.
+MSG2_V1 = message(ID2, b'', 0, None, 0, 1, None, b'\x04' + bytes([192, 0, 2, 7]), b'h', 5, [(b'd@e.f', 1 | 2, None)], BODY2, version=1)
 OUT1 = idb(ID1) + struct.pack('<IB', 1, 1) + bstr(b'250 2.0.0 ok')
 OUT1_TXT = 'OUTCOME id=%s rcpt=1 outcome=delivered reply="250 2.0.0 ok"' % idtxt(ID1)
 RETRY1 = idb(ID1) + struct.pack('<QI', 1700000600000, 3)
@@ -73,13 +78,13 @@ RETRY1_TXT = 'RETRY id=%s next_attempt_ms=1700000600000 attempts=3' % idtxt(ID1)
 DONE2 = idb(ID2)
 DONE2_TXT = 'DONE id=%s' % idtxt(ID2)
 
-def build(name, shard, seg, created, recs, mangle=None, cut=0):
+def build(name, shard, seg, created, recs, mangle=None, cut=0, version=2):
     data = bytearray(header(shard, seg, created))
     lines = ['header version=1 shard=%d segment=%d created_ms=%d' % (shard, seg, created)]
     spans = []
     for rtype, payload, txt in recs:
         off = len(data)
-        data += frame(rtype, payload, off) + payload
+        data += frame(rtype, payload, off, version) + payload
         spans.append((off, len(data), txt))
     if mangle is not None:
         idx, delta = mangle
@@ -101,3 +106,4 @@ ALL = [(1, MSG1, MSG1_TXT), (2, OUT1, OUT1_TXT), (3, RETRY1, RETRY1_TXT), (1, MS
 build('basic', 3, 1, 1700000000000, ALL)
 build('torn-tail', 3, 2, 1700000000001, ALL[:4], cut=7)
 build('corrupt-middle', 3, 3, 1700000000002, ALL[:3], mangle=(1, 20))
+build('v1', 3, 4, 1700000000003, [(1, MSG2_V1, MSG2_TXT), (4, DONE2, DONE2_TXT)], version=1)

@@ -178,6 +178,7 @@ pub fn generate(
         peer: None,
         helo: settings.hostname.clone(),
         received_at_ms: now_ms,
+        binding: None,
     };
     Some(Dsn {
         envelope,

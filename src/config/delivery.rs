@@ -92,13 +92,34 @@ pub struct Rate {
 }
 
 /// Whose counter a throttle is: Momentum shares a throttle by reference,
-/// so every domain that falls back to the `[global]` value shares one.
+/// so every domain and binding that falls back to one scope's value
+/// shares that scope's counter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ThrottleScope {
     /// Set in `[global]`: one counter for every domain without its own.
     Global,
     /// Set in `[domain."x"]`: this domain's own counter.
     Domain(Arc<str>),
+    /// Set in `[binding.b]`: one counter for the binding's mail.
+    Binding(Arc<str>),
+    /// Set in `[binding_group.g]`: one counter for the group's mail.
+    Group(Arc<str>),
+    /// Set in `[binding.b.domain."x"]`.
+    BindingDomain(Arc<str>, Arc<str>),
+    /// Set in `[binding_group.g.domain."x"]`.
+    GroupDomain(Arc<str>, Arc<str>),
+    /// A back-off's lowered rate on one binding × domain slot key.
+    Backoff(Arc<str>),
+}
+
+/// `scope_max_outbound_connections`: a cap on one domain's connections
+/// over all bindings (set in `[global]` or `[domain]`) or over one group's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeCap {
+    /// The cap.
+    pub limit: u32,
+    /// The group it holds over; `None`: every binding.
+    pub group: Option<Arc<str>>,
 }
 
 /// A rate throttle and the counter it is shared under.
@@ -146,17 +167,16 @@ pub struct Delivery {
     pub routes: Vec<Route>,
     /// Port for MX hosts.
     pub remote_smtp_port: u16,
-    /// Source address outbound connections bind to (`None`: the kernel
-    /// picks, `bind_address = "*"`).
-    pub bind_address: Option<IpAddr>,
     /// EHLO name.
     pub ehlo_hostname: String,
     /// STARTTLS policy.
     pub tls: TlsMode,
     /// rustls client config (verification per `tls_verify`/`tls_ca`).
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// Concurrent connections per domain, over all shards.
+    /// Concurrent connections per binding and domain, over all shards.
     pub max_outbound_connections: u32,
+    /// A cap on the domain's connections over bindings, when set.
+    pub scope_max_outbound_connections: Option<ScopeCap>,
     /// Concurrent connections of the whole server (a `[global]` value).
     pub server_max_outbound_connections: u32,
     /// `outbound_throttle_messages`: delivery attempts per period.
@@ -205,10 +225,13 @@ impl fmt::Debug for Delivery {
             .field("suspend_delivery", &self.suspend_delivery)
             .field("routes", &self.routes)
             .field("remote_smtp_port", &self.remote_smtp_port)
-            .field("bind_address", &self.bind_address)
             .field("ehlo_hostname", &self.ehlo_hostname)
             .field("tls", &self.tls)
             .field("max_outbound_connections", &self.max_outbound_connections)
+            .field(
+                "scope_max_outbound_connections",
+                &self.scope_max_outbound_connections,
+            )
             .field(
                 "server_max_outbound_connections",
                 &self.server_max_outbound_connections,
@@ -248,15 +271,16 @@ fn text(name: &str, chain: &[&Values]) -> Option<String> {
     }
 }
 
-/// `bind_address`: `*` (none) or an IP address this host has: one that is
-/// not would fail every connection, so it fails the load instead.
+/// `bind_address` of a scope: `*` (none) or an IP address this host has:
+/// one that is not would fail every connection, so it fails the load
+/// instead.
 pub(super) fn bind_address(
-    global: &Values,
+    scope: &Values,
 ) -> Result<Option<IpAddr>, (usize, &'static str, String)> {
     let Some(Entry {
         value: Value::Text(t),
         at,
-    }) = global.get("bind_address")
+    }) = scope.get("bind_address")
     else {
         return Ok(None);
     };
@@ -282,10 +306,9 @@ pub(super) fn bind_address(
     Ok(Some(ip))
 }
 
-/// A rate option and the scope that set it: `domain` when the first
-/// scope of `chain` is that domain's table and sets it, else global. A
-/// rate of 0 is no throttle.
-fn throttle(name: &str, chain: &[&Values], domain: Option<&str>) -> Option<Throttle> {
+/// A rate option and the scope that set it (`scopes[i]` names
+/// `chain[i]`). A rate of 0 is no throttle.
+fn throttle(name: &str, chain: &[&Values], scopes: &[ThrottleScope]) -> Option<Throttle> {
     let (i, entry) = chain
         .iter()
         .enumerate()
@@ -293,27 +316,41 @@ fn throttle(name: &str, chain: &[&Values], domain: Option<&str>) -> Option<Throt
     let Value::Rate { count, secs } = entry.value else {
         return None;
     };
-    let scope = match domain {
-        Some(d) if i == 0 => ThrottleScope::Domain(d.into()),
-        _ => ThrottleScope::Global,
-    };
     (count > 0).then(|| Throttle {
         rate: Rate {
             count,
             per: Duration::from_secs(u64::from(secs)),
         },
-        scope,
+        scope: scopes.get(i).cloned().unwrap_or(ThrottleScope::Global),
     })
 }
 
-/// Compiles one domain's settings (`domain` names the domain whose table
-/// is first in `chain`, `None` for the global default; `bind_address` is
-/// the checked global one); errors are (byte offset, key, message).
+/// `scope_max_outbound_connections` and whether a group's table set it.
+fn scope_cap(chain: &[&Values], scopes: &[ThrottleScope]) -> Option<ScopeCap> {
+    let (i, entry) = chain
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| v.get("scope_max_outbound_connections").map(|e| (i, e)))?;
+    let Value::Int(limit) = entry.value else {
+        return None;
+    };
+    let group = match scopes.get(i) {
+        Some(ThrottleScope::Group(g) | ThrottleScope::GroupDomain(g, _)) => Some(g.clone()),
+        _ => None,
+    };
+    Some(ScopeCap {
+        limit: limit as u32,
+        group,
+    })
+}
+
+/// Compiles one destination's settings along `chain` (most specific
+/// first; `scopes[i]` names `chain[i]`, for the counters of its
+/// throttles); errors are (byte offset, key, message).
 pub fn compile(
     chain: &[&Values],
-    domain: Option<&str>,
+    scopes: &[ThrottleScope],
     hostname: &str,
-    bind_address: Option<IpAddr>,
     base: &Path,
 ) -> Result<Delivery, (usize, &'static str, String)> {
     let port = int("remote_smtp_port", chain) as u16;
@@ -351,14 +388,14 @@ pub fn compile(
         suspend_delivery: flag("suspend_delivery", chain),
         routes,
         remote_smtp_port: port,
-        bind_address,
         ehlo_hostname: text("ehlo_hostname", chain).unwrap_or_else(|| hostname.to_string()),
         tls,
         tls_client,
         max_outbound_connections: int("max_outbound_connections", chain) as u32,
+        scope_max_outbound_connections: scope_cap(chain, scopes),
         server_max_outbound_connections: int("server_max_outbound_connections", chain) as u32,
-        throttle_messages: throttle("outbound_throttle_messages", chain, domain),
-        throttle_connections: throttle("outbound_throttle_connections", chain, domain),
+        throttle_messages: throttle("outbound_throttle_messages", chain, scopes),
+        throttle_connections: throttle("outbound_throttle_connections", chain, scopes),
         max_deliveries_per_connection: int("max_deliveries_per_connection", chain) as u32,
         max_recipients_per_batch: int("max_recipients_per_batch", chain) as usize,
         idle_timeout: secs("idle_timeout", chain),
@@ -385,20 +422,39 @@ pub fn compile(
     })
 }
 
-/// Delivery settings for every configured domain plus the global default.
+/// One scope's settings: its default and its per-domain settings.
 #[derive(Clone)]
-pub struct DeliveryTable {
+struct Tables {
     default: Arc<Delivery>,
     domains: HashMap<String, Arc<Delivery>>,
+}
+
+impl Tables {
+    fn get(&self, domain: &str) -> &Arc<Delivery> {
+        self.domains.get(domain).unwrap_or(&self.default)
+    }
+}
+
+/// Delivery settings for every configured domain plus the global default,
+/// and for the bindings that have settings of their own.
+#[derive(Clone)]
+pub struct DeliveryTable {
+    global: Tables,
+    /// By binding slot; `None` where the binding uses the global tables.
+    bindings: Vec<Option<Tables>>,
 }
 
 /// Domains in name order, so equal tables print alike.
 impl fmt::Debug for DeliveryTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let domains: std::collections::BTreeMap<_, _> = self.domains.iter().collect();
+        let show = |t: &Tables| {
+            let domains: std::collections::BTreeMap<_, _> = t.domains.iter().collect();
+            format!("{:?} {domains:?}", t.default)
+        };
+        let bindings: Vec<_> = self.bindings.iter().map(|b| b.as_ref().map(show)).collect();
         f.debug_struct("DeliveryTable")
-            .field("default", &self.default)
-            .field("domains", &domains)
+            .field("global", &show(&self.global))
+            .field("bindings", &bindings)
             .finish()
     }
 }
@@ -407,14 +463,42 @@ impl DeliveryTable {
     /// Builds the table; `domains` are the `[domain."x"]` scopes.
     pub fn new(default: Delivery, domains: HashMap<String, Arc<Delivery>>) -> DeliveryTable {
         DeliveryTable {
-            default: Arc::new(default),
-            domains,
+            global: Tables {
+                default: Arc::new(default),
+                domains,
+            },
+            bindings: Vec::new(),
         }
     }
 
-    /// The settings for a destination domain (lower-case).
+    /// Gives the binding in `slot` its own settings.
+    pub fn set_binding(
+        &mut self,
+        slot: usize,
+        default: Delivery,
+        domains: HashMap<String, Arc<Delivery>>,
+    ) {
+        if self.bindings.len() <= slot {
+            self.bindings.resize(slot + 1, None);
+        }
+        self.bindings[slot] = Some(Tables {
+            default: Arc::new(default),
+            domains,
+        });
+    }
+
+    /// The settings for a destination domain (lower-case) from the
+    /// default binding.
     pub fn get(&self, domain: &str) -> &Arc<Delivery> {
-        self.domains.get(domain).unwrap_or(&self.default)
+        self.global.get(domain)
+    }
+
+    /// The settings for a destination domain from the binding in `slot`.
+    pub fn for_binding(&self, slot: usize, domain: &str) -> &Arc<Delivery> {
+        match self.bindings.get(slot) {
+            Some(Some(t)) => t.get(domain),
+            _ => self.global.get(domain),
+        }
     }
 }
 

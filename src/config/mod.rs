@@ -10,12 +10,15 @@
 //! retry policy, is plain data here and its logic stays in the stage).
 //! Must never: run on a shard's hot path, or accept an unknown key silently.
 
+pub mod backoff;
+pub mod binding;
 pub mod delivery;
 pub mod options;
 pub mod parse;
 pub mod reload;
 pub mod report;
 mod resources;
+pub mod rule;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,8 +29,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use backoff::{BackoffAction, BackoffRule};
+pub use binding::{Assign, BindingSettings, BindingTable, DefaultBinding, GroupSettings};
 pub use delivery::{
-    Delivery, DeliveryTable, Rate, RetryPolicy, Route, Throttle, ThrottleScope, TlsMode,
+    Delivery, DeliveryTable, Rate, RetryPolicy, Route, ScopeCap, Throttle, ThrottleScope, TlsMode,
 };
 use options::OptionDef;
 use parse::{Entry, RawConfig, Value, Values};
@@ -243,8 +248,12 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// `[shard.N]` overrides.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
-    /// Delivery settings per destination domain.
+    /// Delivery settings per binding and destination domain.
     pub delivery: DeliveryTable,
+    /// Bindings, groups and the rules that assign mail to them.
+    pub bindings: BindingTable,
+    /// Adaptive back-off rules, built-in ones first.
+    pub backoff: Arc<[BackoffRule]>,
     raw: RawConfig,
 }
 
@@ -577,19 +586,33 @@ impl Config {
             }
             shard_overrides.insert(*n, o);
         }
-        // Global only (bindings will fall back to it): checked once, not per domain.
+        // Global only (bindings without their own fall back to it): checked once.
         let bind_address =
             delivery::bind_address(&raw.global).unwrap_or_else(|(at, key, message)| {
                 errors.push(err_at(at, format!("global.{key}"), message, None));
                 None
             });
+        let bindings = binding::compile(&raw, bind_address).unwrap_or_else(|errs| {
+            for (at, key, message) in errs {
+                errors.push(err_at(at, key, message, None));
+            }
+            BindingTable::empty()
+        });
+        // The shipped rules are text in the binary: a fault there is a bug.
+        let built_in = parse::parse("<built-in back-off rules>", backoff::BUILT_IN)
+            .expect("the built-in back-off rules parse")
+            .backoffs;
+        let backoff: Arc<[BackoffRule]> = backoff::compile(&built_in, &raw.backoffs)
+            .unwrap_or_else(|errs| {
+                for (at, key, message) in errs {
+                    errors.push(err_at(at, key, message, None));
+                }
+                Vec::new()
+            })
+            .into();
         let mut compile_delivery =
-            |chain: &[&Values], domain: Option<&str>, scope: String| match delivery::compile(
-                chain,
-                domain,
-                &hostname,
-                bind_address,
-                base,
+            |chain: &[&Values], scopes: &[ThrottleScope], scope: String| match delivery::compile(
+                chain, scopes, &hostname, base,
             ) {
                 Ok(d) => Some(d),
                 Err((at, key, message)) => {
@@ -597,16 +620,88 @@ impl Config {
                     None
                 }
             };
-        let default_delivery = compile_delivery(&[&raw.global], None, "global".into());
+        let default_delivery =
+            compile_delivery(&[&raw.global], &[ThrottleScope::Global], "global".into());
         let mut domain_delivery = std::collections::HashMap::new();
         for (name, values) in &raw.domains {
             if let Some(d) = compile_delivery(
                 &[values, &raw.global],
-                Some(name),
+                &[
+                    ThrottleScope::Domain(name.as_str().into()),
+                    ThrottleScope::Global,
+                ],
                 format!("domain.\"{name}\""),
             ) {
                 domain_delivery.insert(name.clone(), Arc::new(d));
             }
+        }
+        let mut own_delivery = Vec::new();
+        for (i, b) in raw.bindings.iter().enumerate() {
+            let gname = &bindings.get(i + 1).group;
+            let group = raw.groups.iter().find(|g| *g.name == **gname);
+            if !binding::has_delivery_values(b) && !group.is_some_and(binding::has_delivery_values)
+            {
+                continue;
+            }
+            let bs: Arc<str> = b.name.as_str().into();
+            let gs: Option<Arc<str>> = group.map(|g| g.name.as_str().into());
+            let mut names: std::collections::BTreeSet<&String> = raw.domains.keys().collect();
+            names.extend(b.domains.keys());
+            if let Some(g) = group {
+                names.extend(g.domains.keys());
+            }
+            // Most specific first: binding::domain, group::domain, binding,
+            // group, domain, global (reference §1.3).
+            let chain_for = |d: Option<&String>| {
+                let mut chain: Vec<&Values> = Vec::new();
+                let mut scopes = Vec::new();
+                if let Some(d) = d {
+                    let ds: Arc<str> = d.as_str().into();
+                    if let Some(v) = b.domains.get(d) {
+                        chain.push(v);
+                        scopes.push(ThrottleScope::BindingDomain(bs.clone(), ds.clone()));
+                    }
+                    if let (Some(g), Some(gs)) = (group, &gs) {
+                        if let Some(v) = g.domains.get(d) {
+                            chain.push(v);
+                            scopes.push(ThrottleScope::GroupDomain(gs.clone(), ds.clone()));
+                        }
+                    }
+                }
+                chain.push(&b.values);
+                scopes.push(ThrottleScope::Binding(bs.clone()));
+                if let (Some(g), Some(gs)) = (group, &gs) {
+                    chain.push(&g.values);
+                    scopes.push(ThrottleScope::Group(gs.clone()));
+                }
+                if let Some(v) = d.and_then(|d| raw.domains.get(d)) {
+                    chain.push(v);
+                    scopes.push(ThrottleScope::Domain(
+                        d.map(|d| d.as_str().into()).unwrap_or_default(),
+                    ));
+                }
+                chain.push(&raw.global);
+                scopes.push(ThrottleScope::Global);
+                (chain, scopes)
+            };
+            let (chain, scopes) = chain_for(None);
+            let Some(own_default) =
+                compile_delivery(&chain, &scopes, format!("binding.{}", b.name))
+            else {
+                continue;
+            };
+            let mut own_domains = std::collections::HashMap::new();
+            for d in names {
+                let (chain, scopes) = chain_for(Some(d));
+                if let Some(x) = compile_delivery(
+                    &chain,
+                    &scopes,
+                    format!("binding.{}.domain.\"{d}\"", b.name),
+                ) {
+                    own_domains.insert(d.clone(), Arc::new(x));
+                }
+            }
+            own_delivery.push((i + 1, own_default, own_domains));
         }
         let dns = DnsSettings {
             nameservers: match lookup("nameservers", &g) {
@@ -669,7 +764,15 @@ impl Config {
             dns,
             listeners,
             shard_overrides,
-            delivery: DeliveryTable::new(default_delivery, domain_delivery),
+            delivery: {
+                let mut t = DeliveryTable::new(default_delivery, domain_delivery);
+                for (slot, d, domains) in own_delivery {
+                    t.set_binding(slot, d, domains);
+                }
+                t
+            },
+            bindings,
+            backoff,
             raw,
         })
     }

@@ -20,6 +20,12 @@ pub enum Scope {
     Domain,
     /// `[shard.N]`
     Shard,
+    /// `[binding.NAME]` (and `[binding.NAME.domain."x"]`)
+    Binding,
+    /// `[binding_group.NAME]` (and `[binding_group.NAME.domain."x"]`)
+    BindingGroup,
+    /// `[backoff.NAME]`
+    Backoff,
 }
 
 impl Scope {
@@ -31,6 +37,9 @@ impl Scope {
             Scope::Peer => "peer",
             Scope::Domain => "domain",
             Scope::Shard => "shard",
+            Scope::Binding => "binding",
+            Scope::BindingGroup => "binding_group",
+            Scope::Backoff => "backoff",
         }
     }
 }
@@ -62,6 +71,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// A rate: `N` per second, or `"N/S"` (N per S seconds); 0 = none.
     Rate,
+    /// Names with weights: `{ a = 3, b = 1 }`, or a list of names (weight 1).
+    Weights,
 }
 
 impl Kind {
@@ -85,6 +96,9 @@ impl Kind {
             Kind::Rate => {
                 "a rate: N per second, or \"N/S\" for N per S seconds (e.g. \"600/60\"); 0 = none"
                     .into()
+            }
+            Kind::Weights => {
+                "names with weights, { vip1 = 3, vip2 = 1 }, or a list of names".into()
             }
             Kind::Choice(words) => format!(
                 "one of {}",
@@ -169,7 +183,14 @@ pub struct OptionDef {
 }
 
 use Reload::{Live, NewSessions, Restart};
-use Scope::{Domain as D, Global as G, Listener as L, Peer as P, Shard as S};
+use Scope::{
+    Backoff as BO, Binding as B, BindingGroup as BG, Domain as D, Global as G, Listener as L,
+    Peer as P, Shard as S,
+};
+
+/// Delivery options: Momentum's `*` scope (a domain, a binding, a group,
+/// a domain inside either, and the global value they fall back to).
+const DELIVERY: &[Scope] = &[G, D, B, BG];
 
 const SECS: Kind = Kind::Int {
     min: 1,
@@ -226,37 +247,55 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef { name: "auth_failures_per_ip", scopes: &[G, L, P], kind: COUNT, default: Some("20"), reload: NewSessions, help: "failed AUTHs from one client address within auth_failure_window_secs, counted host-wide by the address's owner shard; beyond it AUTH gets 421 4.7.0 (0 = no limit)" },
     OptionDef { name: "auth_failure_window_secs", scopes: &[G, L, P], kind: SECS, default: Some("600"), reload: NewSessions, help: "seconds over which auth_failures_per_ip counts, from an address's first failure" },
     // --- delivery (domain -> global); read by the queue and outbound stages ---
-    OptionDef { name: "retry_interval", scopes: &[G, D], kind: SECS, default: Some("1200"), reload: Live, help: "base retry delay in seconds, doubling per attempt" },
-    OptionDef { name: "max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), reload: Live, help: "cap on the retry delay in seconds" },
-    OptionDef { name: "message_expiration", scopes: &[G, D], kind: SECS, default: Some("86400"), reload: Live, help: "seconds before an undelivered message fails (4.4.7)" },
-    OptionDef { name: "max_outbound_connections", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), reload: Live, help: "concurrent outbound connections per domain, over all shards (the domain's owner shard leases them out)" },
-    OptionDef { name: "server_max_outbound_connections", scopes: &[G], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("20000"), reload: Live, help: "concurrent outbound connections of the whole server, over all shards and domains (its owner shard leases them out)" },
-    OptionDef { name: "outbound_throttle_messages", scopes: &[G, D], kind: Kind::Rate, default: None, reload: Live, help: "delivery attempts per period (\"600/60\"), over all shards; set in [global] it is one counter that every domain without its own shares" },
-    OptionDef { name: "outbound_throttle_connections", scopes: &[G, D], kind: Kind::Rate, default: None, reload: Live, help: "new outbound connections per period (\"30/60\"), over all shards; shared like outbound_throttle_messages" },
-    OptionDef { name: "max_retries", scopes: &[G, D], kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), reload: Live, help: "deferrals before a permanent failure (0 = until message_expiration)" },
-    OptionDef { name: "suspend_delivery", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "accept and queue mail but make no delivery attempts" },
-    OptionDef { name: "routes", scopes: &[G, D], kind: Kind::TextList, default: None, reload: Live, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
-    OptionDef { name: "remote_smtp_port", scopes: &[G, D], kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), reload: Live, help: "destination port for MX hosts and routes without a port" },
-    OptionDef { name: "bind_address", scopes: &[G], kind: Kind::Text, default: Some("\"*\""), reload: Live, help: "source IP address of outbound connections (\"*\" = the kernel picks); must be an address of this host" },
-    OptionDef { name: "ehlo_hostname", scopes: &[G, D], kind: Kind::Text, default: None, reload: Live, help: "name sent in EHLO (default: hostname)" },
-    OptionDef { name: "tls", scopes: &[G, D], kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), reload: Live, help: "outbound STARTTLS: opportunistic, required, or off" },
-    OptionDef { name: "tls_verify", scopes: &[G, D], kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), reload: Live, help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },
-    OptionDef { name: "tls_ca", scopes: &[G, D], kind: Kind::Path, default: None, reload: Live, help: "PEM CA bundle trusted in addition to the system roots" },
-    OptionDef { name: "max_deliveries_per_connection", scopes: &[G, D], kind: COUNT, default: Some("0"), reload: Live, help: "messages per outbound connection, then QUIT (0 = no limit)" },
-    OptionDef { name: "max_recipients_per_batch", scopes: &[G, D], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("100"), reload: Live, help: "RCPTs per outbound transaction" },
-    OptionDef { name: "idle_timeout", scopes: &[G, D], kind: SECS, default: Some("5"), reload: Live, help: "seconds an idle outbound connection is kept for more mail" },
-    OptionDef { name: "connect_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for connect() and the banner" },
-    OptionDef { name: "ehlo_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the EHLO and STARTTLS replies" },
-    OptionDef { name: "mailfrom_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the MAIL and DATA (354) replies" },
-    OptionDef { name: "rcptto_timeout", scopes: &[G, D], kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for a RCPT reply" },
-    OptionDef { name: "body_timeout", scopes: &[G, D], kind: SECS, default: Some("600"), reload: Live, help: "seconds to wait for the reply after the final dot" },
-    OptionDef { name: "rset_timeout", scopes: &[G, D], kind: SECS, default: Some("30"), reload: Live, help: "seconds to wait for the RSET and QUIT replies" },
-    OptionDef { name: "generate_bounces", scopes: &[G, D], kind: Kind::Bool, default: Some("true"), reload: Live, help: "send DSNs for failures after acceptance" },
-    OptionDef { name: "mailerdaemon", scopes: &[G, D], kind: Kind::Text, default: None, reload: Live, help: "From: of DSNs (default mailer-daemon@hostname)" },
-    OptionDef { name: "bounces_inline_original", scopes: &[G, D], kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), reload: Live, help: "how much of the original a DSN carries (RET= can ask for less)" },
-    OptionDef { name: "generate_delay_dsn", scopes: &[G, D], kind: Kind::Bool, default: Some("false"), reload: Live, help: "send delay DSNs while a message keeps being deferred" },
-    OptionDef { name: "delay_dsn_retry_interval", scopes: &[G, D], kind: SECS, default: Some("3600"), reload: Live, help: "first delay DSN after this many seconds, then doubling" },
-    OptionDef { name: "delay_dsn_max_retry_interval", scopes: &[G, D], kind: SECS, default: Some("43200"), reload: Live, help: "cap on the interval between delay DSNs" },
+    OptionDef { name: "retry_interval", scopes: DELIVERY, kind: SECS, default: Some("1200"), reload: Live, help: "base retry delay in seconds, doubling per attempt" },
+    OptionDef { name: "max_retry_interval", scopes: DELIVERY, kind: SECS, default: Some("43200"), reload: Live, help: "cap on the retry delay in seconds" },
+    OptionDef { name: "message_expiration", scopes: DELIVERY, kind: SECS, default: Some("86400"), reload: Live, help: "seconds before an undelivered message fails (4.4.7)" },
+    OptionDef { name: "max_outbound_connections", scopes: DELIVERY, kind: Kind::Int { min: 1, max: 100_000 }, default: Some("32"), reload: Live, help: "concurrent outbound connections per domain, over all shards (the domain's owner shard leases them out)" },
+    OptionDef { name: "server_max_outbound_connections", scopes: &[G, B, BG], kind: Kind::Int { min: 1, max: 1_000_000 }, default: Some("20000"), reload: Live, help: "concurrent outbound connections of the whole server, over all shards and domains (its owner shard leases them out)" },
+    OptionDef { name: "scope_max_outbound_connections", scopes: &[G, D, BG], kind: Kind::Int { min: 1, max: 100_000 }, default: None, reload: Live, help: "concurrent outbound connections to a domain over all bindings (set in [global] or [domain]) or over a group's bindings (set in [binding_group]), over all shards; max_outbound_connections caps each binding" },
+    OptionDef { name: "outbound_throttle_messages", scopes: DELIVERY, kind: Kind::Rate, default: None, reload: Live, help: "delivery attempts per period (\"600/60\"), over all shards; set in [global] it is one counter that every domain without its own shares" },
+    OptionDef { name: "outbound_throttle_connections", scopes: DELIVERY, kind: Kind::Rate, default: None, reload: Live, help: "new outbound connections per period (\"30/60\"), over all shards; shared like outbound_throttle_messages" },
+    OptionDef { name: "max_retries", scopes: DELIVERY, kind: Kind::Int { min: 0, max: 100_000 }, default: Some("0"), reload: Live, help: "deferrals before a permanent failure (0 = until message_expiration)" },
+    OptionDef { name: "suspend_delivery", scopes: DELIVERY, kind: Kind::Bool, default: Some("false"), reload: Live, help: "accept and queue mail but make no delivery attempts" },
+    OptionDef { name: "routes", scopes: DELIVERY, kind: Kind::TextList, default: None, reload: Live, help: "send to these hosts (\"host\", \"host:port\", \"[ipv6]:port\") in order instead of the MX" },
+    OptionDef { name: "remote_smtp_port", scopes: DELIVERY, kind: Kind::Int { min: 1, max: 65_535 }, default: Some("25"), reload: Live, help: "destination port for MX hosts and routes without a port" },
+    OptionDef { name: "bind_address", scopes: &[G, B, BG], kind: Kind::Text, default: Some("\"*\""), reload: Live, help: "source IP address of outbound connections (\"*\" = the kernel picks); must be an address of this host; a binding or group without one uses the global value" },
+    OptionDef { name: "ehlo_hostname", scopes: DELIVERY, kind: Kind::Text, default: None, reload: Live, help: "name sent in EHLO (default: hostname)" },
+    OptionDef { name: "tls", scopes: DELIVERY, kind: Kind::Choice(&["no", "ifavailable", "required"]), default: Some("\"ifavailable\""), reload: Live, help: "outbound STARTTLS: opportunistic, required, or off" },
+    OptionDef { name: "tls_verify", scopes: DELIVERY, kind: Kind::Choice(&["no", "ca", "host"]), default: Some("\"no\""), reload: Live, help: "outbound certificate check: none, signed by a trusted CA, or CA and host name" },
+    OptionDef { name: "tls_ca", scopes: DELIVERY, kind: Kind::Path, default: None, reload: Live, help: "PEM CA bundle trusted in addition to the system roots" },
+    OptionDef { name: "max_deliveries_per_connection", scopes: DELIVERY, kind: COUNT, default: Some("0"), reload: Live, help: "messages per outbound connection, then QUIT (0 = no limit)" },
+    OptionDef { name: "max_recipients_per_batch", scopes: DELIVERY, kind: Kind::Int { min: 1, max: 100_000 }, default: Some("100"), reload: Live, help: "RCPTs per outbound transaction" },
+    OptionDef { name: "idle_timeout", scopes: DELIVERY, kind: SECS, default: Some("5"), reload: Live, help: "seconds an idle outbound connection is kept for more mail" },
+    OptionDef { name: "connect_timeout", scopes: DELIVERY, kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for connect() and the banner" },
+    OptionDef { name: "ehlo_timeout", scopes: DELIVERY, kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the EHLO and STARTTLS replies" },
+    OptionDef { name: "mailfrom_timeout", scopes: DELIVERY, kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for the MAIL and DATA (354) replies" },
+    OptionDef { name: "rcptto_timeout", scopes: DELIVERY, kind: SECS, default: Some("300"), reload: Live, help: "seconds to wait for a RCPT reply" },
+    OptionDef { name: "body_timeout", scopes: DELIVERY, kind: SECS, default: Some("600"), reload: Live, help: "seconds to wait for the reply after the final dot" },
+    OptionDef { name: "rset_timeout", scopes: DELIVERY, kind: SECS, default: Some("30"), reload: Live, help: "seconds to wait for the RSET and QUIT replies" },
+    OptionDef { name: "generate_bounces", scopes: DELIVERY, kind: Kind::Bool, default: Some("true"), reload: Live, help: "send DSNs for failures after acceptance" },
+    OptionDef { name: "mailerdaemon", scopes: DELIVERY, kind: Kind::Text, default: None, reload: Live, help: "From: of DSNs (default mailer-daemon@hostname)" },
+    OptionDef { name: "bounces_inline_original", scopes: DELIVERY, kind: Kind::Choice(&["none", "headers", "all"]), default: Some("\"headers\""), reload: Live, help: "how much of the original a DSN carries (RET= can ask for less)" },
+    OptionDef { name: "generate_delay_dsn", scopes: DELIVERY, kind: Kind::Bool, default: Some("false"), reload: Live, help: "send delay DSNs while a message keeps being deferred" },
+    OptionDef { name: "delay_dsn_retry_interval", scopes: DELIVERY, kind: SECS, default: Some("3600"), reload: Live, help: "first delay DSN after this many seconds, then doubling" },
+    OptionDef { name: "delay_dsn_max_retry_interval", scopes: DELIVERY, kind: SECS, default: Some("43200"), reload: Live, help: "cap on the interval between delay DSNs" },
+    // --- bindings (MultiVIP); read by the binding stage ---
+    OptionDef { name: "match_domain", scopes: &[B], kind: Kind::TextList, default: None, reload: Live, help: "envelope sender domains whose mail this binding sends (exact match, first in assignment order)" },
+    OptionDef { name: "members", scopes: &[BG], kind: Kind::Weights, default: None, reload: Live, help: "the group's bindings with their weights ({ vip1 = 3, vip2 = 1 }, or [\"vip1\", \"vip2\"] for equal weights); the group's owner shard picks members for all shards by weight, skipping suspended ones" },
+    OptionDef { name: "default_binding", scopes: &[G], kind: Kind::Choice(&["normal", "suspended", "none"]), default: Some("\"normal\""), reload: Live, help: "mail no rule assigns to a binding uses `default`: normal, suspended (accepted and held) or none (refused with 451 4.4.4)" },
+    OptionDef { name: "regex_binding2", scopes: &[G], kind: Kind::TextList, default: None, reload: Live, help: "assignment rules in order, first match wins: \"vip1[,vip2] = field =~ 'regex' AND field == 'text'\" or \"group:NAME = ...\"; fields mailfrom, rcptto, header:Name, recv_ip, recv_port, sender_ip" },
+    // --- adaptive back-off rules; read by the throttle stage ---
+    OptionDef { name: "match_code", scopes: &[BO], kind: Kind::Text, default: None, reload: Live, help: "the reply code or its first digits (\"421\", \"45\") the rule matches" },
+    OptionDef { name: "match_status", scopes: &[BO], kind: Kind::Text, default: None, reload: Live, help: "the enhanced status or its first parts (\"4.7.28\", \"4.7\") the rule matches" },
+    OptionDef { name: "match_text", scopes: &[BO], kind: Kind::Text, default: None, reload: Live, help: "a regex (case-insensitive) the reply's text must match" },
+    OptionDef { name: "domains", scopes: &[BO], kind: Kind::TextList, default: None, reload: Live, help: "destination domains the rule is for (\".example.com\" = subdomains); all when unset" },
+    OptionDef { name: "action", scopes: &[BO], kind: Kind::Choice(&["connections", "rate", "pause", "suspend", "fail"]), default: Some("\"connections\""), reload: Live, help: "on that binding x domain, over all shards: lower the connections (backoff_connections), lower the message rate (backoff_rate), pause (no connections, then back step by step), suspend (no deliveries until the hold ends), or fail the queued mail with the reply" },
+    OptionDef { name: "backoff_connections", scopes: &[BO], kind: Kind::Int { min: 1, max: 100_000 }, default: Some("1"), reload: Live, help: "connections allowed while an action \"connections\" holds" },
+    OptionDef { name: "backoff_rate", scopes: &[BO], kind: Kind::Rate, default: None, reload: Live, help: "message rate (\"60/60\") while an action \"rate\" holds" },
+    OptionDef { name: "duration", scopes: &[BO], kind: SECS, default: Some("600"), reload: Live, help: "seconds the action holds after the last matching reply" },
+    OptionDef { name: "recover_after", scopes: &[BO], kind: SECS, default: Some("300"), reload: Live, help: "seconds without a matching reply before each recovery step" },
+    OptionDef { name: "recovery_steps", scopes: &[BO], kind: Kind::Int { min: 1, max: 100 }, default: Some("4"), reload: Live, help: "steps from the action back to the configured limits" },
+    OptionDef { name: "enabled", scopes: &[BO], kind: Kind::Bool, default: Some("true"), reload: Live, help: "false switches the rule off (a built-in one too)" },
     // --- DNS (global); read by outbound::dns ---
     OptionDef { name: "nameservers", scopes: &[G], kind: Kind::AddrList, default: None, reload: Restart, help: "recursive DNS servers as ip:port, tried in order (default: nameserver lines of /etc/resolv.conf)" },
     OptionDef { name: "dns_timeout_ms", scopes: &[G], kind: Kind::Int { min: 10, max: 60_000 }, default: None, reload: Restart, help: "wait for one DNS reply before trying the next server (default: resolv.conf timeout, else 5000)" },

@@ -41,6 +41,8 @@ pub enum Value {
     Shards(Option<usize>),
     /// CPU numbers.
     Cpus(Vec<usize>),
+    /// Names with weights, in the order written.
+    Weights(Vec<(String, u32)>),
     /// A rate: `count` per `secs` seconds (count 0 = none).
     Rate {
         /// Events per period.
@@ -91,6 +93,19 @@ pub struct RawShard {
     pub listeners: BTreeMap<String, Values>,
 }
 
+/// A `[binding.NAME]` or `[binding_group.NAME]` block.
+#[derive(Clone, Debug)]
+pub struct RawBinding {
+    /// Its name (case-sensitive, as Momentum's).
+    pub name: String,
+    /// Byte offset of its header, for errors about the whole block.
+    pub at: usize,
+    /// Its options.
+    pub values: Values,
+    /// `[binding.NAME.domain."x"]`, keys lower-cased.
+    pub domains: BTreeMap<String, Values>,
+}
+
 /// The whole file, checked.
 #[derive(Clone, Debug, Default)]
 pub struct RawConfig {
@@ -102,6 +117,12 @@ pub struct RawConfig {
     pub domains: BTreeMap<String, Values>,
     /// `[shard.N]`
     pub shards: BTreeMap<usize, RawShard>,
+    /// `[binding.*]` in file order (slots 1, 2, ...; `default` is 0).
+    pub bindings: Vec<RawBinding>,
+    /// `[binding_group.*]` in file order.
+    pub groups: Vec<RawBinding>,
+    /// `[backoff.*]` in file order.
+    pub backoffs: Vec<RawBinding>,
 }
 
 struct Ctx<'a> {
@@ -165,11 +186,16 @@ pub fn parse(file: &str, src: &str) -> Result<RawConfig, Vec<ConfigError>> {
             "listener" => parse_listeners(&mut ctx, value, &mut raw),
             "domain" => parse_domains(&mut ctx, value, &mut raw),
             "shard" => parse_shards(&mut ctx, value, &mut raw),
+            "binding" => raw.bindings = parse_bindings(&mut ctx, value, "binding", Scope::Binding),
+            "binding_group" => {
+                raw.groups = parse_bindings(&mut ctx, value, "binding_group", Scope::BindingGroup)
+            }
+            "backoff" => raw.backoffs = parse_bindings(&mut ctx, value, "backoff", Scope::Backoff),
             other => ctx.err(
                 key.span(),
                 other,
                 format!("unknown section `{other}`"),
-                Some("sections are [global], [listener.NAME], [listener.NAME.peer.\"CIDR\"], [domain.\"name\"] and [shard.N]; options go inside a section".into()),
+                Some("sections are [global], [listener.NAME], [listener.NAME.peer.\"CIDR\"], [domain.\"name\"], [binding.NAME], [binding_group.NAME] (each with its own [...domain.\"name\"]), [backoff.NAME] and [shard.N]; options go inside a section".into()),
             ),
         }
     }
@@ -237,12 +263,23 @@ fn parse_listeners(ctx: &mut Ctx, v: &Spanned<DeValue>, raw: &mut RawConfig) {
 }
 
 fn parse_domains(ctx: &mut Ctx, v: &Spanned<DeValue>, raw: &mut RawConfig) {
-    let Some(t) = table(ctx, v, "domain") else {
-        return;
+    raw.domains = domain_tables(ctx, v, "domain", Scope::Domain);
+}
+
+/// The `[PREFIX."x"]` tables under `v`, each checked against `scope`.
+fn domain_tables(
+    ctx: &mut Ctx,
+    v: &Spanned<DeValue>,
+    prefix: &str,
+    scope: Scope,
+) -> BTreeMap<String, Values> {
+    let mut out = BTreeMap::new();
+    let Some(t) = table(ctx, v, prefix) else {
+        return out;
     };
     for (key, value) in t.iter() {
         let name = key.get_ref().to_ascii_lowercase();
-        let path = format!("domain.\"{name}\"");
+        let path = format!("{prefix}.\"{name}\"");
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '@') {
             ctx.err(
                 key.span(),
@@ -253,10 +290,69 @@ fn parse_domains(ctx: &mut Ctx, v: &Spanned<DeValue>, raw: &mut RawConfig) {
             continue;
         }
         if let Some(dt) = table(ctx, value, &path) {
-            let values = scope_values(ctx, dt, Scope::Domain, &path, &[]);
-            raw.domains.insert(name, values);
+            let values = scope_values(ctx, dt, scope, &path, &[]);
+            out.insert(name, values);
         }
     }
+    out
+}
+
+/// True for a binding or group name: letters, digits, `_`, `-` and `.`.
+pub fn valid_binding_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// `[binding.NAME]` or `[binding_group.NAME]` blocks in file order, with
+/// their `domain."x"` tables (checked as domain scopes).
+fn parse_bindings(
+    ctx: &mut Ctx,
+    v: &Spanned<DeValue>,
+    section: &str,
+    scope: Scope,
+) -> Vec<RawBinding> {
+    let Some(t) = table(ctx, v, section) else {
+        return Vec::new();
+    };
+    let mut items: Vec<_> = t.iter().collect();
+    items.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
+    for (key, value) in items {
+        let name = key.get_ref().to_string();
+        let path = format!("{section}.{name}");
+        if !valid_binding_name(&name) {
+            ctx.err(
+                key.span(),
+                &path,
+                format!("`{name}` is not a valid {section} name"),
+                Some("use letters, digits, `_`, `-` and `.` (at most 64)".into()),
+            );
+            continue;
+        }
+        let Some(bt) = table(ctx, value, &path) else {
+            continue;
+        };
+        let nests: &[&str] = if scope == Scope::Backoff {
+            &[]
+        } else {
+            &["domain"]
+        };
+        let values = scope_values(ctx, bt, scope, &path, nests);
+        let domains = match bt.get("domain").filter(|_| !nests.is_empty()) {
+            Some(dv) => domain_tables(ctx, dv, &format!("{path}.domain"), Scope::Domain),
+            None => BTreeMap::new(),
+        };
+        out.push(RawBinding {
+            name,
+            at: key.span().start,
+            values,
+            domains,
+        });
+    }
+    out
 }
 
 fn parse_shards(ctx: &mut Ctx, v: &Spanned<DeValue>, raw: &mut RawConfig) {
@@ -463,6 +559,35 @@ fn str_items<'a>(v: &'a DeValue) -> Result<Vec<(&'a str, Range<usize>)>, ConvErr
         .collect()
 }
 
+/// Largest weight of a group member.
+const MAX_WEIGHT: u64 = 1_000_000;
+
+/// `{ a = 3, b = 1 }` (in the order written) or `["a", "b"]` (weight 1).
+fn weights(v: &DeValue) -> Result<Value, ConvError> {
+    let mut out = Vec::new();
+    match v {
+        DeValue::Table(t) => {
+            let mut items: Vec<_> = t.iter().collect();
+            items.sort_by_key(|(k, _)| k.span().start);
+            for (k, w) in items {
+                let w = int_of(w.get_ref())
+                    .and_then(|n| range_check(n, 1, MAX_WEIGHT))
+                    .map_err(|m| (m, Some(w.span())))?;
+                out.push((k.get_ref().to_string(), w as u32));
+            }
+        }
+        other => {
+            for (name, _) in str_items(other)? {
+                out.push((name.to_string(), 1));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(("a group needs at least one member".into(), None));
+    }
+    Ok(Value::Weights(out))
+}
+
 /// Checks one value against a kind.
 pub fn convert(v: &DeValue, kind: Kind) -> Result<Value, ConvError> {
     let plain = |r: Result<Value, String>| r.map_err(|m| (m, None));
@@ -532,6 +657,7 @@ pub fn convert(v: &DeValue, kind: Kind) -> Result<Value, ConvError> {
             other => Err((format!("wrong type: found {}", other.type_str()), None)),
         },
         Kind::Rate => parse_rate(v).map_err(|m| (m, None)),
+        Kind::Weights => weights(v),
         Kind::CpuList => list(v)?
             .iter()
             .map(|item| {

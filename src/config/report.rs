@@ -26,6 +26,10 @@ fn show(v: &Value) -> String {
         Value::Shards(Some(n)) => n.to_string(),
         Value::Cpus(c) => format!("{c:?}"),
         Value::Rate { count, secs } => format!("\"{count}/{secs}\""),
+        Value::Weights(w) => {
+            let items: Vec<String> = w.iter().map(|(n, w)| format!("{n} = {w}")).collect();
+            format!("{{ {} }}", items.join(", "))
+        }
     }
 }
 
@@ -83,6 +87,52 @@ impl Config {
                 Scope::Domain,
                 &[("domain", d), ("global", g)],
             );
+        }
+        let empty = Values::new();
+        for gr in &self.raw.groups {
+            let title = format!("binding_group.{}", gr.name);
+            section(
+                &mut out,
+                &title,
+                Scope::BindingGroup,
+                &[("binding_group", &gr.values), ("global", g)],
+            );
+        }
+        for b in &self.raw.bindings {
+            let gname = self
+                .bindings
+                .slot(&b.name)
+                .map(|s| self.bindings.get(s).group.clone());
+            let gr = self
+                .raw
+                .groups
+                .iter()
+                .find(|x| gname.as_deref() == Some(x.name.as_str()));
+            let gv = gr.map_or(&empty, |x| &x.values);
+            let title = format!("binding.{}", b.name);
+            section(
+                &mut out,
+                &title,
+                Scope::Binding,
+                &[("binding", &b.values), ("binding_group", gv), ("global", g)],
+            );
+            let none = std::collections::BTreeMap::new();
+            let gd = gr.map_or(&none, |x| &x.domains);
+            for (name, d) in &b.domains {
+                section(
+                    &mut out,
+                    &format!("{title}.domain.\"{name}\""),
+                    Scope::Domain,
+                    &[
+                        ("binding.domain", d),
+                        ("binding_group.domain", gd.get(name).unwrap_or(&empty)),
+                        ("binding", &b.values),
+                        ("binding_group", gv),
+                        ("domain", self.raw.domains.get(name).unwrap_or(&empty)),
+                        ("global", g),
+                    ],
+                );
+            }
         }
         for shard in 0..count {
             let _ = writeln!(out, "[shard.{shard}]  # effective");

@@ -216,17 +216,13 @@ fn dns_ttl_floor_above_ceiling_is_an_error() {
 fn bind_address_is_star_or_an_address_of_this_host() {
     let listener = "[listener.a]\nlisten = [\"127.0.0.1:1\"]\n";
     let c = load(listener).expect("valid");
-    assert_eq!(
-        c.delivery.get("example.net").bind_address,
-        None,
-        "default *"
-    );
+    assert_eq!(c.bindings.get(0).bind_address, None, "default *");
     let c = load(&format!(
         "[global]\nbind_address = \"127.0.0.2\"\n{listener}"
     ))
     .expect("valid");
     let ip: IpAddr = "127.0.0.2".parse().unwrap();
-    assert_eq!(c.delivery.get("example.net").bind_address, Some(ip));
+    assert_eq!(c.bindings.get(0).bind_address, Some(ip));
     let e = load(&format!(
         "[global]\nbind_address = \"mx.example\"\n{listener}"
     ))
@@ -307,5 +303,191 @@ fn throttles_parse_as_rates_and_are_shared_by_the_scope_that_sets_them() {
             "{bad}: {e}"
         );
         assert!(e.contains("\"N/S\""), "the hint says how to write one: {e}");
+    }
+}
+
+const LISTENER: &str = "[listener.a]\nlisten = [\"127.0.0.1:1\"]\n";
+
+#[test]
+fn bindings_take_slots_in_file_order_and_groups_their_weights() {
+    let c = load(&format!(
+        "{LISTENER}[binding.zz]\nbind_address = \"127.0.0.3\"\n\
+         [binding.aa]\nmatch_domain = [\"News.Example\"]\n\
+         [binding_group.pool]\nmembers = {{ zz = 3, aa = 1 }}\nbind_address = \"127.0.0.4\"\n\
+         [global]\nregex_binding2 = [\"group:pool = rcptto =~ '@gmail'\", \"zz, aa = recv_port == '2525'\"]\n"
+    ))
+    .expect("valid");
+    let b = &c.bindings;
+    let names: Vec<&str> = b.bindings.iter().map(|x| &*x.name).collect();
+    assert_eq!(names, ["default", "zz", "aa"]);
+    assert_eq!(b.groups[0].members, vec![(1, 3), (2, 1)]);
+    assert_eq!(&*b.get(1).group, "pool");
+    assert_eq!(&*b.get(0).group, "default");
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert_eq!(b.get(1).bind_address, ip("127.0.0.3"), "its own");
+    assert_eq!(b.get(2).bind_address, ip("127.0.0.4"), "its group's");
+    assert_eq!(b.by_sender_domain.get("news.example"), Some(&2));
+    assert_eq!(b.rules[0].1, Assign::Group(0));
+    assert_eq!(b.rules[1].1, Assign::Each(vec![1, 2]));
+    assert_eq!(b.default_binding, DefaultBinding::Normal);
+}
+
+#[test]
+fn binding_settings_fall_back_in_momentums_order() {
+    let c = load(&format!(
+        "{LISTENER}[global]\nmax_outbound_connections = 1\noutbound_throttle_messages = \"60/60\"\n\
+         [domain.\"d.test\"]\nmax_outbound_connections = 2\n\
+         [binding.b]\nmax_outbound_connections = 4\n\
+         [binding.b.domain.\"bd.test\"]\nmax_outbound_connections = 5\n\
+         [binding.plain]\nbind_address = \"127.0.0.2\"\n\
+         [binding_group.g]\nmembers = [\"b\"]\nmax_outbound_connections = 3\n\
+         [binding_group.g.domain.\"gd.test\"]\nmax_outbound_connections = 6\nscope_max_outbound_connections = 9\n\
+         [binding_group.g.domain.\"bd.test\"]\nmax_outbound_connections = 7\n"
+    ))
+    .expect("valid");
+    let t = &c.delivery;
+    let max = |slot: usize, d: &str| t.for_binding(slot, d).max_outbound_connections;
+    assert_eq!(max(0, "d.test"), 2, "default binding: domain");
+    assert_eq!(max(0, "x.test"), 1, "default binding: global");
+    assert_eq!(max(1, "bd.test"), 5, "binding::domain first");
+    assert_eq!(max(1, "gd.test"), 6, "then group::domain");
+    assert_eq!(max(1, "d.test"), 4, "then binding, before the domain");
+    assert_eq!(max(1, "x.test"), 4, "binding");
+    assert_eq!(
+        t.for_binding(1, "gd.test").scope_max_outbound_connections,
+        Some(ScopeCap {
+            limit: 9,
+            group: Some("g".into())
+        })
+    );
+    // A binding with only a source address shares the global settings.
+    assert!(Arc::ptr_eq(t.for_binding(2, "d.test"), t.get("d.test")));
+    // The global throttle stays one counter for every binding.
+    assert_eq!(
+        t.for_binding(1, "x.test").throttle_messages,
+        t.get("x.test").throttle_messages
+    );
+}
+
+#[test]
+fn binding_mistakes_are_errors_with_their_place() {
+    let bad = [
+        ("[binding.default]\n", "binding.default", "built-in"),
+        ("[binding.a]\nbind_address = \"192.0.2.1\"\n", "binding.a.bind_address", "not an address of this host"),
+        ("[binding_group.g]\nmembers = [\"nope\"]\n", "binding_group.g.members", "no [binding.nope]"),
+        ("[binding.a]\n[binding_group.g]\nmembers = [\"a\"]\n[binding_group.h]\nmembers = [\"a\"]\n", "binding_group.h.members", "already a member"),
+        ("[binding_group.g]\n", "binding_group.g", "needs `members`"),
+        ("[binding.a]\nmatch_domain = [\"x.test\"]\n[binding.b]\nmatch_domain = [\"X.test\"]\n", "binding.b.match_domain", "matched by [binding.a]"),
+        ("[global]\nregex_binding2 = [\"a = mailfrom ~ 'x'\"]\n[binding.a]\n", "global.regex_binding2", "rule 1:"),
+        ("[global]\nregex_binding2 = [\"ghost = mailfrom == 'x'\"]\n", "global.regex_binding2", "no binding"),
+        ("[global]\nregex_binding2 = [\"group:ghost = mailfrom == 'x'\"]\n", "global.regex_binding2", "no [binding_group.ghost]"),
+        ("[binding.a]\n[binding.a.domain.\"x.test\"]\nmatch_domain = [\"y\"]\n", "binding.a.domain.\"x.test\".match_domain", "cannot be set in [domain]"),
+        ("[binding.\"a b\"]\n", "binding.a b", "not a valid binding name"),
+        ("[binding_group.g]\nmembers = { }\n", "binding_group.g.members", "at least one member"),
+        ("[binding.a]\n[binding_group.g]\nmembers = { a = 0 }\n", "binding_group.g.members", "out of range"),
+    ];
+    for (text, path, message) in bad {
+        let e = load(&format!("{LISTENER}{text}")).expect_err(text);
+        let hit = e.0.iter().find(|e| e.key_path == path);
+        let hit = hit.unwrap_or_else(|| panic!("{text}: no error at {path}: {e}"));
+        assert!(hit.message.contains(message), "{text}: {}", hit.message);
+        assert!(hit.line > 0, "{text}: the error has a line");
+    }
+}
+
+#[test]
+fn backoff_rules_ship_built_in_and_a_table_of_the_same_name_replaces_one() {
+    let c = load(LISTENER).expect("valid");
+    let names: Vec<&str> = c.backoff.iter().map(|r| &*r.name).collect();
+    assert_eq!(
+        names,
+        [
+            "gmail-try-again-later",
+            "gmail-4-7-28",
+            "yahoo-ts01",
+            "yahoo-tss04"
+        ]
+    );
+    let gmail = &c.backoff[0];
+    assert!(gmail.matches(
+        421,
+        "4.7.0",
+        "Try again later, closing connection.",
+        "gmail.com"
+    ));
+    assert!(!gmail.matches(451, "4.7.0", "Try again later", "gmail.com"));
+    assert!(c.backoff[1].matches(421, "4.7.28", "unusual rate", "x.test"));
+    assert!(c.backoff[2].matches(
+        421,
+        "4.7.0",
+        "[TS01] Messages from 1.2.3.4 temporarily deferred",
+        "yahoo.com"
+    ));
+    let c = load(&format!(
+        "{LISTENER}[backoff.yahoo-ts01]\nenabled = false\n\
+         [backoff.gmail-4-7-28]\nmatch_status = \"4.7.28\"\naction = \"pause\"\n\
+         [backoff.mine]\nmatch_code = \"45\"\nmatch_text = \"busy\"\ndomains = [\".example.org\"]\naction = \"fail\"\n"
+    ))
+    .expect("valid");
+    let names: Vec<&str> = c.backoff.iter().map(|r| &*r.name).collect();
+    assert_eq!(
+        names,
+        [
+            "gmail-try-again-later",
+            "yahoo-tss04",
+            "gmail-4-7-28",
+            "mine"
+        ]
+    );
+    assert_eq!(c.backoff[2].action, BackoffAction::Pause);
+    let mine = &c.backoff[3];
+    assert!(mine.matches(451, "", "server busy", "mx.example.org"));
+    assert!(!mine.matches(451, "", "server busy", "example.org.evil"));
+}
+
+#[test]
+fn backoff_mistakes_are_errors_with_their_place() {
+    let bad = [
+        (
+            "[backoff.r]\naction = \"pause\"\n",
+            "backoff.r",
+            "needs match_code",
+        ),
+        (
+            "[backoff.r]\nmatch_code = \"42x\"\n",
+            "backoff.r.match_code",
+            "not a reply code",
+        ),
+        (
+            "[backoff.r]\nmatch_status = \"4..7\"\n",
+            "backoff.r.match_status",
+            "not an enhanced status",
+        ),
+        (
+            "[backoff.r]\nmatch_text = \"(\"\n",
+            "backoff.r.match_text",
+            "bad regex",
+        ),
+        (
+            "[backoff.r]\nmatch_code = \"421\"\naction = \"rate\"\n",
+            "backoff.r.backoff_rate",
+            "needs backoff_rate",
+        ),
+        (
+            "[backoff.r]\nmatch_code = \"421\"\nrecovery_steps = 0\n",
+            "backoff.r.recovery_steps",
+            "out of range",
+        ),
+        (
+            "[backoff.r]\nmatch_code = \"421\"\nmax_retries = 1\n",
+            "backoff.r.max_retries",
+            "cannot be set in [backoff]",
+        ),
+    ];
+    for (text, path, message) in bad {
+        let e = load(&format!("{LISTENER}{text}")).expect_err(text);
+        let hit = e.0.iter().find(|e| e.key_path == path);
+        let hit = hit.unwrap_or_else(|| panic!("{text}: no error at {path}: {e}"));
+        assert!(hit.message.contains(message), "{text}: {}", hit.message);
     }
 }

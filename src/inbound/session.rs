@@ -71,6 +71,7 @@ fn settings(
 pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: String) {
     let config = state.config.get();
     let peer = stream.peer_addr().ok();
+    let local = stream.local_addr().ok();
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
     let mut conn = Conn::Plain(stream);
     let Some(listener) = config.listeners.iter().find(|l| l.name == listener_name) else {
@@ -185,6 +186,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 let (envelope, body) = *msg;
                 let arrival = Arrival {
                     peer,
+                    local,
                     tls: sess.is_tls(),
                     hostname: &config.hostname,
                 };

@@ -1,20 +1,21 @@
-//! What an outbound connection is pooled under: the source binding and
-//! the remote host. The binding stage will pick one per message; until
-//! then every connection uses the default.
+//! What an outbound connection is pooled under: the source binding (the
+//! binding stage picks one per message) and the remote host.
 //!
-//! Owns `Binding` and `PoolKey`. May call: nothing (plain data). Must
+//! Owns `Binding` and `PoolKey`. May call: message (the binding id). Must
 //! never: do I/O or hold a connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
-/// The local side a connection is made from (Momentum's binding). Only
-/// the default exists so far: the kernel picks the source address.
+use crate::message::BindingId;
+
+/// The local side a connection is made from (Momentum's binding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Binding {
-    /// No explicit source address.
-    #[default]
-    Default,
+pub struct Binding {
+    /// Which binding.
+    pub id: BindingId,
+    /// Its source address (`None`: the kernel picks).
+    pub from: Option<IpAddr>,
 }
 
 /// What an idle connection can be reused for: the same binding, remote

@@ -109,7 +109,7 @@ impl Pools {
         let dialer = self.dialer.borrow().clone();
         for t in targets {
             let tls = self.tls.client(&settings.tls_client);
-            match Outbound::open(&*dialer, t.addr, &t.host, settings, tls).await {
+            match Outbound::open(&*dialer, binding.from, t.addr, &t.host, settings, tls).await {
                 Ok(c) => {
                     log::debug!(
                         "shard {}: {domain}: connected to {} [{}]",

@@ -76,10 +76,11 @@ fn client_settings(d: &Delivery) -> ClientSettings {
 }
 
 impl Outbound {
-    /// Connects and runs the handshake. `Err` carries the reply to record
+    /// Connects from `from` (a source address) and runs the handshake. `Err` carries the reply to record
     /// for the attempt (the caller tries the next host).
     pub async fn open(
         dialer: &dyn Dialer,
+        from: Option<std::net::IpAddr>,
         addr: SocketAddr,
         host: &str,
         d: &Delivery,
@@ -94,7 +95,7 @@ impl Outbound {
             rset: d.rset_timeout,
         };
         let conn = dialer
-            .dial(d.bind_address, addr, d.connect_timeout)
+            .dial(from, addr, d.connect_timeout)
             .await
             .map_err(|e| {
                 let (code, text) = if e.kind() == std::io::ErrorKind::TimedOut {

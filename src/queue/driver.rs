@@ -17,9 +17,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Entry, Queue, QueuedRcpt};
+use super::{Dest, Entry, Queue, QueuedRcpt};
+use crate::binding::Bindings;
 use crate::config::Config;
 use crate::events::Events;
 use crate::message::{Content, Envelope, MessageId};
@@ -29,13 +31,16 @@ use crate::runtime::logger::RepeatLimiter;
 use crate::runtime::shutdown::{Notify, Signal};
 use crate::runtime::{sched, Current};
 use crate::spool::{Spool, SpoolError};
-use crate::throttle::Throttles;
+use crate::throttle::{slot_keys, SlotKeys, Throttles};
 use resident::{Budget, Resident};
 
 mod bounces;
 mod resident;
 mod settle;
 mod worker;
+
+/// Destinations whose slot keys are kept between scheduler passes.
+const SLOT_KEYS_CACHED: usize = 4096;
 
 /// Longest sleep of the scheduler loop when nothing is due.
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
@@ -48,28 +53,32 @@ pub struct ShardQueue {
     spool: Rc<Spool>,
     pools: Rc<Pools>,
     throttles: Rc<Throttles>,
+    bindings: Rc<Bindings>,
     queue: RefCell<Queue>,
     resident: RefCell<Resident>,
     /// Physical memory and usable CPUs, for the resident budget's default.
     machine: (u64, usize),
-    active: RefCell<Map<Rc<str>, u32>>,
-    /// Delivery tasks waiting for work in a domain wait on these.
-    idle: RefCell<Map<Rc<str>, Signal>>,
+    active: RefCell<Map<Dest, u32>>,
+    /// Delivery tasks waiting for work in a destination wait on these.
+    idle: RefCell<Map<Dest, Signal>>,
+    /// Each destination's slot keys under one config snapshot.
+    keys: RefCell<Map<Dest, (Arc<Config>, SlotKeys)>>,
     kick: Rc<Notify>,
     stop: Signal,
     /// Recovered messages whose every recipient is final but whose DONE
     /// record was lost (a crash mid-settlement): written at start.
     unfinished: RefCell<Vec<MessageId>>,
-    /// One "settled as" line per domain and kind per interval.
-    repeats: RefCell<RepeatLimiter<(Rc<str>, &'static str)>>,
+    /// One "settled as" line per destination and kind per interval.
+    repeats: RefCell<RepeatLimiter<(Dest, &'static str)>>,
 }
 
 /// Interval of the repetitive per-domain operational lines.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ShardQueue {
-    /// Builds the driver with the messages recovered from the spool; it
-    /// sends through `pools`, within the leases of `throttles`.
+    /// Builds the driver with the messages recovered from the spool (their
+    /// `binding` fields index `recovered_bindings`, from 1); it sends
+    /// through `pools`, within the leases of `throttles`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: usize,
@@ -78,7 +87,9 @@ impl ShardQueue {
         spool: Rc<Spool>,
         pools: Rc<Pools>,
         throttles: Rc<Throttles>,
+        bindings: Rc<Bindings>,
         recovered: Vec<crate::spool::QueuedMessage>,
+        recovered_bindings: &[Box<str>],
     ) -> Rc<Self> {
         let d = Rc::new(ShardQueue {
             shard,
@@ -87,6 +98,7 @@ impl ShardQueue {
             spool,
             pools,
             throttles,
+            bindings,
             queue: RefCell::new(Queue::new()),
             resident: RefCell::default(),
             machine: (
@@ -95,6 +107,7 @@ impl ShardQueue {
             ),
             active: RefCell::default(),
             idle: RefCell::default(),
+            keys: RefCell::default(),
             kick: Rc::default(),
             stop: Signal::default(),
             unfinished: RefCell::default(),
@@ -110,6 +123,10 @@ impl ShardQueue {
                 d.unfinished.borrow_mut().push(m.id);
                 continue;
             }
+            let name = usize::from(m.binding)
+                .checked_sub(1)
+                .and_then(|i| recovered_bindings.get(i));
+            let binding = d.bindings.id_of(name.map(|n| &**n));
             d.queue.borrow_mut().insert(
                 Entry::new(
                     m.id,
@@ -117,7 +134,8 @@ impl ShardQueue {
                     m.attempts,
                     m.next_attempt_ms,
                     m.pending,
-                ),
+                )
+                .from(binding),
                 now,
             );
         }
@@ -140,7 +158,8 @@ impl ShardQueue {
                 address: r.address.as_str().into(),
             })
             .collect();
-        let entry = Entry::new(id, env.received_at_ms, 0, 0, pending);
+        let binding = self.bindings.id_of(env.binding.as_deref());
+        let entry = Entry::new(id, env.received_at_ms, 0, 0, pending).from(binding);
         let budget = self.resident_budget();
         self.resident.borrow_mut().keep(id, env, content, budget);
         let ready = self.queue.borrow_mut().insert(entry, sched::wall_ms());
@@ -174,9 +193,9 @@ impl ShardQueue {
         self.resident.borrow_mut().forget(id);
     }
 
-    /// Wakes the delivery tasks waiting for work in these domains, and the
-    /// scheduler.
-    fn work_arrived(&self, domains: &[Rc<str>]) {
+    /// Wakes the delivery tasks waiting for work in these destinations,
+    /// and the scheduler.
+    fn work_arrived(&self, domains: &[Dest]) {
         let mut idle = self.idle.borrow_mut();
         for d in domains {
             if let Some(sig) = idle.remove(d) {
@@ -222,9 +241,9 @@ impl ShardQueue {
             let now = sched::wall_ms();
             let woke = self.queue.borrow_mut().wake(now);
             self.work_arrived(&woke);
-            let domains = self.queue.borrow().ready_domains();
-            for domain in domains {
-                self.start_workers(domain);
+            let dests = self.queue.borrow().ready_dests();
+            for dest in dests {
+                self.start_workers(dest);
             }
             let next = self.queue.borrow().next_wakeup();
             let sleep = next
@@ -236,27 +255,50 @@ impl ShardQueue {
         }
     }
 
-    fn start_workers(self: &Rc<Self>, domain: Rc<str>) {
+    fn start_workers(self: &Rc<Self>, dest: Dest) {
         let config = self.config.get();
-        let settings = config.delivery.get(&domain).clone();
-        if settings.suspend_delivery {
+        // A binding no longer configured keeps its mail until it is back:
+        // sending it from another address is not ours to decide.
+        let Some(slot) = self.bindings.slot(dest.binding) else {
+            self.held_back(&dest, "its binding is no longer configured");
+            return;
+        };
+        let settings = config.delivery.for_binding(slot, &dest.domain).clone();
+        if settings.suspend_delivery || self.bindings.holds(dest.binding, &dest.domain) {
             return;
         }
-        let ready = self.queue.borrow().ready_len(&domain) as u32;
-        let active = self.active.borrow().get(&domain).copied().unwrap_or(0);
-        let limit = settings.max_outbound_connections;
+        let mut keys = self.slot_keys(&dest, slot, &settings, &config);
+        let mut limit = settings.max_outbound_connections;
+        // A back-off in force on this binding × domain lowers its limit
+        // (to 0 while it pauses), or fails what is queued.
+        if let Some(effect) = self.throttles.effect(&keys[0].0) {
+            if let Some(reply) = effect.fail {
+                self.fail_backed_off(&dest, &reply, &settings);
+            }
+            if let Some(c) = effect.connections {
+                limit = limit.min(c);
+                let mut lowered: Vec<_> = keys.iter().cloned().collect();
+                lowered[0].1 = limit;
+                keys = lowered.into();
+            }
+        }
+        let ready = self.queue.borrow().ready_len(&dest) as u32;
+        let active = self.active.borrow().get(&dest).copied().unwrap_or(0);
         let want = limit.min(ready).saturating_sub(active);
-        // The domain's slots are leased by its owner shard: what this
-        // shard holds starts now, the rest when the owner grants it. Told
-        // even when nothing more is wanted: a lower limit (a reload) ends
-        // running tasks over it.
-        let limits = (limit, settings.server_max_outbound_connections);
-        let permits = self.throttles.start(&domain, want, limits, &self.kick);
+        // The slots are leased by their owner shards: what this shard
+        // holds starts now, the rest when the owners grant it. Told even
+        // when nothing more is wanted: a lower limit (a reload, a
+        // back-off) ends running tasks over it.
+        let permits = self.throttles.start(&keys, want, &self.kick);
+        let source = crate::outbound::Binding {
+            id: dest.binding,
+            from: config.bindings.get(slot).bind_address,
+        };
         for permit in permits {
-            *self.active.borrow_mut().entry(domain.clone()).or_insert(0) += 1;
-            let (me, d, s) = (self.clone(), domain.clone(), settings.clone());
+            *self.active.borrow_mut().entry(dest.clone()).or_insert(0) += 1;
+            let (me, d, s) = (self.clone(), dest.clone(), settings.clone());
             sched::spawn(async move {
-                me.worker(&d, &s, permit).await;
+                me.worker(&d, source, &s, permit).await;
                 let mut active = me.active.borrow_mut();
                 if let Some(n) = active.get_mut(&d) {
                     *n -= 1;
@@ -268,6 +310,79 @@ impl ShardQueue {
                 me.wake_scheduler();
             })
             .detach();
+        }
+    }
+
+    /// The slot keys of `dest` (binding in `slot`) under `config`, made
+    /// once per destination and config snapshot.
+    fn slot_keys(
+        &self,
+        dest: &Dest,
+        slot: usize,
+        settings: &crate::config::Delivery,
+        config: &Arc<Config>,
+    ) -> SlotKeys {
+        if let Some((c, k)) = self.keys.borrow().get(dest) {
+            if Arc::ptr_eq(c, config) {
+                return k.clone();
+            }
+        }
+        let b = config.bindings.get(slot);
+        let group = config
+            .bindings
+            .group(&b.group)
+            .map(|g| &config.bindings.groups[g]);
+        let keys = slot_keys(b, group, &dest.domain, settings);
+        let mut cache = self.keys.borrow_mut();
+        // Stale entries (an old snapshot; destinations long drained) go at
+        // a reload, or when the long tail of domains fills the cache.
+        if cache.len() >= SLOT_KEYS_CACHED
+            || cache
+                .values()
+                .next()
+                .is_some_and(|(c, _)| !Arc::ptr_eq(c, config))
+        {
+            cache.clear();
+        }
+        cache.insert(dest.clone(), (config.clone(), keys.clone()));
+        keys
+    }
+
+    /// Fails the ready mail of `dest` (a back-off rule says so), with the
+    /// receiver's reply that set it off.
+    fn fail_backed_off(
+        self: &Rc<Self>,
+        dest: &Dest,
+        reply: &str,
+        settings: &Arc<crate::config::Delivery>,
+    ) {
+        if self.queue.borrow().ready_len(dest) == 0 {
+            return;
+        }
+        let r = Rc::new(crate::reply::Reply::internal(
+            554,
+            (5, 7, 0),
+            &format!("failed by an adaptive back-off rule after: {reply}"),
+        ));
+        let (me, d, s) = (self.clone(), dest.clone(), settings.clone());
+        sched::spawn(async move {
+            me.settle_domain(&d, super::RcptResult::Failed(r), &s).await;
+        })
+        .detach();
+    }
+
+    /// Logs (at most once per interval per destination) why its mail waits.
+    fn held_back(&self, dest: &Dest, why: &str) {
+        let admitted = self
+            .repeats
+            .borrow_mut()
+            .admit(&(dest.clone(), "held"), sched::now());
+        if admitted.is_some() {
+            self.events.panic(&format!(
+                "{}: mail from binding {} waits: {why}",
+                dest.domain,
+                self.bindings.name(dest.binding)
+            ));
         }
     }
 }

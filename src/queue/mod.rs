@@ -22,15 +22,28 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
 pub use crate::message::{domain_of, PendingRcpts, QueuedRcpt, RcptResult};
-use crate::message::{IdTable, MessageId};
+use crate::message::{BindingId, IdTable, MessageId};
 use crate::reply::Reply;
 pub use policy::{AfterDeferral, RetryPolicy};
+
+/// Where jobs wait and delivery tasks run: a destination domain from
+/// one binding (Momentum's binding × domain queue), so a suspended or
+/// throttled binding holds up no other binding's mail to the domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Dest {
+    /// The binding the mail is sent from.
+    pub binding: BindingId,
+    /// The destination domain.
+    pub domain: Rc<str>,
+}
 
 /// A message to queue.
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Message id.
     pub id: MessageId,
+    /// The binding it is sent from.
+    pub binding: BindingId,
     /// Reception time (for expiry).
     pub received_at_ms: u64,
     /// Rounds of attempts that ended with a deferral.
@@ -42,7 +55,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A message to queue.
+    /// A message to queue, from the default binding ([`Entry::from`] sets another).
     pub fn new(
         id: MessageId,
         received_at_ms: u64,
@@ -52,15 +65,22 @@ impl Entry {
     ) -> Entry {
         Entry {
             id,
+            binding: BindingId::default(),
             received_at_ms,
             attempts,
             next_attempt_ms,
             pending: pending.into(),
         }
     }
+
+    /// The same message, sent from `binding`.
+    pub fn from(mut self, binding: BindingId) -> Entry {
+        self.binding = binding;
+        self
+    }
 }
 
-/// A message as the queue holds it: 64 bytes and the recipients' addresses
+/// A message as the queue holds it: 72 bytes and the recipients' addresses
 /// for the bulk case of one recipient (`perf/queue_1m.sh` keeps a million).
 #[derive(Clone, Debug)]
 pub struct Held {
@@ -73,6 +93,8 @@ pub struct Held {
     last_reply: Option<Rc<Reply>>,
     /// Rounds of attempts that ended with a deferral.
     pub attempts: u32,
+    /// The binding it is sent from.
+    pub binding: BindingId,
     /// Domain jobs of the current round (queued or handed out) not yet settled.
     outstanding: u16,
     /// Delay notices sent so far (kept in memory only; stops counting at 255).
@@ -93,6 +115,8 @@ impl Held {
 pub struct Job {
     /// Message id.
     pub id: MessageId,
+    /// The binding it is sent from.
+    pub binding: BindingId,
     /// Destination domain.
     pub domain: Rc<str>,
     /// Its recipients there.
@@ -177,7 +201,8 @@ pub struct Queue {
     /// Delayed messages by next attempt time. A message whose time changed
     /// or that is ready already leaves a stale item, skipped on wake.
     delayed: BinaryHeap<Reverse<(u64, MessageId)>>,
-    domains: Map<Rc<str>, VecDeque<MessageId>>,
+    /// Ready jobs per binding, then per domain.
+    lanes: Map<BindingId, Map<Rc<str>, VecDeque<MessageId>>>,
 }
 
 impl Queue {
@@ -201,18 +226,29 @@ impl Queue {
         self.delayed.len()
     }
 
-    /// Jobs ready for a domain (an upper bound: stale ids are skipped on take).
-    pub fn ready_len(&self, domain: &str) -> usize {
-        self.domains.get(domain).map_or(0, VecDeque::len)
+    /// Jobs ready for a destination (an upper bound: stale ids are
+    /// skipped on take).
+    pub fn ready_len(&self, dest: &Dest) -> usize {
+        self.lanes
+            .get(&dest.binding)
+            .and_then(|l| l.get(&*dest.domain))
+            .map_or(0, VecDeque::len)
     }
 
-    /// Domains with ready work.
-    pub fn ready_domains(&self) -> Vec<Rc<str>> {
-        self.domains
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(d, _)| d.clone())
-            .collect()
+    /// Destinations with ready work.
+    pub fn ready_dests(&self) -> Vec<Dest> {
+        let mut out = Vec::new();
+        for (b, lane) in &self.lanes {
+            for (d, q) in lane {
+                if !q.is_empty() {
+                    out.push(Dest {
+                        binding: *b,
+                        domain: d.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The message held for an id.
@@ -244,8 +280,8 @@ impl Queue {
     }
 
     /// Adds a message: ready now if its time has come, else delayed.
-    /// Returns the domains that got ready work.
-    pub fn insert(&mut self, entry: Entry, now_ms: u64) -> Vec<Rc<str>> {
+    /// Returns the destinations that got ready work.
+    pub fn insert(&mut self, entry: Entry, now_ms: u64) -> Vec<Dest> {
         let id = entry.id;
         let due = entry.next_attempt_ms;
         if entry.pending.is_empty() {
@@ -257,6 +293,7 @@ impl Queue {
             pending: entry.pending,
             last_reply: None,
             attempts: entry.attempts,
+            binding: entry.binding,
             outstanding: 0,
             delay_notices: 0,
             deferred: false,
@@ -276,7 +313,7 @@ impl Queue {
     }
 
     /// Moves every message whose time has come to the ready queues.
-    pub fn wake(&mut self, now_ms: u64) -> Vec<Rc<str>> {
+    pub fn wake(&mut self, now_ms: u64) -> Vec<Dest> {
         let mut woke = Set::default();
         while let Some(&Reverse((t, id))) = self.delayed.peek() {
             if t > now_ms {
@@ -295,19 +332,24 @@ impl Queue {
         woke.into_iter().collect()
     }
 
-    fn make_ready(&mut self, id: MessageId) -> Vec<Rc<str>> {
+    fn make_ready(&mut self, id: MessageId) -> Vec<Dest> {
         let Some(e) = self.entries.get(&id) else {
             return Vec::new();
         };
-        let mut out: Vec<Rc<str>> = Vec::new();
+        let binding = e.binding;
+        let lane = self.lanes.entry(binding).or_default();
+        let mut out: Vec<Dest> = Vec::new();
         for r in e.pending() {
             let d = r.domain();
-            if out.iter().all(|o| **o != *d) {
-                out.push(self.domain_key(&d));
+            if out.iter().all(|o| *o.domain != *d) {
+                let domain = lane
+                    .get_key_value(&*d)
+                    .map_or_else(|| Rc::from(&*d), |(k, _)| k.clone());
+                out.push(Dest { binding, domain });
             }
         }
         for d in &out {
-            self.domains.entry(d.clone()).or_default().push_back(id);
+            lane.entry(d.domain.clone()).or_default().push_back(id);
         }
         if let Some(e) = self.entries.get_mut(&id) {
             e.outstanding = out.len() as u16;
@@ -315,17 +357,12 @@ impl Queue {
         out
     }
 
-    fn domain_key(&self, d: &str) -> Rc<str> {
-        self.domains
-            .get_key_value(d)
-            .map_or_else(|| Rc::from(d), |(k, _)| k.clone())
-    }
-
-    /// Hands out the next job for a domain, if any.
-    pub fn take(&mut self, domain: &str) -> Option<Job> {
-        let key = self.domains.get_key_value(domain)?.0.clone();
+    /// Hands out the next job for a destination, if any.
+    pub fn take(&mut self, dest: &Dest) -> Option<Job> {
+        let lane = self.lanes.get_mut(&dest.binding)?;
+        let domain = &*dest.domain;
         loop {
-            let id = self.domains.get_mut(domain)?.pop_front()?;
+            let id = lane.get_mut(domain)?.pop_front()?;
             let Some(e) = self.entries.get_mut(&id) else {
                 continue;
             };
@@ -342,12 +379,13 @@ impl Queue {
             if recipients.is_empty() {
                 continue;
             }
-            if self.domains.get(domain).is_some_and(VecDeque::is_empty) {
-                self.domains.remove(domain);
+            if lane.get(domain).is_some_and(VecDeque::is_empty) {
+                lane.remove(domain);
             }
             return Some(Job {
                 id,
-                domain: key,
+                binding: dest.binding,
+                domain: dest.domain.clone(),
                 recipients,
             });
         }
@@ -356,10 +394,10 @@ impl Queue {
     /// Takes back up to `n` ready jobs of a domain (e.g. its hosts are
     /// unreachable), so they can be settled together; in pieces, so that
     /// settling a million of them holds one piece in memory at a time.
-    pub fn take_up_to(&mut self, domain: &str, n: usize) -> Vec<Job> {
+    pub fn take_up_to(&mut self, dest: &Dest, n: usize) -> Vec<Job> {
         let mut jobs = Vec::new();
         while jobs.len() < n {
-            let Some(j) = self.take(domain) else { break };
+            let Some(j) = self.take(dest) else { break };
             jobs.push(j);
         }
         jobs

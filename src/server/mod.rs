@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::binding::{BindingInbox, BindingMesh, Suspended};
 use crate::config::{reload, Config};
 use crate::events::CounterSnapshot;
 use crate::inbound::{AuthInbox, AuthMesh};
@@ -91,6 +92,8 @@ pub struct Services {
     pub auth: (AuthMesh, AuthInbox),
     /// Connection slots and rates per domain.
     pub throttle: (ThrottleMesh, ThrottleInbox),
+    /// Group member picks and suspensions, with the suspensions read at start.
+    pub binding: (BindingMesh, BindingInbox, Suspended),
 }
 
 /// Requests waiting in a shard's inbox before the main thread waits.
@@ -126,10 +129,17 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     let (addresses, inboxes) = mesh::inboxes::<ShardRequest, ShardAnswer>(count, INBOX_CAPACITY);
     let (auth_addresses, auth_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
     let (throttle_addresses, throttle_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
+    let (binding_addresses, binding_inboxes) = mesh::inboxes(count, SERVICE_INBOX_CAPACITY);
+    // Mail meant to wait must not go out because a file went unread.
+    let suspended = crate::binding::suspend::load(&config.spoolbase)
+        .map_err(|e| ServeError::Startup(format!("suspended bindings: {e}")))?;
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    let service_inboxes = auth_inboxes.into_iter().zip(throttle_inboxes);
-    for (shard, (inbox, (auth_inbox, throttle_inbox))) in
+    let service_inboxes = auth_inboxes
+        .into_iter()
+        .zip(throttle_inboxes)
+        .zip(binding_inboxes);
+    for (shard, (inbox, ((auth_inbox, throttle_inbox), binding_inbox))) in
         inboxes.into_iter().zip(service_inboxes).enumerate()
     {
         // More shards than CPUs run unpinned rather than doubling up on one core.
@@ -144,6 +154,11 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             throttle: (
                 ThrottleMesh::new(shard, throttle_addresses.clone()),
                 throttle_inbox,
+            ),
+            binding: (
+                BindingMesh::new(shard, binding_addresses.clone()),
+                binding_inbox,
+                suspended.clone(),
             ),
         };
         let builder = LocalExecutorBuilder::new(placement)

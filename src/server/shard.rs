@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Inbox, Mesh, Services, ShardAnswer, ShardRequest, Startup};
+use crate::binding::Bindings;
 use crate::config::Config;
 use crate::conn::ShardTls;
 use crate::events::{CounterSnapshot, Counters, Events};
@@ -43,7 +44,11 @@ pub async fn run(
     services: Services,
     tx: Sender<Startup>,
 ) {
-    let Services { auth, throttle } = services;
+    let Services {
+        auth,
+        throttle,
+        binding,
+    } = services;
     let current = Rc::new(Current::new(config.clone()));
     let tls = Rc::new(ShardTls::default());
     let dir = super::shard_spool_dir(&config, shard);
@@ -72,12 +77,19 @@ pub async fn run(
     // The books of the throttle counters this shard owns, and its side of
     // every other shard's.
     let (throttle_mesh, throttle_inbox) = throttle;
-    glommio::spawn_local(crate::throttle::serve(
-        throttle_inbox,
-        throttle_mesh.shards(),
-    ))
-    .detach();
-    let throttles = Throttles::new(throttle_mesh);
+    let throttles = Throttles::new(throttle_mesh, events.clone());
+    glommio::spawn_local(crate::throttle::serve(throttle_inbox, throttles.clone())).detach();
+    // The groups this shard picks members for (on shard 0 also the
+    // suspensions), and its side of every other shard's.
+    let (binding_mesh, binding_inbox, suspended) = binding;
+    let bindings = Bindings::new(
+        binding_mesh,
+        current.clone(),
+        events.clone(),
+        config.spoolbase.clone(),
+        suspended,
+    );
+    glommio::spawn_local(bindings.clone().serve(binding_inbox)).detach();
     let queue = ShardQueue::new(
         shard,
         current.clone(),
@@ -85,11 +97,18 @@ pub async fn run(
         spool.clone(),
         pools,
         throttles.clone(),
+        bindings.clone(),
         std::mem::take(&mut recovered.messages),
+        &recovered.bindings,
     );
     // Recovery's transient blocks are freed now: their pages go back.
     crate::runtime::release_free_memory();
-    let intake = Rc::new(Intake::new(spool.clone(), queue.clone(), events.clone()));
+    let intake = Rc::new(Intake::new(
+        spool.clone(),
+        queue.clone(),
+        events.clone(),
+        bindings.clone(),
+    ));
     let started = ShardInbound::start(
         shard,
         current.clone(),
@@ -155,9 +174,10 @@ pub async fn run(
         events.panic(&format!("closing the spool: {e}"));
     }
     log::info!(
-        "shard {shard} stopped: {} throttle_requests_to_other_shards={}",
+        "shard {shard} stopped: {} throttle_requests_to_other_shards={} binding_requests_to_other_shards={}",
         counters.snapshot(&events).render(),
-        throttles.cross_shard_requests()
+        throttles.cross_shard_requests(),
+        bindings.cross_shard_requests()
     );
     drop(spool);
     drop(Rc::try_unwrap(inbound).ok());

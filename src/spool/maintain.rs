@@ -225,7 +225,7 @@ impl Spool {
         let read = read_frame(&*file, segment, offset, len, None).await;
         let _ = file.close().await;
         let buf = read?;
-        let (_, env, body) = decode_message_parts(&buf[FRAME_HEADER_LEN..])
+        let (_, env, body) = decode_message_parts(&buf[FRAME_HEADER_LEN..], buf[5])
             .map_err(|e| corrupt(segment, offset, &e.to_string()))?;
         Ok((env, body.to_vec()))
     }

@@ -16,8 +16,9 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length of a record frame header in bytes.
 pub const FRAME_HEADER_LEN: usize = 16;
-/// Payload version written by this code for every record type.
-pub const RECORD_VERSION: u8 = 1;
+/// Payload version written by this code for every record type (2: the
+/// MESSAGE envelope ends with the binding). Versions 1 to this one are read.
+pub const RECORD_VERSION: u8 = 2;
 /// Largest payload a frame may carry (the length field is checked against it
 /// before anything else, so garbage lengths are rejected cheaply).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
@@ -257,6 +258,8 @@ fn frame_crc(header12: &[u8], payload: &[u8]) -> u32 {
 pub struct Frame {
     /// Record type.
     pub record_type: RecordType,
+    /// Payload version (1 to [`RECORD_VERSION`]).
+    pub version: u8,
     /// Total length (header + payload).
     pub len: usize,
 }
@@ -271,7 +274,7 @@ pub fn check_frame(buf: &[u8], file_offset: u64) -> Result<Frame, DecodeError> {
         return Err(DecodeError::Invalid("length"));
     }
     let record_type = RecordType::from_u8(h[4]).ok_or(DecodeError::Invalid("type"))?;
-    if h[5] != RECORD_VERSION {
+    if h[5] == 0 || h[5] > RECORD_VERSION {
         return Err(DecodeError::UnsupportedVersion(u16::from(h[5])));
     }
     if h[6] != 0 || h[7] != 0 {
@@ -287,14 +290,18 @@ pub fn check_frame(buf: &[u8], file_offset: u64) -> Result<Frame, DecodeError> {
     if frame_crc(&h[0..12], payload) != le_u32(&h[12..16]) {
         return Err(DecodeError::BadChecksum);
     }
-    Ok(Frame { record_type, len })
+    Ok(Frame {
+        record_type,
+        version: h[5],
+        len,
+    })
 }
 
 /// Checks and decodes the frame at `buf[0]` (at `file_offset`).
 pub fn decode_record(buf: &[u8], file_offset: u64) -> Result<(Record, usize), DecodeError> {
     let frame = check_frame(buf, file_offset)?;
     let payload = &buf[FRAME_HEADER_LEN..frame.len];
-    let rec = decode_payload(frame.record_type, payload)?;
+    let rec = decode_payload(frame.record_type, frame.version, payload)?;
     Ok((rec, frame.len))
 }
 
@@ -375,6 +382,7 @@ pub fn encode_envelope(env: &Envelope, out: &mut Vec<u8>) {
         out.push(notify_bits(&r.notify));
         put_opt_str(out, &r.orcpt);
     }
+    put_opt_str(out, &env.binding);
 }
 
 /// Encodes a MESSAGE frame straight from borrowed parts: no `Record` is
@@ -513,8 +521,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes the envelope part of a MESSAGE payload.
-fn decode_envelope(r: &mut Reader<'_>) -> Result<Envelope, DecodeError> {
+/// Decodes the envelope part of a MESSAGE payload of `version`.
+fn decode_envelope(r: &mut Reader<'_>, version: u8) -> Result<Envelope, DecodeError> {
     let mail_from = r.string()?;
     let ret = match r.u8()? {
         0 => None,
@@ -576,6 +584,8 @@ fn decode_envelope(r: &mut Reader<'_>) -> Result<Envelope, DecodeError> {
             orcpt,
         });
     }
+    // Version 1 had no binding: such mail was sent from the default.
+    let binding = if version >= 2 { r.opt_string()? } else { None };
     Ok(Envelope {
         mail_from,
         ret,
@@ -587,14 +597,19 @@ fn decode_envelope(r: &mut Reader<'_>) -> Result<Envelope, DecodeError> {
         peer,
         helo,
         received_at_ms,
+        binding,
     })
 }
 
-/// Decodes a MESSAGE payload's id and envelope, returning the body slice.
-pub fn decode_message_parts(payload: &[u8]) -> Result<(MessageId, Envelope, &[u8]), DecodeError> {
+/// Decodes a MESSAGE payload's id and envelope (payload `version`, from
+/// its frame), returning the body slice.
+pub fn decode_message_parts(
+    payload: &[u8],
+    version: u8,
+) -> Result<(MessageId, Envelope, &[u8]), DecodeError> {
     let mut r = Reader { buf: payload };
     let id = r.id()?;
-    let env = decode_envelope(&mut r)?;
+    let env = decode_envelope(&mut r, version)?;
     let body = r.bytes()?;
     if !r.buf.is_empty() {
         return Err(DecodeError::Invalid("trailing bytes"));
@@ -602,10 +617,11 @@ pub fn decode_message_parts(payload: &[u8]) -> Result<(MessageId, Envelope, &[u8
     Ok((id, env, body))
 }
 
-/// Decodes a payload of the given type; every byte must be consumed.
-pub fn decode_payload(t: RecordType, payload: &[u8]) -> Result<Record, DecodeError> {
+/// Decodes a payload of the given type and version; every byte must be
+/// consumed.
+pub fn decode_payload(t: RecordType, version: u8, payload: &[u8]) -> Result<Record, DecodeError> {
     if t == RecordType::Message {
-        let (id, envelope, body) = decode_message_parts(payload)?;
+        let (id, envelope, body) = decode_message_parts(payload, version)?;
         return Ok(Record::Message {
             id,
             envelope,

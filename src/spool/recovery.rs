@@ -37,6 +37,10 @@ pub struct QueuedMessage {
     pub received_at_ms: u64,
     /// Recipients without a final outcome, in envelope order.
     pub pending: PendingRcpts,
+    /// The binding assigned at reception: 0 for `default`, else `n` for
+    /// [`Recovered::bindings`]`[n - 1]` (a u16, not a name per message: a
+    /// million queued messages name a handful of bindings).
+    pub binding: u16,
 }
 
 /// Counts from one recovery run.
@@ -70,6 +74,8 @@ pub struct RecoveryStats {
 pub struct Recovered {
     /// Live messages, sorted by id.
     pub messages: Vec<QueuedMessage>,
+    /// The bindings their `binding` fields name.
+    pub bindings: Vec<Box<str>>,
     /// Counts.
     pub stats: RecoveryStats,
 }
@@ -80,6 +86,27 @@ pub(crate) struct RecoveryState {
     pub(crate) book: Book,
     pub(crate) next_segment: u32,
     pub(crate) max_epoch_ms: u64,
+    /// Binding names met so far (`QueuedMessage::binding` - 1).
+    pub(crate) bindings: Vec<Box<str>>,
+}
+
+impl RecoveryState {
+    /// The index of a binding name (from 1), made on first sight; a
+    /// spool naming more bindings than a u16 holds is past any config.
+    fn binding_index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.bindings.iter().position(|b| &**b == name) {
+            return (i + 1) as u16;
+        }
+        if self.bindings.len() >= usize::from(u16::MAX) {
+            log::error!(
+                "paniclog: spool names more than {} bindings: {name} is read as default",
+                u16::MAX
+            );
+            return 0;
+        }
+        self.bindings.push(name.into());
+        self.bindings.len() as u16
+    }
 }
 
 /// Lists `seg-*.log` files in `dir`, sorted by segment number.
@@ -185,6 +212,7 @@ pub(crate) fn recover_dir(
         }
     }
     rec.messages = msgs.into_values().collect();
+    rec.bindings = std::mem::take(&mut st.bindings);
     rec.messages.sort_by_key(|m| m.id);
     rec.stats.messages = rec.messages.len() as u64;
     rec.stats.recipients_pending = rec.messages.iter().map(|m| m.pending.len() as u64).sum();
@@ -250,10 +278,11 @@ fn apply_scan(
         let start = f.offset as usize + FRAME_HEADER_LEN;
         let payload = &buf[start..f.offset as usize + f.frame.len];
         if f.frame.record_type == RecordType::Message {
-            match decode_message_parts(payload) {
+            match decode_message_parts(payload, f.frame.version) {
                 Ok((id, env, _body)) => {
                     stats.records += 1;
                     let received_at_ms = env.received_at_ms;
+                    let binding = env.binding.map_or(0, |b| st.binding_index(&b));
                     st.max_epoch_ms = st.max_epoch_ms.max(id.epoch_ms);
                     st.book
                         .on_message(seg, id, f.offset as u32, f.frame.len as u32);
@@ -284,6 +313,7 @@ fn apply_scan(
                             next_attempt_ms: 0,
                             received_at_ms,
                             pending,
+                            binding,
                         },
                     );
                 }
@@ -291,7 +321,7 @@ fn apply_scan(
             }
             continue;
         }
-        match decode_payload(f.frame.record_type, payload) {
+        match decode_payload(f.frame.record_type, f.frame.version, payload) {
             Ok(r) => {
                 stats.records += 1;
                 let end = f.offset + f.frame.len as u64;

@@ -270,7 +270,7 @@ fn verify_segment(n: u32, path: &Path, shard: Option<u16>) -> Result<Tally, Stri
     for f in &scan.frames {
         let o = f.offset as usize;
         let payload = &buf[o + FRAME_HEADER_LEN..o + f.frame.len];
-        match decode_payload(f.frame.record_type, payload) {
+        match decode_payload(f.frame.record_type, f.frame.version, payload) {
             Ok(_) => t.records += 1,
             Err(e) => problem(format!("record at {o} does not decode: {e}")),
         }
@@ -349,7 +349,7 @@ pub fn show(dir: &Path, id: &str) -> Result<u8, String> {
         for f in scan_segment(buf).frames {
             let o = f.offset as usize;
             let payload = &buf[o + FRAME_HEADER_LEN..o + f.frame.len];
-            let Ok(rec) = decode_payload(f.frame.record_type, payload) else {
+            let Ok(rec) = decode_payload(f.frame.record_type, f.frame.version, payload) else {
                 continue;
             };
             if rec.id() != id {
@@ -449,7 +449,13 @@ pub fn describe_record(rec: &Record) -> String {
                     opt(&r.orcpt)
                 );
             }
-            let _ = write!(s, " body_len={} body={}", body.len(), esc(body));
+            let _ = write!(
+                s,
+                " binding={} body_len={} body={}",
+                opt(&e.binding),
+                body.len(),
+                esc(body)
+            );
             s
         }
         Record::Outcome {

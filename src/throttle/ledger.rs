@@ -18,7 +18,9 @@
 //! target is its fair share (the limit over the shards holding or
 //! waiting, rounded up), and a holder over it ends delivery tasks after
 //! their current message, so a shard with work gets slots within about
-//! one sync interval plus one message time. Slots are counted as held
+//! one sync interval plus one message time. When the limit is lowered
+//! below what is held (a reload, a back-off), the targets add up to the
+//! new limit exactly, so the holders together come down to it. Slots are counted as held
 //! until the holder returns them, so concurrency never exceeds the limit
 //! while the holders live; a holder silent for `LEASE_TTL` (its shard is
 //! gone) has its slots taken back.
@@ -145,10 +147,13 @@ impl<G> Slots<G> {
         }
     }
 
-    /// The most a shard may hold now: the limit, or its fair share while
-    /// others wait.
-    fn target(&self) -> u32 {
-        if self.waiting.is_empty() {
+    /// The most `shard` may hold now: the limit, or its fair share while
+    /// others wait. When the holders hold more than the limit (it was
+    /// lowered), the shares add up to the limit exactly (the remainder to
+    /// the lowest shard numbers), so that the holders come down to it.
+    fn target(&self, shard: usize) -> u32 {
+        let over = self.held() > self.limit;
+        if self.waiting.is_empty() && !over {
             return self.limit;
         }
         let mut contenders: Vec<usize> =
@@ -158,7 +163,15 @@ impl<G> Slots<G> {
                 contenders.push(w.shard);
             }
         }
-        self.limit.div_ceil(contenders.len().max(1) as u32).max(1)
+        let n = contenders.len().max(1) as u32;
+        if !over {
+            return self.limit.div_ceil(n).max(1);
+        }
+        contenders.sort_unstable();
+        match contenders.iter().position(|s| *s == shard) {
+            Some(i) => self.limit / n + u32::from((i as u32) < self.limit % n),
+            None => 0,
+        }
     }
 }
 
@@ -286,7 +299,7 @@ impl<G> Ledger<G> {
             s.held[shard] = s.held[shard].max(item.holding);
             s.heard[shard] = now;
             s.serve(&mut out);
-            targets.push((item.domain.clone(), s.target()));
+            targets.push((item.domain.clone(), s.target(shard)));
         }
         self.forget_idle_slots();
         (targets, out)

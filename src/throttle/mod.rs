@@ -17,18 +17,23 @@
 //! message when a lease can cover many, or let a slot it holds outlive
 //! the delivery task (and connection) it was lent for.
 
+pub mod backoff;
 pub mod ledger;
+#[cfg(test)]
+mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Rate, Throttle};
+use crate::config::{BackoffRule, BindingSettings, Delivery, GroupSettings, Rate, Throttle};
+use crate::events::{Event, Events};
 use crate::runtime::hash::Map;
 use crate::runtime::mesh::{self, AskError, Inbox, Mesh, Reply};
 use crate::runtime::sched;
 use crate::runtime::shutdown::{Notify, Signal};
+pub use backoff::{BackoffBook, Change, ChangeKind, Effect};
 pub use ledger::{Grant, Ledger, RateKey, RateKind, SyncItem, LEASE_TTL, SYNC_INTERVAL};
 
 /// What a shard asks a counter's owner shard.
@@ -63,6 +68,19 @@ pub enum ThrottleAsk {
         /// The rate in the asker's config.
         rate: Rate,
     },
+    /// A receiver's reply on `key` matched a back-off rule (to the key's owner).
+    Backoff {
+        /// The binding × domain slot key.
+        key: Arc<str>,
+        /// The rule, from the asker's config.
+        rule: Box<BackoffRule>,
+        /// The reply, one line.
+        reply: String,
+        /// The key's configured connection limit.
+        limit: u32,
+    },
+    /// A back-off changed (from the key's owner to every shard).
+    Effect(Change),
 }
 
 /// The owner's answer.
@@ -72,6 +90,8 @@ pub enum ThrottleAnswer {
     Granted(Grant),
     /// To `Sync`: the most the shard may hold, per domain.
     Targets(Vec<(Arc<str>, u32)>),
+    /// To `Backoff` and `Effect`.
+    Noted,
 }
 
 /// The throttle counters, as one shard sees them.
@@ -79,12 +99,17 @@ pub type ThrottleMesh = Mesh<ThrottleAsk, ThrottleAnswer>;
 /// A shard's inbox for the counters it owns.
 pub type ThrottleInbox = Inbox<ThrottleAsk, ThrottleAnswer>;
 
-/// Keeps the books of the counters this shard owns and answers for them
-/// until every shard's mesh is gone.
-pub async fn serve(inbox: ThrottleInbox, shards: usize) {
-    let mut books: Ledger<Reply<ThrottleAnswer>> = Ledger::new(shards);
+/// Keeps the books of the counters this shard owns (and their back-offs)
+/// and answers for them until every shard's mesh is gone; `throttles` is
+/// this shard's side, which takes the back-off changes.
+pub async fn serve(inbox: ThrottleInbox, throttles: Rc<Throttles>) {
+    let mut books: Ledger<Reply<ThrottleAnswer>> = Ledger::new(throttles.mesh.shards());
+    let mut backoffs = BackoffBook::default();
     loop {
-        let due = books.next_due(sched::now());
+        let due = match (books.next_due(sched::now()), backoffs.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let request = match due {
             None => inbox.recv().await.map(Some),
             Some(at) => {
@@ -121,9 +146,27 @@ pub async fn serve(inbox: ThrottleInbox, shards: usize) {
                     want,
                     rate,
                 } => grants = books.ask_tokens(&key, shard, want, rate, reply, now),
+                ThrottleAsk::Backoff {
+                    key,
+                    rule,
+                    reply: text,
+                    limit,
+                } => {
+                    reply.send(ThrottleAnswer::Noted);
+                    if let Some(change) = backoffs.matched(&key, &rule, &text, limit, now) {
+                        throttles.announce(change, &text);
+                    }
+                }
+                ThrottleAsk::Effect(change) => {
+                    reply.send(ThrottleAnswer::Noted);
+                    throttles.take_effect(change);
+                }
             }
         }
         if due.is_some_and(|at| at <= now) {
+            for change in backoffs.tick(now) {
+                throttles.announce(change, "");
+            }
             let (g, lapsed) = books.tick(now);
             grants.extend(g);
             for l in lapsed {
@@ -144,6 +187,40 @@ pub async fn serve(inbox: ThrottleInbox, shards: usize) {
             reply.send(ThrottleAnswer::Granted(g));
         }
     }
+}
+
+/// Most one shard reports a matching reply per key (the owner only needs
+/// to hear it once per hold).
+const BACKOFF_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The binding and domain of a slot key `domain@binding`.
+pub fn split_key(key: &str) -> (&str, &str) {
+    match key.rsplit_once('@') {
+        Some((domain, binding)) => (binding, domain),
+        None => ("", key),
+    }
+}
+
+/// What an effect allows, in words.
+fn allows(effect: Option<&Effect>) -> String {
+    let Some(e) = effect else {
+        return "the configured limits".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(c) = e.connections {
+        parts.push(format!("{c} connection(s)"));
+    }
+    if let Some(r) = e.rate {
+        parts.push(format!(
+            "{}/{} messages per second(s)",
+            r.count,
+            r.per.as_secs()
+        ));
+    }
+    if e.fail.is_some() {
+        parts.push("queued mail fails".into());
+    }
+    parts.join(", ")
 }
 
 /// One domain's slots on this shard.
@@ -176,6 +253,43 @@ struct Stock {
 /// The slot key of the whole server's connections: no recipient domain
 /// is empty.
 const SERVER: &str = "";
+
+/// The connection slots a delivery task holds, each under its limit.
+pub type SlotKeys = Rc<[(Arc<str>, u32)]>;
+
+/// The slots a delivery task to `domain` from `binding` (a member of
+/// `group`) needs, under `d`'s limits: the binding × domain's
+/// (`max_outbound_connections`), the domain's over bindings or over the
+/// group (`scope_max_outbound_connections`, when set), the binding's and
+/// the group's (`server_max_outbound_connections` in their tables, when
+/// set) and the server's. Names cannot collide: domains hold no `@`,
+/// binding names no `@` or `:`.
+pub fn slot_keys(
+    binding: &BindingSettings,
+    group: Option<&GroupSettings>,
+    domain: &str,
+    d: &Delivery,
+) -> SlotKeys {
+    let mut keys: Vec<(Arc<str>, u32)> = vec![(
+        format!("{domain}@{}", binding.name).into(),
+        d.max_outbound_connections,
+    )];
+    if let Some(cap) = &d.scope_max_outbound_connections {
+        let key = match &cap.group {
+            None => domain.into(),
+            Some(g) => format!("{domain}@group:{g}").into(),
+        };
+        keys.push((key, cap.limit));
+    }
+    if let Some(n) = binding.server_max_outbound_connections {
+        keys.push((format!("@{}", binding.name).into(), n));
+    }
+    if let Some((g, n)) = group.and_then(|g| Some((g, g.server_max_outbound_connections?))) {
+        keys.push((format!("@group:{}", g.name).into(), n));
+    }
+    keys.push((SERVER.into(), d.server_max_outbound_connections));
+    keys.into()
+}
 
 impl Held {
     /// Tasks that may still start: under the limit and the owner's target.
@@ -213,6 +327,14 @@ fn held<'a>(slots: &'a mut Map<Arc<str>, Held>, key: &str, limit: u32) -> &'a mu
 /// A shard's side of the throttles.
 pub struct Throttles {
     mesh: ThrottleMesh,
+    events: Rc<Events>,
+    /// Back-offs in force, by slot key (every shard has them all).
+    effects: RefCell<Map<Arc<str>, Change>>,
+    /// When this shard last reported a matching reply, by slot key.
+    reported: RefCell<Map<Arc<str>, Instant>>,
+    /// Fired when a task could not start for want of slots, or a target
+    /// went down: tasks that hold slots while they wait idle give them up.
+    contended: RefCell<Signal>,
     slots: RefCell<Map<Arc<str>, Held>>,
     stock: RefCell<Map<RateKey, Stock>>,
     syncing: Cell<bool>,
@@ -221,10 +343,15 @@ pub struct Throttles {
 }
 
 impl Throttles {
-    /// This shard's side, asking the owners through `mesh`.
-    pub fn new(mesh: ThrottleMesh) -> Rc<Throttles> {
+    /// This shard's side, asking the owners through `mesh`; back-off
+    /// changes of the keys it owns go to `events`.
+    pub fn new(mesh: ThrottleMesh, events: Rc<Events>) -> Rc<Throttles> {
         Rc::new(Throttles {
             mesh,
+            events,
+            effects: RefCell::default(),
+            reported: RefCell::default(),
+            contended: RefCell::default(),
             slots: RefCell::default(),
             stock: RefCell::default(),
             syncing: Cell::new(false),
@@ -236,8 +363,124 @@ impl Throttles {
     /// on this thread (tests and tools that build one shard by hand).
     pub fn standalone() -> Rc<Throttles> {
         let (address, inbox) = mesh::inbox(1024);
-        sched::spawn(serve(inbox, 1)).detach();
-        Throttles::new(Mesh::new(0, vec![address]))
+        let t = Throttles::new(Mesh::new(0, vec![address]), Rc::new(Events::new(0)));
+        sched::spawn(serve(inbox, t.clone())).detach();
+        t
+    }
+
+    /// Fires when slots are wanted that idle tasks hold (see `contend`).
+    pub fn contended(&self) -> Signal {
+        self.contended.borrow().clone()
+    }
+
+    /// Tells the tasks waiting idle on their slots to give them up.
+    fn contend(&self) {
+        std::mem::take(&mut *self.contended.borrow_mut()).fire();
+    }
+
+    /// What the back-off on a slot key allows now, if one is in force.
+    pub fn effect(&self, key: &str) -> Option<Effect> {
+        let effects = self.effects.borrow();
+        if effects.is_empty() {
+            return None;
+        }
+        effects.get(key).and_then(|c| c.effect.clone())
+    }
+
+    /// The back-offs in force: (binding, domain, rule, last change, what
+    /// it allows), by key (the console and the HTTP API list these).
+    pub fn backoffs(&self) -> Vec<(String, String, String, String, String)> {
+        let mut out: Vec<_> = self
+            .effects
+            .borrow()
+            .values()
+            .map(|c| {
+                let (binding, domain) = split_key(&c.key);
+                (
+                    binding.to_string(),
+                    domain.to_string(),
+                    c.rule.to_string(),
+                    change_text(&c.what),
+                    allows(c.effect.as_ref()),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A receiver's reply on `key` matched `rule`: tells the key's owner
+    /// (at most once per `BACKOFF_REPORT_INTERVAL` per key from this shard).
+    pub fn report_backoff(
+        self: &Rc<Self>,
+        key: Arc<str>,
+        rule: &BackoffRule,
+        reply: String,
+        limit: u32,
+    ) {
+        let now = sched::now();
+        {
+            let mut reported = self.reported.borrow_mut();
+            if reported
+                .get(&key)
+                .is_some_and(|t| now.saturating_duration_since(*t) < BACKOFF_REPORT_INTERVAL)
+            {
+                return;
+            }
+            reported.retain(|_, t| now.saturating_duration_since(*t) < BACKOFF_REPORT_INTERVAL);
+            reported.insert(key.clone(), now);
+        }
+        let me = self.clone();
+        let ask = ThrottleAsk::Backoff {
+            key: key.clone(),
+            rule: Box::new(rule.clone()),
+            reply,
+            limit,
+        };
+        sched::spawn(async move {
+            let _ = me.ask(me.mesh.owner(&*key), ask).await;
+        })
+        .detach();
+    }
+
+    /// Owner side: a back-off of a key this shard owns changed: the event,
+    /// then every shard takes it.
+    fn announce(self: &Rc<Self>, change: Change, reply: &str) {
+        let (binding, domain) = split_key(&change.key);
+        let (what, now) = (change_text(&change.what), allows(change.effect.as_ref()));
+        self.events.emit(Event::Backoff {
+            binding,
+            domain,
+            rule: &change.rule,
+            change: &what,
+            allows: &now,
+        });
+        let after = if reply.is_empty() {
+            String::new()
+        } else {
+            format!(" after {reply:?}")
+        };
+        log::warn!(
+            "backoff: {domain} from binding {binding}: rule {} {what}{after}: allows {now}",
+            change.rule
+        );
+        self.take_effect(change.clone());
+        let me = self.clone();
+        sched::spawn(async move {
+            for n in (0..me.mesh.shards()).filter(|n| *n != me.mesh.me()) {
+                let _ = me.ask(n, ThrottleAsk::Effect(change.clone())).await;
+            }
+        })
+        .detach();
+    }
+
+    fn take_effect(&self, change: Change) {
+        let mut effects = self.effects.borrow_mut();
+        if change.effect.is_none() {
+            effects.remove(&change.key);
+        } else {
+            effects.insert(change.key.clone(), change);
+        }
     }
 
     /// Requests this shard has sent to other shards.
@@ -253,24 +496,16 @@ impl Throttles {
         self.mesh.peer(owner).ask(ask).await
     }
 
-    /// Up to `want` more delivery tasks for `domain` may start: returns a
-    /// permit for each that may start now, within both the domain's
-    /// `limits.0` and the server's `limits.1` (`server_max_outbound_connections`).
-    /// When fewer slots of either are free here than wanted, asks its
-    /// owner for the rest and notifies `granted` once an answer is in
-    /// (call again then). Slots of one kind held without the other go back at
+    /// Up to `want` more delivery tasks may start on the slots of `keys`:
+    /// returns a permit for each that may start now, within every key's
+    /// limit. When fewer slots of a key are free here than wanted, asks its
+    /// owner for the rest and notifies `granted` once an answer is in (call
+    /// again then). Slots of one key held without the others go back at
     /// the next sync.
-    pub fn start(
-        self: &Rc<Self>,
-        domain: &Rc<str>,
-        want: u32,
-        limits: (u32, u32),
-        granted: &Rc<Notify>,
-    ) -> Vec<Permit> {
-        let keys: [(&str, u32); 2] = [(domain, limits.0), (SERVER, limits.1)];
+    pub fn start(self: &Rc<Self>, keys: &SlotKeys, want: u32, granted: &Rc<Notify>) -> Vec<Permit> {
         let mut slots = self.slots.borrow_mut();
         let mut now = want;
-        let mut shorts = [0u32; 2];
+        let mut shorts = vec![0u32; keys.len()];
         for (i, (key, limit)) in keys.iter().enumerate() {
             let h = held(&mut slots, key, *limit);
             let can = want.min(h.room());
@@ -281,10 +516,14 @@ impl Throttles {
                 shorts[i] = can - free;
             }
         }
-        for (key, limit) in keys {
-            held(&mut slots, key, limit).used += now;
+        for (key, limit) in keys.iter() {
+            held(&mut slots, key, *limit).used += now;
         }
         drop(slots);
+        if now < want {
+            // Idle tasks of other destinations may hold what this one needs.
+            self.contend();
+        }
         for (i, (key, limit)) in keys.iter().enumerate() {
             if shorts[i] > 0 {
                 self.ask_slots(key, shorts[i], *limit, granted.clone());
@@ -293,7 +532,7 @@ impl Throttles {
         (0..now)
             .map(|_| Permit {
                 throttles: self.clone(),
-                domain: domain.clone(),
+                keys: keys.clone(),
                 leaving: false,
             })
             .collect()
@@ -365,10 +604,16 @@ impl Throttles {
                 };
                 if let Ok(ThrottleAnswer::Targets(targets)) = self.ask(owner, ask).await {
                     let mut slots = self.slots.borrow_mut();
+                    let mut lowered = false;
                     for (domain, target) in targets {
                         if let Some(h) = slots.get_mut(&domain) {
                             h.target = target;
+                            lowered |= h.over();
                         }
+                    }
+                    drop(slots);
+                    if lowered {
+                        self.contend();
                     }
                 }
             }
@@ -441,16 +686,31 @@ impl Throttles {
     }
 }
 
-/// One delivery task's connection slot; given back when dropped.
+/// A change in words: `started`, `restarted`, `step N/M`, `ended`.
+fn change_text(c: &ChangeKind) -> String {
+    match c {
+        ChangeKind::Started => "started".into(),
+        ChangeKind::Restarted => "restarted".into(),
+        ChangeKind::Step { n, of } => format!("step {n}/{of}"),
+        ChangeKind::Ended => "ended".into(),
+    }
+}
+
+/// One delivery task's connection slots; given back when dropped.
 pub struct Permit {
     throttles: Rc<Throttles>,
-    domain: Rc<str>,
+    keys: SlotKeys,
     leaving: bool,
 }
 
 impl Permit {
+    /// The binding × domain key its slots are leased under.
+    pub fn key(&self) -> &Arc<str> {
+        &self.keys[0].0
+    }
+
     /// True when this shard runs more tasks than the owner's target or
-    /// the limit allow, of the domain or of the server: this task is then
+    /// the limit allow, of any of its keys: this task is then
     /// one of those that end (after its current message); each call past
     /// the first also says true.
     pub fn leave(&mut self) -> bool {
@@ -458,12 +718,13 @@ impl Permit {
             return true;
         }
         let mut slots = self.throttles.slots.borrow_mut();
-        let over = [&*self.domain, SERVER]
+        let over = self
+            .keys
             .iter()
-            .any(|k| slots.get(*k).is_some_and(Held::over));
+            .any(|(k, _)| slots.get(&**k).is_some_and(Held::over));
         if over {
-            for k in [&*self.domain, SERVER] {
-                if let Some(h) = slots.get_mut(k) {
+            for (k, _) in self.keys.iter() {
+                if let Some(h) = slots.get_mut(&**k) {
                     h.leaving += 1;
                 }
             }
@@ -476,8 +737,8 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut slots = self.throttles.slots.borrow_mut();
-        for k in [&*self.domain, SERVER] {
-            if let Some(h) = slots.get_mut(k) {
+        for (k, _) in self.keys.iter() {
+            if let Some(h) = slots.get_mut(&**k) {
                 h.used = h.used.saturating_sub(1);
                 if self.leaving {
                     h.leaving = h.leaving.saturating_sub(1);

@@ -261,3 +261,34 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Sends `n` messages from `mail_from` to recipients in `domain` over
+/// `clients` connections at once (so that SO_REUSEPORT spreads them over
+/// the shards); every one must get its 250.
+pub fn inject(addr: SocketAddr, n: usize, clients: usize, mail_from: &str, domain: &str) {
+    let per = n.div_ceil(clients);
+    let threads: Vec<_> = (0..clients)
+        .map(|k| {
+            let (from, domain) = (mail_from.to_string(), domain.to_string());
+            let count = per.min(n.saturating_sub(k * per));
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                assert!(c.reply().starts_with("220"));
+                assert!(c.cmd("EHLO t").starts_with("250"));
+                for i in 0..count {
+                    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+                    let r = c.cmd(&format!("RCPT TO:<u{k}x{i}@{domain}>"));
+                    assert!(r.starts_with("250"), "{r}");
+                    assert!(c.cmd("DATA").starts_with("354"));
+                    c.send(&format!("Subject: {k}/{i}\r\n\r\nbody\r\n.\r\n"));
+                    let r = c.reply();
+                    assert!(r.starts_with("250"), "{r}");
+                }
+                c.cmd("QUIT");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client");
+    }
+}

@@ -62,9 +62,11 @@ impl Recorder {
                     let mut w = stream.try_clone().expect("clone");
                     let mut r = BufReader::new(stream);
                     session(&mut r, &mut w, ip, &log, &*script, &count);
-                    drop((r, w));
-                    // Counted closed once the socket is, before the record.
+                    // Counted closed before the socket closes: impulse frees
+                    // the slot only once it sees the close, so a connection
+                    // it opens on that slot is never counted with this one.
                     open.fetch_sub(1, SeqCst);
+                    drop((r, w));
                     log.lock().unwrap().push((Instant::now(), Seen::Close));
                 });
             }
@@ -100,6 +102,17 @@ impl Recorder {
     /// Times of the accepted messages.
     pub fn accepted(&self) -> Vec<Instant> {
         self.times(|s| matches!(s, Seen::Accepted(_)))
+    }
+
+    /// Accepted messages per source address.
+    pub fn sources(&self) -> std::collections::BTreeMap<IpAddr, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for (_, s) in self.seen() {
+            if let Seen::Accepted(ip) = s {
+                *out.entry(ip).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// Times at which connections opened.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use impulse::binding::Bindings;
 use impulse::config::Config;
 use impulse::conn::ShardTls;
 use impulse::events::Events;
@@ -327,6 +328,7 @@ fn start(
     let events = Rc::new(Events::new(0));
     let pools = Pools::new(0, Rc::new(ShardTls::default()), events.clone(), resolver);
     pools.set_dialer(Rc::new(SimDialer(net.clone())));
+    let bindings = Bindings::standalone(current.clone(), events.clone());
     let queue = ShardQueue::new(
         0,
         current,
@@ -334,7 +336,9 @@ fn start(
         spool.clone(),
         pools,
         Throttles::standalone(),
+        bindings.clone(),
         recovered.messages,
+        &recovered.bindings,
     );
     sched::spawn(queue.clone().run()).detach();
     let s = spool.clone();
@@ -345,7 +349,7 @@ fn start(
         }
     })
     .detach();
-    let intake = Rc::new(Intake::new(spool, queue.clone(), events));
+    let intake = Rc::new(Intake::new(spool, queue.clone(), events, bindings));
     (
         Shard {
             queue,
@@ -474,6 +478,7 @@ pub fn run(seed: u64) -> Report {
                 env.helo = "client.sim".into();
                 let c = content(i, p, &to);
                 let arrival = Arrival {
+                    local: None,
                     peer: None,
                     tls: false,
                     hostname: "mta.sim",

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use log::Level;
 
 use super::options::{Reload, Scope, OPTIONS};
-use super::parse::{RawConfig, RawPeer, RawShard, Values};
+use super::parse::{RawBinding, RawConfig, RawPeer, RawShard, Values};
 use super::{Config, ShardOverride};
 
 /// Every option a reload changes, by when it takes effect, each named by
@@ -123,8 +123,64 @@ pub fn plan(running: &Config, new: &Config) -> ReloadPlan {
         let (a, b) = (r.domains.get(d), n.domains.get(d));
         compare(&mut plan, &prefix, Scope::Domain, a, b);
     }
+    compare_bindings(
+        &mut plan,
+        "binding",
+        Scope::Binding,
+        &r.bindings,
+        &n.bindings,
+    );
+    compare_bindings(
+        &mut plan,
+        "binding_group",
+        Scope::BindingGroup,
+        &r.groups,
+        &n.groups,
+    );
+    compare_bindings(
+        &mut plan,
+        "backoff",
+        Scope::Backoff,
+        &r.backoffs,
+        &n.backoffs,
+    );
     compare_shards(&mut plan, r, n);
     plan
+}
+
+/// `[binding.*]` or `[binding_group.*]` blocks and the domains inside
+/// them, by name (all of their options apply live).
+fn compare_bindings(
+    plan: &mut ReloadPlan,
+    section: &str,
+    scope: Scope,
+    r: &[RawBinding],
+    n: &[RawBinding],
+) {
+    let names: BTreeSet<&str> = r.iter().chain(n).map(|b| b.name.as_str()).collect();
+    let empty = BTreeMap::new();
+    for name in names {
+        let (a, b) = (
+            r.iter().find(|x| x.name == name),
+            n.iter().find(|x| x.name == name),
+        );
+        let prefix = format!("{section}.{name}.");
+        compare(
+            plan,
+            &prefix,
+            scope,
+            a.map(|x| &x.values),
+            b.map(|x| &x.values),
+        );
+        let (da, db) = (
+            a.map_or(&empty, |x| &x.domains),
+            b.map_or(&empty, |x| &x.domains),
+        );
+        for d in union(da, db) {
+            let prefix = format!("{section}.{name}.domain.\"{d}\".");
+            compare(plan, &prefix, Scope::Domain, da.get(d), db.get(d));
+        }
+    }
 }
 
 /// Listeners and their peer blocks; a listener added or removed is one

@@ -28,11 +28,11 @@ struct Doc(Vec<(Scope, &'static str, String)>);
 
 impl Doc {
     fn base() -> Doc {
-        Doc(vec![(
-            Scope::Listener,
-            "listen",
-            "[\"127.0.0.1:2525\"]".into(),
-        )])
+        Doc(vec![
+            (Scope::Listener, "listen", "[\"127.0.0.1:2525\"]".into()),
+            (Scope::BindingGroup, "members", "[\"vip\"]".into()),
+            (Scope::Backoff, "match_code", "\"421\"".into()),
+        ])
     }
 
     fn set(mut self, scope: Scope, name: &'static str, value: String) -> Doc {
@@ -57,11 +57,14 @@ impl Doc {
 }
 
 /// Section headers, in file order, with the section key `section` gives.
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 9] = [
     ("[global]", "global"),
     ("[listener.esmtp]", "listener"),
     ("[listener.esmtp.peer.\"10.0.0.0/8\"]", "peer"),
     ("[domain.\"example.com\"]", "domain"),
+    ("[binding.vip]", "binding"),
+    ("[binding_group.pool]", "binding_group"),
+    ("[backoff.slow]", "backoff"),
     ("[shard.0]", "shard"),
     ("[shard.0.listener.esmtp]", "shard-listener"),
 ];
@@ -84,6 +87,9 @@ fn key_path(scope: Scope, name: &str) -> String {
         Scope::Domain => format!("domain.\"{DOMAIN}\".{name}"),
         Scope::Shard if name == "listen" => format!("shard.0.listener.esmtp.{name}"),
         Scope::Shard => format!("shard.0.{name}"),
+        Scope::Binding => format!("binding.vip.{name}"),
+        Scope::BindingGroup => format!("binding_group.pool.{name}"),
+        Scope::Backoff => format!("backoff.slow.{name}"),
     }
 }
 
@@ -92,6 +98,16 @@ fn other_value(def: &OptionDef) -> String {
     if def.name == "bind_address" {
         // Text that must be an address of this host (any 127/8 is on lo).
         return "\"127.0.0.2\"".into();
+    }
+    match def.name {
+        "match_code" => return "\"45\"".into(),
+        "match_status" => return "\"4.7.28\"".into(),
+        "match_text" => return "\"try later\"".into(),
+        "action" => return "\"pause\"".into(),
+        _ => {}
+    }
+    if def.name == "regex_binding2" {
+        return "[\"vip = mailfrom == 'x@changed.test'\"]".into();
     }
     let default = default_value(def);
     match def.kind {
@@ -111,6 +127,7 @@ fn other_value(def: &OptionDef) -> String {
         Kind::Shards => "2".into(),
         Kind::CpuList => "[0]".into(),
         Kind::Rate => "\"600/60\"".into(),
+        Kind::Weights => "{ vip = 2 }".into(),
         Kind::Choice(words) => {
             let d = match default {
                 Some(Value::Text(t)) => t,
@@ -161,6 +178,15 @@ impl Fixtures {
             "tls_certificate" => (both(base), self.path("cert-copy.pem")),
             "tls_key" => (both(base), self.path("key-copy.pem")),
             "auth_password_file" => (base, self.path("users")),
+            // A back-off's rate is read by the action that uses it.
+            "backoff_rate" => (
+                base.set(scope, "action", "\"rate\"".into()).set(
+                    scope,
+                    "backoff_rate",
+                    "\"60/60\"".into(),
+                ),
+                "\"30/60\"".into(),
+            ),
             // A CA bundle is read only when certificates are verified.
             "tls_ca" => (
                 base.set(scope, "tls_verify", "\"ca\"".into()),

@@ -16,9 +16,9 @@ use std::time::Duration;
 use super::ShardQueue;
 use crate::bounce::classify_reply;
 use crate::config::Delivery;
-use crate::events::Event;
+use crate::events::{Event, Source};
 use crate::message::MessageId;
-use crate::queue::{Job, Next, RcptResult, Settlement};
+use crate::queue::{Dest, Job, Next, RcptResult, Settlement};
 use crate::runtime::sched;
 use crate::spool::{Outcome, Record, SpoolError};
 
@@ -76,10 +76,17 @@ impl ShardQueue {
     /// as the settlement says (a deferral past its expiry is a failure),
     /// deferred otherwise.
     fn report(&self, job: &Job, results: &[(u32, RcptResult)], s: &Settlement, host: Option<&str>) {
+        let (binding, group) = self.bindings.source(job.binding);
+        self.check_backoff(job, &binding, results);
+        let source = Source {
+            binding: &binding,
+            group: &group,
+        };
         for f in &s.finals {
             let (recipient, reply) = (&*f.rcpt.address, &*f.reply);
             self.events.emit(if f.delivered {
                 Event::Delivery {
+                    source,
                     id: s.id,
                     recipient,
                     host,
@@ -87,6 +94,7 @@ impl ShardQueue {
                 }
             } else {
                 Event::PermanentFailure {
+                    source,
                     id: s.id,
                     recipient,
                     host,
@@ -106,6 +114,7 @@ impl ShardQueue {
                 continue;
             };
             self.events.emit(Event::TransientFailure {
+                source,
                 id: s.id,
                 recipient: &q.address,
                 host,
@@ -185,15 +194,51 @@ impl ShardQueue {
         }
     }
 
-    /// Settles every ready job of a domain with the same result.
+    /// Tells the throttles when a receiver's reply in `results` matches a
+    /// back-off rule (the first that does, for the first such reply).
+    fn check_backoff(&self, job: &Job, binding: &str, results: &[(u32, RcptResult)]) {
+        let config = self.config.get();
+        if config.backoff.is_empty() {
+            return;
+        }
+        for (_, r) in results {
+            let reply = match r {
+                RcptResult::Deferred(reply) | RcptResult::Failed(reply) => reply,
+                RcptResult::Delivered(_) => continue,
+            };
+            if reply.internal_text().is_some() {
+                continue;
+            }
+            let status = reply.enhanced.map(|e| e.to_string()).unwrap_or_default();
+            let text = reply.text();
+            let hit = config
+                .backoff
+                .iter()
+                .find(|rule| rule.matches(reply.code, &status, &text, &job.domain));
+            if let Some(rule) = hit {
+                let key: Arc<str> = format!("{}@{binding}", job.domain).into();
+                let limit = config.bindings.slot(binding).map_or(0, |s| {
+                    config
+                        .delivery
+                        .for_binding(s, &job.domain)
+                        .max_outbound_connections
+                });
+                self.throttles
+                    .report_backoff(key, rule, reply.to_string(), limit);
+                return;
+            }
+        }
+    }
+
+    /// Settles every ready job of a destination with the same result.
     pub(super) async fn settle_domain(
         self: &Rc<Self>,
-        domain: &Rc<str>,
+        dest: &Dest,
         result: RcptResult,
         d: &Arc<Delivery>,
     ) {
         // What is ready now; what arrives meanwhile waits for a connection.
-        let ready = self.queue.borrow().ready_len(domain);
+        let ready = self.queue.borrow().ready_len(dest);
         if ready == 0 {
             return;
         }
@@ -205,7 +250,7 @@ impl ShardQueue {
         let admitted = self
             .repeats
             .borrow_mut()
-            .admit(&(domain.clone(), kind), sched::now());
+            .admit(&(dest.clone(), kind), sched::now());
         if let Some(held) = admitted {
             let also = if held > 0 {
                 format!(" ({held} similar line(s) for this domain held back)")
@@ -214,8 +259,9 @@ impl ShardQueue {
             };
             // The reply's one-line form, quoted; tools grep "settled as Deferred".
             log::info!(
-                "shard {}: {domain}: {ready} message(s) settled as {name}({:?}){also}",
+                "shard {}: {}: {ready} message(s) settled as {name}({:?}){also}",
                 self.shard,
+                dest.domain,
                 result.reply().to_string()
             );
         }
@@ -224,7 +270,7 @@ impl ShardQueue {
             let jobs = self
                 .queue
                 .borrow_mut()
-                .take_up_to(domain, left.min(SETTLE_PIECE));
+                .take_up_to(dest, left.min(SETTLE_PIECE));
             if jobs.is_empty() {
                 break;
             }

@@ -1,5 +1,6 @@
-//! One delivery task's life for a domain: it runs on a connection slot
-//! leased from the domain's owner shard (its `Permit`), takes a
+//! One delivery task's life for a destination (a domain from a binding):
+//! it runs on connection slots leased from their owner shards (its
+//! `Permit`), takes a
 //! connection from the pools, and sends the domain's jobs over it until
 //! the queue is empty (the connection goes back to the pools while the
 //! task waits `idle_timeout` for more), the connection breaks or is used
@@ -19,25 +20,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ShardQueue;
-use crate::config::Delivery;
+use crate::config::{Delivery, Throttle, ThrottleScope};
 use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
-use crate::queue::{Job, RcptResult};
+use crate::queue::{Dest, Job, RcptResult};
 use crate::reply::Reply;
 use crate::throttle::{Permit, RateKind};
 
 impl ShardQueue {
-    /// Runs one delivery task for `domain`: sends its jobs over a slot
+    /// Runs one delivery task for `dest`, connecting from `source`: sends its jobs over a slot
     /// from the pools; while the domain has no work the slot goes back to
     /// the pools and the task waits `idle_timeout` for more.
     /// The connection is closed before `permit` is given back, so the
     /// slot's next holder (perhaps on another shard) never overlaps it.
     pub(super) async fn worker(
         self: &Rc<Self>,
-        domain: &Rc<str>,
+        dest: &Dest,
+        source: Binding,
         d: &Arc<Delivery>,
         mut permit: Permit,
     ) {
-        let Some(mut slot) = self.slot(domain, d, None).await else {
+        let Some(mut slot) = self.slot(dest, source, d, None).await else {
             return;
         };
         loop {
@@ -46,12 +48,11 @@ impl ShardQueue {
                 self.pools.close(slot).await;
                 return;
             }
-            let job = self.queue.borrow_mut().take(domain);
+            let job = self.queue.borrow_mut().take(dest);
             let Some(job) = job else {
                 let key = slot.key().clone();
                 self.pools.release(slot).await;
-                let more =
-                    !self.stop.is_fired() && self.wait_for_work(domain, d.idle_timeout).await;
+                let more = !self.stop.is_fired() && self.wait_for_work(dest, d.idle_timeout).await;
                 // A task woken by the shutdown takes no connection again.
                 if !more || self.stop.is_fired() {
                     if let Some(idle) = self.pools.reclaim(&key, d) {
@@ -59,7 +60,7 @@ impl ShardQueue {
                     }
                     return;
                 }
-                let Some(s) = self.slot(domain, d, Some(&key)).await else {
+                let Some(s) = self.slot(dest, source, d, Some(&key)).await else {
                     return;
                 };
                 slot = s;
@@ -71,6 +72,19 @@ impl ShardQueue {
             if let Some(t) = &d.throttle_messages {
                 if !self
                     .until_stopped(self.throttles.token(RateKind::Messages, t))
+                    .await
+                {
+                    return;
+                }
+            }
+            // A back-off's lowered rate holds on top of the configured one.
+            if let Some(rate) = self.throttles.effect(permit.key()).and_then(|e| e.rate) {
+                let t = Throttle {
+                    rate,
+                    scope: ThrottleScope::Backoff(permit.key().clone()),
+                };
+                if !self
+                    .until_stopped(self.throttles.token(RateKind::Messages, &t))
                     .await
                 {
                     return;
@@ -102,12 +116,13 @@ impl ShardQueue {
         .await
     }
 
-    /// A connection slot for `domain`: the idle one at `last` if it is
+    /// A connection slot for `dest` from `source`: the idle one at `last` if it is
     /// still there, else one from the pools. `None` when the domain cannot
     /// be reached now; its ready jobs are then settled with the reason.
     async fn slot(
         self: &Rc<Self>,
-        domain: &Rc<str>,
+        dest: &Dest,
+        source: Binding,
         d: &Arc<Delivery>,
         last: Option<&PoolKey>,
     ) -> Option<Slot> {
@@ -124,38 +139,48 @@ impl ShardQueue {
                 return None;
             }
         }
-        let result = match self.pools.acquire(Binding::Default, domain, d).await {
+        let result = match self.pools.acquire(source, &dest.domain, d).await {
             Ok(slot) => return Some(slot),
             Err(Unroutable::Permanent(r)) => RcptResult::Failed(r),
             Err(Unroutable::Transient(r)) => RcptResult::Deferred(r),
         };
-        self.settle_domain(domain, result, d).await;
+        self.settle_domain(dest, result, d).await;
         None
     }
 
-    /// Waits until `domain` has ready work or `limit` passes.
-    async fn wait_for_work(&self, domain: &Rc<str>, limit: Duration) -> bool {
-        if self.queue.borrow().ready_len(domain) > 0 {
+    /// Waits until `dest` has ready work or `limit` passes.
+    async fn wait_for_work(&self, dest: &Dest, limit: Duration) -> bool {
+        if self.queue.borrow().ready_len(dest) > 0 {
             return true;
         }
         let signal = self
             .idle
             .borrow_mut()
-            .entry(domain.clone())
+            .entry(dest.clone())
             .or_default()
             .clone();
+        // Slots wanted elsewhere end the wait: an idle task gives its
+        // slots (and its connection) up rather than hold them for
+        // `idle_timeout` while another destination waits for them.
+        let contended = self.throttles.contended();
         let woke = futures_lite::future::or(
             async {
                 signal.wait().await;
                 true
             },
-            async {
-                crate::runtime::sched::sleep(limit).await;
-                false
-            },
+            futures_lite::future::or(
+                async {
+                    contended.wait().await;
+                    false
+                },
+                async {
+                    crate::runtime::sched::sleep(limit).await;
+                    false
+                },
+            ),
         )
         .await;
-        woke && self.queue.borrow().ready_len(domain) > 0
+        woke && self.queue.borrow().ready_len(dest) > 0
     }
 
     /// Sends one job over `slot` and settles its results.

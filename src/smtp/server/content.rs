@@ -217,6 +217,7 @@ impl ServerSession {
             peer: self.peer,
             helo: self.helo.clone(),
             received_at_ms: 0,
+            binding: None,
         };
         self.phase = Phase::WaitStore;
         // The octets stay charged until the driver has stored them.

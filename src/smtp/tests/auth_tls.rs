@@ -259,6 +259,7 @@ fn received_header_variants() {
         peer: None,
         helo: String::new(),
         received_at_ms: 0,
+        binding: None,
     };
     assert_eq!(
         received_header(&env, "mx", false, "I", "D"),
@@ -300,6 +301,7 @@ fn received_header_plain_session_with_two_recipients() {
         peer: "2001:db8::1".parse().ok(),
         helo: "c.example".into(),
         received_at_ms: 0,
+        binding: None,
     };
     assert_eq!(
         received_header(&env, "mx", false, "I", "D"),

@@ -84,10 +84,10 @@ fn a_silent_holder_loses_its_slots_and_a_live_one_keeps_them() {
     );
     assert_eq!(slots(&out), [(2, 1)]);
     // Shard 0 was alive after all: what it holds is counted again (over
-    // the limit for a moment; its target brings it down).
+    // the limit for a moment; its target brings it down: 3 and 2 make 5).
     let (targets, _) = l.sync(0, &[item("x.test", 0, 5)], t0 + LEASE_TTL);
     assert_eq!(l.holdings("x.test"), [5, 1]);
-    assert_eq!(targets, [(x, 5)]);
+    assert_eq!(targets, [(x, 3)]);
 }
 
 /// Two shards take `count`/`per` tokens as fast as they are given and use
@@ -203,4 +203,32 @@ fn a_waiting_token_request_is_due_when_a_token_accrues() {
         matches!(out[..], [(2, Grant::Tokens { count: 1, .. })]),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_lowered_limit_brings_the_holders_down_to_it_together() {
+    let t0 = Instant::now();
+    let mut l: Ledger<u32> = Ledger::new(3);
+    let x = d("x.test");
+    assert_eq!(slots(&l.ask_slots(&x, 0, 2, 4, 1, t0)), [(1, 2)]);
+    assert_eq!(slots(&l.ask_slots(&x, 2, 2, 4, 2, t0)), [(2, 2)]);
+    // The limit drops to 1 (a reload, a back-off): the shares add up to 1,
+    // not 1 each.
+    let lowered = |holding| SyncItem {
+        domain: x.clone(),
+        returned: 0,
+        holding,
+        limit: 1,
+    };
+    let (a, _) = l.sync(0, &[lowered(2)], t0);
+    let (b, _) = l.sync(2, &[lowered(2)], t0);
+    assert_eq!((a[0].1, b[0].1), (1, 0));
+    // Limit 3 over the two: 2 and 1.
+    let at3 = |holding| SyncItem {
+        limit: 3,
+        ..lowered(holding)
+    };
+    let (a, _) = l.sync(0, &[at3(2)], t0);
+    let (b, _) = l.sync(2, &[at3(2)], t0);
+    assert_eq!(a[0].1 + b[0].1, 3);
 }

@@ -506,9 +506,13 @@ impl Throttles {
         let mut slots = self.slots.borrow_mut();
         let mut now = want;
         let mut shorts = vec![0u32; keys.len()];
+        let mut shared_full = false;
         for (i, (key, limit)) in keys.iter().enumerate() {
             let h = held(&mut slots, key, *limit);
             let can = want.min(h.room());
+            // The first key is this destination's own; the others (scope,
+            // binding, group, server) are shared with other destinations.
+            shared_full |= i > 0 && can < want;
             let free = h.granted.saturating_sub(h.used);
             now = now.min(can).min(free);
             if can > free && !h.asking {
@@ -520,7 +524,7 @@ impl Throttles {
             held(&mut slots, key, *limit).used += now;
         }
         drop(slots);
-        if now < want {
+        if shared_full {
             // Idle tasks of other destinations may hold what this one needs.
             self.contend();
         }

@@ -61,11 +61,14 @@ impl Recorder {
                 std::thread::spawn(move || {
                     let mut w = stream.try_clone().expect("clone");
                     let mut r = BufReader::new(stream);
-                    session(&mut r, &mut w, ip, &log, &*script, &count);
-                    // Counted closed before the socket closes: impulse frees
-                    // the slot only once it sees the close, so a connection
-                    // it opens on that slot is never counted with this one.
-                    open.fetch_sub(1, SeqCst);
+                    // Counted closed at QUIT (before the 221), or before the
+                    // socket closes: impulse frees the slot only once it has
+                    // the 221 or sees the close, so a connection it opens on
+                    // that slot is never counted with this one.
+                    let quit = session(&mut r, &mut w, ip, &log, &*script, &count, &open);
+                    if !quit {
+                        open.fetch_sub(1, SeqCst);
+                    }
                     drop((r, w));
                     log.lock().unwrap().push((Instant::now(), Seen::Close));
                 });
@@ -136,27 +139,28 @@ fn session(
     log: &Mutex<Vec<(Instant, Seen)>>,
     script: &Script,
     count: &AtomicU64,
-) {
+    open: &AtomicU32,
+) -> bool {
     if w.write_all(b"220 recorder ESMTP\r\n").is_err() {
-        return;
+        return false;
     }
     let mut line = String::new();
     loop {
         line.clear();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return false;
         }
         let up = line.trim_end().to_ascii_uppercase();
         let reply: String = if up.starts_with("EHLO") || up.starts_with("HELO") {
             "250 recorder\r\n".into()
         } else if up == "DATA" {
             if w.write_all(b"354 go\r\n").is_err() {
-                return;
+                return false;
             }
             loop {
                 line.clear();
                 if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
+                    return false;
                 }
                 if line == ".\r\n" || line == ".\n" {
                     break;
@@ -172,15 +176,16 @@ fn session(
             log.lock().unwrap().push((Instant::now(), seen));
             reply
         } else if up == "QUIT" {
+            open.fetch_sub(1, SeqCst);
             let _ = w.write_all(b"221 bye\r\n");
-            return;
+            return true;
         } else if up.starts_with("MAIL") || up.starts_with("RCPT") || up == "RSET" || up == "NOOP" {
             "250 ok\r\n".into()
         } else {
             "500 what\r\n".into()
         };
         if w.write_all(reply.as_bytes()).is_err() {
-            return;
+            return false;
         }
     }
 }

@@ -26,6 +26,10 @@ use crate::queue::{Dest, Job, RcptResult};
 use crate::reply::Reply;
 use crate::throttle::{Permit, RateKind};
 
+/// How long a task waits idle, once slots are wanted elsewhere, before
+/// it gives its own up.
+const IDLE_YIELD_AFTER: Duration = Duration::from_millis(200);
+
 impl ShardQueue {
     /// Runs one delivery task for `dest`, connecting from `source`: sends its jobs over a slot
     /// from the pools; while the domain has no work the slot goes back to
@@ -159,9 +163,11 @@ impl ShardQueue {
             .entry(dest.clone())
             .or_default()
             .clone();
-        // Slots wanted elsewhere end the wait: an idle task gives its
-        // slots (and its connection) up rather than hold them for
-        // `idle_timeout` while another destination waits for them.
+        // Slots wanted elsewhere end the wait once it has lasted
+        // `IDLE_YIELD_AFTER`: an idle task gives its slots (and its
+        // connection) up rather than hold them for `idle_timeout` while
+        // another destination waits for them, and a task idle between two
+        // messages of a busy destination keeps its connection.
         let contended = self.throttles.contended();
         let woke = futures_lite::future::or(
             async {
@@ -171,6 +177,7 @@ impl ShardQueue {
             futures_lite::future::or(
                 async {
                     contended.wait().await;
+                    crate::runtime::sched::sleep(IDLE_YIELD_AFTER.min(limit)).await;
                     false
                 },
                 async {

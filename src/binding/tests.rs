@@ -23,21 +23,11 @@ fn whole(binding: &str) -> Suspension {
     }
 }
 
-/// Runs `f` on a glommio executor of its own (the file is written from
-/// a blocking thread of the executor).
-fn on_shard<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move { f().await })
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
 #[test]
 fn a_suspension_holds_mail_steers_groups_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
-    on_shard(move || async move {
+    crate::runtime::on_executor(move || async move {
         let current = Rc::new(Current::new(config(&base)));
         let events = Rc::new(Events::new(0));
         let b = Bindings::standalone(current.clone(), events.clone());
@@ -77,7 +67,7 @@ fn a_suspension_holds_mail_steers_groups_and_survives_a_restart() {
 fn policy_assigns_by_name_and_an_unknown_name_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
-    on_shard(move || async move {
+    crate::runtime::on_executor(move || async move {
         let current = Rc::new(Current::new(config(&base)));
         let b = Bindings::standalone(current, Rc::new(Events::new(0)));
         let mut env = Envelope::new("a@example.com", &["b@other.test"]);

@@ -169,3 +169,16 @@ pub fn explain_glommio(e: impl std::fmt::Display) -> String {
         format!("cannot start the executor: {text}")
     }
 }
+
+/// Runs `f` on a glommio executor of its own and waits for it (the tests
+/// of stages that spawn tasks or use blocking threads).
+#[cfg(test)]
+pub(crate) fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+) {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { f().await })
+        .expect("executor")
+        .join()
+        .expect("join");
+}

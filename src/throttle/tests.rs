@@ -17,18 +17,9 @@ fn rule() -> BackoffRule {
     }
 }
 
-/// Runs `f` on a glommio executor of its own.
-fn on_shard<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move { f().await })
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
 #[test]
 fn a_reported_reply_is_in_force_listed_and_then_recovers() {
-    on_shard(|| async {
+    crate::runtime::on_executor(|| async {
         let t = Throttles::standalone();
         let key: Arc<str> = "example.net@vip1".into();
         assert_eq!(t.effect(&key), None);

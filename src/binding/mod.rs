@@ -225,7 +225,7 @@ impl Bindings {
         config
             .bindings
             .slot(&name)
-            .is_some_and(|s| config.bindings.get(s).suspended)
+            .is_some_and(|s| self.suspended_binding(&config, s))
     }
 
     /// True when `match_domain` or `regex_binding2` can assign anything.

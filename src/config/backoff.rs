@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::delivery::Rate;
-use super::parse::{Entry, RawBinding, Value, Values};
+use super::delivery::{text, Rate};
+use super::parse::{Entry, RawBinding, Value};
+use super::{flag, int, secs};
 
 /// What a rule does while it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,34 +135,16 @@ recover_after = 600
 recovery_steps = 4
 "#;
 
-fn text(v: &Values, name: &str) -> Option<String> {
-    match v.get(name).map(|e| &e.value) {
-        Some(Value::Text(t)) => Some(t.clone()),
-        _ => None,
-    }
-}
-
-fn secs(v: &Values, name: &str, default: u64) -> Duration {
-    match v.get(name).map(|e| &e.value) {
-        Some(Value::Int(n)) => Duration::from_secs(*n),
-        _ => Duration::from_secs(default),
-    }
-}
-
-/// Defaults of the timing options (also in the registry).
-const DURATION_SECS: u64 = 600;
-const RECOVER_AFTER_SECS: u64 = 300;
-const RECOVERY_STEPS: u64 = 4;
-const BACKOFF_CONNECTIONS: u64 = 1;
-
 /// Compiles one `[backoff.NAME]` table; errors are (offset, key, message).
 pub fn compile_rule(b: &RawBinding) -> Result<Option<BackoffRule>, (usize, String, String)> {
     let v = &b.values;
     let path = format!("backoff.{}", b.name);
-    if matches!(v.get("enabled").map(|e| &e.value), Some(Value::Bool(false))) {
+    // One scope, with the registry's defaults (config's one fallback rule).
+    let chain = [v];
+    if !flag("enabled", &chain) {
         return Ok(None);
     }
-    let code = text(v, "match_code");
+    let code = text("match_code", &chain);
     if let (Some(c), Some(e)) = (&code, v.get("match_code")) {
         if c.len() > 3 || !c.bytes().all(|b| b.is_ascii_digit()) || !c.starts_with(['2', '4', '5'])
         {
@@ -172,7 +155,7 @@ pub fn compile_rule(b: &RawBinding) -> Result<Option<BackoffRule>, (usize, Strin
             ));
         }
     }
-    let status = text(v, "match_status");
+    let status = text("match_status", &chain);
     if let (Some(s), Some(e)) = (&status, v.get("match_status")) {
         let ok = s.split('.').count() <= 3
             && s.split('.')
@@ -185,7 +168,7 @@ pub fn compile_rule(b: &RawBinding) -> Result<Option<BackoffRule>, (usize, Strin
             ));
         }
     }
-    let re = match (text(v, "match_text"), v.get("match_text")) {
+    let re = match (text("match_text", &chain), v.get("match_text")) {
         (Some(t), Some(e)) => Some(
             regex::RegexBuilder::new(&t)
                 .case_insensitive(true)
@@ -208,13 +191,9 @@ pub fn compile_rule(b: &RawBinding) -> Result<Option<BackoffRule>, (usize, Strin
             "a rule needs match_code, match_status or match_text".into(),
         ));
     }
-    let count = |name: &str, default: u64| match v.get(name).map(|e| &e.value) {
-        Some(Value::Int(n)) => *n,
-        _ => default,
-    };
-    let action = match text(v, "action").as_deref() {
+    let action = match text("action", &chain).as_deref() {
         Some("connections") | None => {
-            BackoffAction::Connections(count("backoff_connections", BACKOFF_CONNECTIONS) as u32)
+            BackoffAction::Connections(int("backoff_connections", &chain) as u32)
         }
         Some("rate") => match v.get("backoff_rate") {
             Some(Entry {
@@ -247,9 +226,9 @@ pub fn compile_rule(b: &RawBinding) -> Result<Option<BackoffRule>, (usize, Strin
         text: re,
         domains,
         action,
-        duration: secs(v, "duration", DURATION_SECS),
-        recover_after: secs(v, "recover_after", RECOVER_AFTER_SECS),
-        steps: count("recovery_steps", RECOVERY_STEPS).max(1) as u32,
+        duration: secs("duration", &chain),
+        recover_after: secs("recover_after", &chain),
+        steps: int("recovery_steps", &chain).max(1) as u32,
     }))
 }
 

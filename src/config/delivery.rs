@@ -264,7 +264,8 @@ impl fmt::Debug for Delivery {
     }
 }
 
-fn text(name: &str, chain: &[&Values]) -> Option<String> {
+/// A text option along `chain` (with its registry default).
+pub(super) fn text(name: &str, chain: &[&Values]) -> Option<String> {
     match lookup(name, chain) {
         Some(Value::Text(t)) => Some(t),
         _ => None,

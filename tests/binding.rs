@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::recorder::Recorder;
+use common::recorder::{Recorder, Seen};
 use common::*;
 
 const DOMAIN: &str = "example.net";
@@ -187,5 +187,81 @@ fn scope_max_outbound_connections_caps_a_domain_over_its_bindings() {
     let got = sources_after(&s, &hop, n);
     assert_eq!(got.len(), 2, "both bindings took turns: {got:?}");
     assert!(hop.peak() <= 4, "peak {} over both bindings", hop.peak());
+    s.stop(Duration::from_secs(30));
+}
+
+#[test]
+fn a_suspended_members_queued_mail_moves_to_the_others_and_stays_moved() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    // The next hop defers everything until told otherwise.
+    let refuse = Arc::new(AtomicBool::new(true));
+    let r = refuse.clone();
+    let hop = Recorder::scripted(Arc::new(move |_| {
+        let line = if r.load(SeqCst) {
+            "451 4.3.0 try again later\r\n"
+        } else {
+            "250 2.0.0 ok\r\n"
+        };
+        (Duration::ZERO, line.into())
+    }));
+    // v1 sends news.example's mail; its group moves a held member's mail.
+    let pool = "[binding.v1]\nbind_address = \"127.0.0.11\"\nmatch_domain = [\"news.example\"]\n\
+                suspend_delivery = true\n\
+                [binding.v2]\nbind_address = \"127.0.0.12\"\n\
+                [binding.v3]\nbind_address = \"127.0.0.13\"\n\
+                [binding_group.pool]\nmembers = { v1 = 1, v2 = 3, v3 = 1 }\n\
+                rebind_suspended = true\n";
+    let mut s = start(&config(&hop, "retry_interval = 1", pool));
+    let n = 200;
+    inject(s.addr(), n, 4, "list@news.example", DOMAIN);
+    let refused = || {
+        hop.seen()
+            .iter()
+            .filter(|(_, x)| matches!(x, Seen::Refused(_)))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || refused() >= n),
+        "{} of {n} tried\n{}",
+        refused(),
+        s.log_text()
+    );
+    let opened_from = |hop: &Recorder| -> BTreeMap<IpAddr, usize> {
+        let mut m = BTreeMap::new();
+        for (_, x) in hop.seen() {
+            if let Seen::Open(ip) = x {
+                *m.entry(ip).or_insert(0) += 1;
+            }
+        }
+        m
+    };
+    let first = opened_from(&hop);
+    assert_eq!(first.get(&ip("127.0.0.11")), None, "the held member sent: {first:?}");
+    s.stop(Duration::from_secs(30));
+    assert!(
+        s.log_text().contains("moved") && s.log_text().contains("from held binding v1"),
+        "{}",
+        s.log_text()
+    );
+    // Second run: v1 is back and the hop accepts. Had the moves not been
+    // recorded, the mail would go back to v1, which match_domain gave it.
+    refuse.store(false, SeqCst);
+    let open = pool.replace("suspend_delivery = true\n", "");
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tmp"));
+    let port = s.port;
+    let mut s = start_in(dir, port, &config(&hop, "retry_interval = 1", &open));
+    let got = sources_after(&s, &hop, n);
+    assert_eq!(got.get(&ip("127.0.0.11")), None, "{got:?}");
+    let (b, c) = (
+        got.get(&ip("127.0.0.12")).copied().unwrap_or(0),
+        got.get(&ip("127.0.0.13")).copied().unwrap_or(0),
+    );
+    assert_eq!(b + c, n, "{got:?}");
+    assert!(near(b, 0.75, n, 0.03), "3:1 of the moves: {got:?}");
+    // New mail for v1 goes from v1 again.
+    inject(s.addr(), 10, 1, "list@news.example", DOMAIN);
+    let got = sources_after(&s, &hop, n + 10);
+    assert_eq!(got.get(&ip("127.0.0.11")), Some(&10), "{got:?}");
     s.stop(Duration::from_secs(30));
 }

@@ -1,5 +1,5 @@
 //! Copy-forward compaction: the live messages of sparse old segments are
-//! copied into the active segment (with their outcome and retry state),
+//! copied into the active segment (with their outcome, retry and binding state),
 //! then the old segments are deleted. Each crash point of that sequence is
 //! simulated by cutting, holing or deleting files, and recovery must give
 //! back exactly the live queue it had before: nothing lost, nothing DONE
@@ -39,15 +39,19 @@ fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
     glommio::LocalExecutor::default().run(f)
 }
 
-/// Per live message: pending recipient indices, attempts, next attempt.
-type State = BTreeMap<MessageId, (Vec<u32>, u32, u64)>;
+/// Per live message: pending recipient indices, attempts, next attempt,
+/// binding.
+type State = BTreeMap<MessageId, (Vec<u32>, u32, u64, Option<String>)>;
 
 fn state(rec: &Recovered) -> State {
     rec.messages
         .iter()
         .map(|m| {
             let pending = m.pending.iter().map(|p| p.index).collect();
-            (m.id, (pending, m.attempts, m.next_attempt_ms))
+            let binding = usize::from(m.binding)
+                .checked_sub(1)
+                .map(|i| rec.bindings[i].to_string());
+            (m.id, (pending, m.attempts, m.next_attempt_ms, binding))
         })
         .collect()
 }
@@ -91,11 +95,18 @@ fn build(path: &Path) -> State {
                     .await
                     .expect("outcome");
             }
+            if i % 30 == 10 {
+                s.append_rebinds([(*id, Some("vip-2"))])
+                    .await
+                    .expect("rebind");
+            }
         }
         s.close().await.expect("close");
     });
     let truth = recover(path);
     assert_eq!(truth.len(), (MESSAGES / 10) as usize);
+    let rebound = truth.values().filter(|v| v.3.as_deref() == Some("vip-2"));
+    assert_eq!(rebound.count(), 3, "{truth:?}");
     truth
 }
 

@@ -106,6 +106,8 @@ fn record() -> impl Strategy<Value = Record> {
             }
         }),
         id().prop_map(|id| Record::Done { id }),
+        (id(), proptest::option::of("[a-z0-9_-]{0,20}"))
+            .prop_map(|(id, binding)| Record::Rebind { id, binding }),
     ]
 }
 

@@ -25,11 +25,12 @@ const OFFSET: u64 = SEGMENT_HEADER_LEN as u64;
 const RESERVED_AT: usize = 24;
 
 fn record_type(b: u8) -> RecordType {
-    match b % 4 {
+    match b % 5 {
         0 => RecordType::Message,
         1 => RecordType::RecipientOutcome,
         2 => RecordType::Retry,
-        _ => RecordType::Done,
+        3 => RecordType::Done,
+        _ => RecordType::Rebind,
     }
 }
 

@@ -75,6 +75,8 @@ OUT1 = idb(ID1) + struct.pack('<IB', 1, 1) + bstr(b'250 2.0.0 ok')
 OUT1_TXT = 'OUTCOME id=%s rcpt=1 outcome=delivered reply="250 2.0.0 ok"' % idtxt(ID1)
 RETRY1 = idb(ID1) + struct.pack('<QI', 1700000600000, 3)
 RETRY1_TXT = 'RETRY id=%s next_attempt_ms=1700000600000 attempts=3' % idtxt(ID1)
+REBIND1 = idb(ID1) + ostr(b'vip-2')
+REBIND1_TXT = 'REBIND id=%s binding="vip-2"' % idtxt(ID1)
 DONE2 = idb(ID2)
 DONE2_TXT = 'DONE id=%s' % idtxt(ID2)
 
@@ -102,8 +104,8 @@ def build(name, shard, seg, created, recs, mangle=None, cut=0, version=2):
     open(name + '.seg', 'wb').write(bytes(data))
     open(name + '.txt', 'w').write('\n'.join(lines) + '\n')
 
-ALL = [(1, MSG1, MSG1_TXT), (2, OUT1, OUT1_TXT), (3, RETRY1, RETRY1_TXT), (1, MSG2, MSG2_TXT), (4, DONE2, DONE2_TXT)]
+ALL = [(1, MSG1, MSG1_TXT), (2, OUT1, OUT1_TXT), (3, RETRY1, RETRY1_TXT), (5, REBIND1, REBIND1_TXT), (1, MSG2, MSG2_TXT), (4, DONE2, DONE2_TXT)]
 build('basic', 3, 1, 1700000000000, ALL)
-build('torn-tail', 3, 2, 1700000000001, ALL[:4], cut=7)
+build('torn-tail', 3, 2, 1700000000001, ALL[:5], cut=7)
 build('corrupt-middle', 3, 3, 1700000000002, ALL[:3], mangle=(1, 20))
 build('v1', 3, 4, 1700000000003, [(1, MSG2_V1, MSG2_TXT), (4, DONE2, DONE2_TXT)], version=1)

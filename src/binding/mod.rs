@@ -115,6 +115,8 @@ pub struct Bindings {
     batches: RefCell<Map<Arc<str>, Batch>>,
     /// Turns of the rules with several bindings on the left, by rule index.
     turns: RefCell<Map<usize, usize>>,
+    /// Credits of the moves of suspended members' mail, per group.
+    moves: RefCell<Map<Arc<str>, Credits>>,
     cross: Cell<u64>,
 }
 
@@ -138,6 +140,7 @@ impl Bindings {
             credits: RefCell::default(),
             batches: RefCell::default(),
             turns: RefCell::default(),
+            moves: RefCell::default(),
             cross: Cell::new(0),
         });
         b.id(crate::config::binding::DEFAULT_BINDING);
@@ -226,6 +229,46 @@ impl Bindings {
             .bindings
             .slot(&name)
             .is_some_and(|s| self.suspended_binding(&config, s))
+    }
+
+    /// Where the held mail of `id` to `domain` moves: another member of its
+    /// group, by weight among those that may send to `domain` now, when
+    /// the group says so (`rebind_suspended`); `None`: it waits. Chosen on
+    /// this shard (moves are rare; new mail's weights are the owner's).
+    pub fn rebind_target(&self, id: BindingId, domain: &str) -> Option<BindingId> {
+        let config = self.config.get();
+        let t = &config.bindings;
+        let me = t.slot(&self.name(id))?;
+        let g = t.group(&t.get(me).group)?;
+        let group = &t.groups[g];
+        if !group.rebind_suspended {
+            return None;
+        }
+        let weights: Vec<u32> = group
+            .members
+            .iter()
+            .map(|(m, w)| {
+                let name = &t.get(*m).name;
+                let open = *m != me
+                    && !self.suspended_binding(&config, *m)
+                    && !self.suspended.borrow().holds(name, domain)
+                    && !config.delivery.for_binding(*m, domain).suspend_delivery;
+                if open {
+                    *w
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let i = self
+            .moves
+            .borrow_mut()
+            .entry(group.name.clone())
+            .or_default()
+            .next(&weights)?;
+        let name = t.get(group.members[i].0).name.clone();
+        drop(config);
+        Some(self.id(&name))
     }
 
     /// True when `match_domain` or `regex_binding2` can assign anything.

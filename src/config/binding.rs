@@ -47,6 +47,9 @@ pub struct GroupSettings {
     pub members: Vec<(usize, u32)>,
     /// A cap on the concurrent connections of all its members, when set.
     pub server_max_outbound_connections: Option<u32>,
+    /// Mail of a suspended member moves to the others (`rebind_suspended`)
+    /// instead of waiting.
+    pub rebind_suspended: bool,
 }
 
 /// What an assignment rule gives.
@@ -137,6 +140,7 @@ const BINDING_ONLY: &[&str] = &[
     "match_domain",
     "members",
     "server_max_outbound_connections",
+    "rebind_suspended",
 ];
 
 /// True when `b` sets a delivery option (so its mail needs settings of
@@ -250,6 +254,7 @@ pub fn compile(
             name: g.name.as_str().into(),
             members,
             server_max_outbound_connections: count(&g.values, "server_max_outbound_connections"),
+            rebind_suspended: super::flag("rebind_suspended", &[&g.values]),
         });
     }
     for (s, g) in &member_of {

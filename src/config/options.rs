@@ -282,6 +282,7 @@ pub const OPTIONS: &[OptionDef] = &[
     // --- bindings (MultiVIP); read by the binding stage ---
     OptionDef { name: "match_domain", scopes: &[B], kind: Kind::TextList, default: None, reload: Live, help: "envelope sender domains whose mail this binding sends (exact match, first in assignment order)" },
     OptionDef { name: "members", scopes: &[BG], kind: Kind::Weights, default: None, reload: Live, help: "the group's bindings with their weights ({ vip1 = 3, vip2 = 1 }, or [\"vip1\", \"vip2\"] for equal weights); the group's owner shard picks members for all shards by weight, skipping suspended ones" },
+    OptionDef { name: "rebind_suspended", scopes: &[BG], kind: Kind::Bool, default: Some("false"), reload: Live, help: "mail of a suspended member (or member x domain) moves to the group's other members by weight when it is due, recorded in the spool; otherwise it waits for the resume" },
     OptionDef { name: "default_binding", scopes: &[G], kind: Kind::Choice(&["normal", "suspended", "none"]), default: Some("\"normal\""), reload: Live, help: "mail no rule assigns to a binding uses `default`: normal, suspended (accepted and held) or none (refused with 451 4.4.4)" },
     OptionDef { name: "regex_binding2", scopes: &[G], kind: Kind::TextList, default: None, reload: Live, help: "assignment rules in order, first match wins: \"vip1[,vip2] = field =~ 'regex' AND field == 'text'\" or \"group:NAME = ...\"; fields mailfrom, rcptto, header:Name, recv_ip, recv_port, sender_ip" },
     // --- adaptive back-off rules; read by the throttle stage ---

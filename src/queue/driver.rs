@@ -24,7 +24,7 @@ use super::{Dest, Entry, Queue, QueuedRcpt};
 use crate::binding::Bindings;
 use crate::config::Config;
 use crate::events::Events;
-use crate::message::{Content, Envelope, MessageId};
+use crate::message::{BindingId, Content, Envelope, MessageId};
 use crate::outbound::Pools;
 use crate::runtime::hash::Map;
 use crate::runtime::logger::RepeatLimiter;
@@ -41,6 +41,10 @@ mod worker;
 
 /// Destinations whose slot keys are kept between scheduler passes.
 const SLOT_KEYS_CACHED: usize = 4096;
+
+/// Most messages moved off a held binding in one scheduler pass (one
+/// spool batch of REBIND records).
+const REBIND_BATCH: usize = 10_000;
 
 /// Longest sleep of the scheduler loop when nothing is due.
 const SCHEDULER_IDLE: Duration = Duration::from_millis(500);
@@ -265,6 +269,7 @@ impl ShardQueue {
         };
         let settings = config.delivery.for_binding(slot, &dest.domain).clone();
         if settings.suspend_delivery || self.bindings.holds(dest.binding, &dest.domain) {
+            self.rebind_held(&dest);
             return;
         }
         let mut keys = self.slot_keys(&dest, slot, &settings, &config);
@@ -369,6 +374,58 @@ impl ShardQueue {
             me.settle_domain(&d, super::RcptResult::Failed(r), &s).await;
         })
         .detach();
+    }
+
+    /// Moves the ready mail of a held destination to the other members of
+    /// its binding's group, when the group says so (`rebind_suspended`).
+    /// The REBIND records are staged before anything else is appended for
+    /// these messages; one lost to a crash only means the move is made
+    /// again after the restart.
+    fn rebind_held(self: &Rc<Self>, dest: &Dest) {
+        if self.queue.borrow().ready_len(dest) == 0 {
+            return;
+        }
+        let (moved, ready) = self.queue.borrow_mut().rebind(dest, REBIND_BATCH, || {
+            self.bindings.rebind_target(dest.binding, &dest.domain)
+        });
+        if moved.is_empty() {
+            return;
+        }
+        let names: Vec<(MessageId, Option<Arc<str>>)> = moved
+            .iter()
+            .map(|(id, b)| (*id, (*b != BindingId::default()).then(|| self.bindings.name(*b))))
+            .collect();
+        let durable = self
+            .spool
+            .append_rebinds(names.iter().map(|(id, n)| (*id, n.as_deref())));
+        let (from, group) = self.bindings.source(dest.binding);
+        let admitted = self
+            .repeats
+            .borrow_mut()
+            .admit(&(dest.clone(), "rebind"), sched::now());
+        if let Some(lines) = admitted {
+            log::warn!(
+                "shard {}: {}: moved {} messages from held binding {from} to the other members of group {group}{}",
+                self.shard,
+                dest.domain,
+                moved.len(),
+                if lines > 0 {
+                    format!(" ({lines} such moves not logged since the last line)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let (events, n) = (self.events.clone(), moved.len());
+        sched::spawn(async move {
+            if let Err(e) = durable.await {
+                events.panic(&format!(
+                    "binding {from}: the move of {n} messages was not recorded ({e}); after a restart they move again"
+                ));
+            }
+        })
+        .detach();
+        self.work_arrived(&ready);
     }
 
     /// Logs (at most once per interval per destination) why its mail waits.

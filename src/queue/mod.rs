@@ -391,6 +391,61 @@ impl Queue {
         }
     }
 
+    /// Moves up to `max` messages of `dest`'s ready mail to other bindings
+    /// (its binding is suspended and its group moves such mail): each
+    /// message whose one job of this round is that one goes to the binding
+    /// `to` gives it. A message with other jobs out (another domain, or
+    /// in flight) stays until they settle; when `to` gives `None`, the
+    /// rest stay. Returns the moves and the destinations that got work.
+    pub fn rebind(
+        &mut self,
+        dest: &Dest,
+        max: usize,
+        mut to: impl FnMut() -> Option<BindingId>,
+    ) -> (Vec<(MessageId, BindingId)>, Vec<Dest>) {
+        let mut moved = Vec::new();
+        let Some(lane) = self.lanes.get_mut(&dest.binding) else {
+            return (moved, Vec::new());
+        };
+        let Some(ids) = lane.remove(&*dest.domain) else {
+            return (moved, Vec::new());
+        };
+        let mut kept = VecDeque::new();
+        let mut open = true;
+        for id in ids {
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue; // settled since (stale)
+            };
+            if !open || moved.len() >= max || e.outstanding != 1 || e.binding != dest.binding {
+                kept.push_back(id);
+                continue;
+            }
+            match to() {
+                Some(b) if b != dest.binding => {
+                    e.binding = b;
+                    e.outstanding = 0;
+                    moved.push((id, b));
+                }
+                _ => {
+                    open = false;
+                    kept.push_back(id);
+                }
+            }
+        }
+        if !kept.is_empty() {
+            lane.insert(dest.domain.clone(), kept);
+        }
+        let mut ready: Vec<Dest> = Vec::new();
+        for (id, _) in &moved {
+            for d in self.make_ready(*id) {
+                if !ready.contains(&d) {
+                    ready.push(d);
+                }
+            }
+        }
+        (moved, ready)
+    }
+
     /// Takes back up to `n` ready jobs of a domain (e.g. its hosts are
     /// unreachable), so they can be settled together; in pieces, so that
     /// settling a million of them holds one piece in memory at a time.

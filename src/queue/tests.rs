@@ -420,3 +420,52 @@ fn a_held_message_stays_small() {
     // their recipients.
     assert!(std::mem::size_of::<Held>() <= 72);
 }
+
+#[test]
+fn rebind_moves_only_messages_whose_one_job_is_held() {
+    let mut q = Queue::new();
+    let (held, other) = (BindingId(1), BindingId(2));
+    let from = |d: &str| Dest {
+        binding: held,
+        domain: d.into(),
+    };
+    for n in 1..=4 {
+        q.insert(Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@x.test")]).from(held), 10);
+    }
+    // Message 5 also has a job for y.test out: it stays until that settles.
+    q.insert(
+        Entry::new(id(5), 0, 0, 0, vec![rcpt(0, "a@x.test"), rcpt(1, "b@y.test")]).from(held),
+        10,
+    );
+    let jy = q.take(&from("y.test")).unwrap();
+    // At most three moves in this pass.
+    let (moved, ready) = q.rebind(&from("x.test"), 3, || Some(other));
+    assert_eq!(moved, vec![(id(1), other), (id(2), other), (id(3), other)]);
+    assert_eq!(
+        ready,
+        vec![Dest {
+            binding: other,
+            domain: "x.test".into()
+        }]
+    );
+    assert_eq!(q.ready_len(&from("x.test")), 2);
+    assert_eq!(q.get(&id(1)).unwrap().binding, other);
+    // No target: nothing moves.
+    assert!(q.rebind(&from("x.test"), 10, || None).0.is_empty());
+    // Once y.test is settled, message 5 may move too.
+    let policy = RetryPolicy::default();
+    q.settle(&jy, &[(1, RcptResult::Delivered(ok("250 ok")))], &policy, 20);
+    let (moved, _) = q.rebind(&from("x.test"), 10, || Some(other));
+    assert_eq!(moved, vec![(id(4), other), (id(5), other)]);
+    assert_eq!(q.ready_len(&from("x.test")), 0);
+    let to = Dest {
+        binding: other,
+        domain: "x.test".into(),
+    };
+    let mut sent = Vec::new();
+    while let Some(j) = q.take(&to) {
+        assert_eq!(j.binding, other);
+        sent.push(j.id);
+    }
+    assert_eq!(sent, (1..=5).map(id).collect::<Vec<_>>());
+}

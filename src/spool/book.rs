@@ -22,6 +22,8 @@ pub(crate) struct MsgState<'a> {
     pub(crate) finals: &'a [(u32, Outcome, Box<str>)],
     /// Last RETRY: (next attempt ms, attempts).
     pub(crate) retry: Option<(u64, u32)>,
+    /// Last REBIND: the binding (`None` inside: `default`).
+    pub(crate) rebind: Option<Option<&'a str>>,
 }
 
 /// Where a live message's current MESSAGE record is, and its last RETRY:
@@ -78,6 +80,9 @@ pub(crate) struct Book {
     /// Final outcomes of live messages that have some (rare: a message
     /// partly delivered).
     finals: Map<MessageId, Vec<(u32, Outcome, Box<str>)>>,
+    /// Last REBIND of live messages that have one (rare: an operator or a
+    /// group moved them).
+    rebinds: Map<MessageId, Option<Box<str>>>,
     segs: BTreeMap<u32, SegInfo>,
 }
 
@@ -161,10 +166,18 @@ impl Book {
         }
     }
 
+    /// A REBIND record landed.
+    pub(crate) fn on_rebind(&mut self, seg: u32, end: u64, id: MessageId, binding: Option<&str>) {
+        if self.on_ref(seg, id, end).is_some() {
+            self.rebinds.insert(id, binding.map(Into::into));
+        }
+    }
+
     /// A DONE record landed.
     pub(crate) fn on_done(&mut self, seg: u32, end: u64, id: MessageId) {
         self.on_ref(seg, id, end);
         self.finals.remove(&id);
+        self.rebinds.remove(&id);
         if let Some(old) = self.live.remove(&id) {
             if let Some(info) = self.segs.get_mut(&old.seg) {
                 info.live = info.live.saturating_sub(1);
@@ -192,7 +205,12 @@ impl Book {
     pub(crate) fn state_of(&self, id: &MessageId) -> Option<MsgState<'_>> {
         let retry = self.live.get(id)?.retry();
         let finals = self.finals.get(id).map_or(&[][..], Vec::as_slice);
-        (retry.is_some() || !finals.is_empty()).then_some(MsgState { finals, retry })
+        let rebind = self.rebinds.get(id).map(Option::as_deref);
+        (retry.is_some() || !finals.is_empty() || rebind.is_some()).then_some(MsgState {
+            finals,
+            retry,
+            rebind,
+        })
     }
 
     /// Segments that may be deleted now, oldest first. A segment goes when

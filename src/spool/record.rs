@@ -35,6 +35,8 @@ pub enum RecordType {
     Retry = 3,
     /// The message needs nothing more; its records may be dropped.
     Done = 4,
+    /// The message is sent from another binding from now on.
+    Rebind = 5,
 }
 
 impl RecordType {
@@ -44,6 +46,7 @@ impl RecordType {
             2 => RecordType::RecipientOutcome,
             3 => RecordType::Retry,
             4 => RecordType::Done,
+            5 => RecordType::Rebind,
             _ => return None,
         })
     }
@@ -119,6 +122,13 @@ pub enum Record {
         /// Message id.
         id: MessageId,
     },
+    /// REBIND record.
+    Rebind {
+        /// Message id.
+        id: MessageId,
+        /// The binding it is sent from now (`None`: `default`).
+        binding: Option<String>,
+    },
 }
 
 impl Record {
@@ -128,7 +138,8 @@ impl Record {
             Record::Message { id, .. }
             | Record::Outcome { id, .. }
             | Record::Retry { id, .. }
-            | Record::Done { id } => *id,
+            | Record::Done { id }
+            | Record::Rebind { id, .. } => *id,
         }
     }
     /// The frame type tag of this record.
@@ -138,6 +149,7 @@ impl Record {
             Record::Outcome { .. } => RecordType::RecipientOutcome,
             Record::Retry { .. } => RecordType::Retry,
             Record::Done { .. } => RecordType::Done,
+            Record::Rebind { .. } => RecordType::Rebind,
         }
     }
 }
@@ -467,6 +479,7 @@ fn encode_payload(rec: &Record, out: &mut Vec<u8>) {
             put_u32(out, *attempts);
         }
         Record::Done { .. } => {}
+        Record::Rebind { binding, .. } => put_opt_str(out, binding),
     }
 }
 
@@ -644,6 +657,10 @@ pub fn decode_payload(t: RecordType, version: u8, payload: &[u8]) -> Result<Reco
             attempts: r.u32()?,
         },
         RecordType::Done => Record::Done { id },
+        RecordType::Rebind => Record::Rebind {
+            id,
+            binding: r.opt_string()?,
+        },
     };
     if !r.buf.is_empty() {
         return Err(DecodeError::Invalid("trailing bytes"));

@@ -377,5 +377,11 @@ fn apply_record(
             st.book.on_done(seg, end, id);
             msgs.remove(&id);
         }
+        Record::Rebind { id, binding } => {
+            st.book.on_rebind(seg, end, id, binding.as_deref());
+            if let Some(m) = msgs.get_mut(&id) {
+                m.binding = binding.map_or(0, |b| st.binding_index(&b));
+            }
+        }
     }
 }

@@ -46,6 +46,7 @@ pub(super) enum BookOp {
     Outcome(MessageId, u32, Outcome, Box<str>),
     Retry(MessageId, u64, u32),
     Done(MessageId),
+    Rebind(MessageId, Option<Box<str>>),
 }
 
 /// A live message's MESSAGE frame, read back from an old segment, to be
@@ -185,6 +186,14 @@ pub(super) fn prepend_copies(
                 attempts,
             };
             let op = BookOp::Retry(c.id, next, attempts);
+            push_owned(&mut out, &mut ops, op, |out| encode_record(&rec, 0, out));
+        }
+        if let Some(binding) = st.rebind {
+            let rec = Record::Rebind {
+                id: c.id,
+                binding: binding.map(str::to_string),
+            };
+            let op = BookOp::Rebind(c.id, binding.map(Into::into));
             push_owned(&mut out, &mut ops, op, |out| encode_record(&rec, 0, out));
         }
     }

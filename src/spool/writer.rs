@@ -376,6 +376,36 @@ impl Spool {
         self.shared.space.room_for_mail(&self.dir)
     }
 
+    /// Stages REBIND records at once, before anything the caller appends
+    /// later (from now on each message is sent from its binding; `None`:
+    /// `default`); the future resolves when they are durable.
+    pub fn append_rebinds<'a>(
+        &self,
+        moves: impl IntoIterator<Item = (MessageId, Option<&'a str>)>,
+    ) -> impl std::future::Future<Output = Result<(), SpoolError>> + 'static {
+        let batch = (!self.shared.closed.get()).then(|| {
+            let mut st = self.shared.staging.borrow_mut();
+            for (id, binding) in moves {
+                let rec = Record::Rebind {
+                    id,
+                    binding: binding.map(str::to_string),
+                };
+                let op = BookOp::Rebind(id, binding.map(Into::into));
+                st.push(op, |buf| encode_record(&rec, 0, buf));
+            }
+            st.batch.clone()
+        });
+        if batch.is_some() {
+            self.shared.kick();
+        }
+        async move {
+            match batch {
+                Some(b) => wait_batch(b).await,
+                None => Err(SpoolError::Closed),
+            }
+        }
+    }
+
     /// Appends a DONE record (same durability).
     pub async fn append_done(&self, id: MessageId) -> Result<(), SpoolError> {
         let rec = Record::Done { id };
@@ -599,6 +629,7 @@ impl Committer {
                 }
                 BookOp::Retry(id, next, n) => book.on_retry(seg, end, id, next, n),
                 BookOp::Done(id) => book.on_done(seg, end, id),
+                BookOp::Rebind(id, binding) => book.on_rebind(seg, end, id, binding.as_deref()),
             }
         }
         Ok(())

@@ -416,6 +416,7 @@ impl SimDisk {
                     Record::Outcome { rcpt, outcome, .. } => format!("OUTCOME {rcpt} {outcome:?}"),
                     Record::Retry { attempts, .. } => format!("RETRY {attempts}"),
                     Record::Done { .. } => "DONE".to_string(),
+                    Record::Rebind { binding, .. } => format!("REBIND {binding:?}"),
                 };
                 out.push(format!("{}@{}: {what}", path.display(), fr.offset));
             }

@@ -237,7 +237,11 @@ fn a_suspended_members_queued_mail_moves_to_the_others_and_stays_moved() {
         m
     };
     let first = opened_from(&hop);
-    assert_eq!(first.get(&ip("127.0.0.11")), None, "the held member sent: {first:?}");
+    assert_eq!(
+        first.get(&ip("127.0.0.11")),
+        None,
+        "the held member sent: {first:?}"
+    );
     s.stop(Duration::from_secs(30));
     assert!(
         s.log_text().contains("moved") && s.log_text().contains("from held binding v1"),

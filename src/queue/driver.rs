@@ -393,7 +393,12 @@ impl ShardQueue {
         }
         let names: Vec<(MessageId, Option<Arc<str>>)> = moved
             .iter()
-            .map(|(id, b)| (*id, (*b != BindingId::default()).then(|| self.bindings.name(*b))))
+            .map(|(id, b)| {
+                (
+                    *id,
+                    (*b != BindingId::default()).then(|| self.bindings.name(*b)),
+                )
+            })
             .collect();
         let durable = self
             .spool

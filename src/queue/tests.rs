@@ -430,11 +430,21 @@ fn rebind_moves_only_messages_whose_one_job_is_held() {
         domain: d.into(),
     };
     for n in 1..=4 {
-        q.insert(Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@x.test")]).from(held), 10);
+        q.insert(
+            Entry::new(id(n), 0, 0, 0, vec![rcpt(0, "a@x.test")]).from(held),
+            10,
+        );
     }
     // Message 5 also has a job for y.test out: it stays until that settles.
     q.insert(
-        Entry::new(id(5), 0, 0, 0, vec![rcpt(0, "a@x.test"), rcpt(1, "b@y.test")]).from(held),
+        Entry::new(
+            id(5),
+            0,
+            0,
+            0,
+            vec![rcpt(0, "a@x.test"), rcpt(1, "b@y.test")],
+        )
+        .from(held),
         10,
     );
     let jy = q.take(&from("y.test")).unwrap();
@@ -454,7 +464,12 @@ fn rebind_moves_only_messages_whose_one_job_is_held() {
     assert!(q.rebind(&from("x.test"), 10, || None).0.is_empty());
     // Once y.test is settled, message 5 may move too.
     let policy = RetryPolicy::default();
-    q.settle(&jy, &[(1, RcptResult::Delivered(ok("250 ok")))], &policy, 20);
+    q.settle(
+        &jy,
+        &[(1, RcptResult::Delivered(ok("250 ok")))],
+        &policy,
+        20,
+    );
     let (moved, _) = q.rebind(&from("x.test"), 10, || Some(other));
     assert_eq!(moved, vec![(id(4), other), (id(5), other)]);
     assert_eq!(q.ready_len(&from("x.test")), 0);

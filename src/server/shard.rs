@@ -173,8 +173,13 @@ pub async fn run(
     if let Err(e) = spool.close().await {
         events.panic(&format!("closing the spool: {e}"));
     }
+    let kinds: String = crate::throttle::CROSS_KINDS
+        .iter()
+        .zip(throttles.cross_shard_by_kind())
+        .map(|(k, n)| format!(" throttle_{k}_to_other_shards={n}"))
+        .collect();
     log::info!(
-        "shard {shard} stopped: {} throttle_requests_to_other_shards={} binding_requests_to_other_shards={}",
+        "shard {shard} stopped: {} throttle_requests_to_other_shards={}{kinds} binding_requests_to_other_shards={}",
         counters.snapshot(&events).render(),
         throttles.cross_shard_requests(),
         bindings.cross_shard_requests()

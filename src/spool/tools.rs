@@ -478,6 +478,6 @@ pub fn describe_record(rec: &Record) -> String {
             attempts,
         } => format!("RETRY id={id} next_attempt_ms={next_attempt_ms} attempts={attempts}"),
         Record::Done { id } => format!("DONE id={id}"),
-        Record::Rebind { id, binding } => format!("REBIND id={id} binding={}", opt(&binding)),
+        Record::Rebind { id, binding } => format!("REBIND id={id} binding={}", opt(binding)),
     }
 }

@@ -338,9 +338,12 @@ pub struct Throttles {
     slots: RefCell<Map<Arc<str>, Held>>,
     stock: RefCell<Map<RateKey, Stock>>,
     syncing: Cell<bool>,
-    /// Requests sent to another shard.
-    cross: Cell<u64>,
+    /// Requests sent to another shard, by kind (`CROSS_KINDS`).
+    cross: [Cell<u64>; 4],
 }
+
+/// The kinds of requests counted in [`Throttles::cross_shard_by_kind`].
+pub const CROSS_KINDS: [&str; 4] = ["slots", "syncs", "tokens", "backoffs"];
 
 impl Throttles {
     /// This shard's side, asking the owners through `mesh`; back-off
@@ -355,7 +358,7 @@ impl Throttles {
             slots: RefCell::default(),
             stock: RefCell::default(),
             syncing: Cell::new(false),
-            cross: Cell::new(0),
+            cross: Default::default(),
         })
     }
 
@@ -485,13 +488,24 @@ impl Throttles {
 
     /// Requests this shard has sent to other shards.
     pub fn cross_shard_requests(&self) -> u64 {
-        self.cross.get()
+        self.cross.iter().map(Cell::get).sum()
+    }
+
+    /// [`Throttles::cross_shard_requests`] by kind, in `CROSS_KINDS` order.
+    pub fn cross_shard_by_kind(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.cross[i].get())
     }
 
     /// Asks shard `owner`, counting the request when it crosses shards.
     async fn ask(&self, owner: usize, ask: ThrottleAsk) -> Result<ThrottleAnswer, AskError> {
         if owner != self.mesh.me() {
-            self.cross.set(self.cross.get() + 1);
+            let kind = match ask {
+                ThrottleAsk::Slots { .. } => 0,
+                ThrottleAsk::Sync { .. } => 1,
+                ThrottleAsk::Tokens { .. } => 2,
+                ThrottleAsk::Backoff { .. } | ThrottleAsk::Effect(_) => 3,
+            };
+            self.cross[kind].set(self.cross[kind].get() + 1);
         }
         self.mesh.peer(owner).ask(ask).await
     }

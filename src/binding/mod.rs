@@ -248,10 +248,10 @@ impl Bindings {
             .members
             .iter()
             .map(|(m, w)| {
-                let name = &t.get(*m).name;
+                let b = t.get(*m);
                 let open = *m != me
-                    && !self.suspended_binding(&config, *m)
-                    && !self.suspended.borrow().holds(name, domain)
+                    && !b.suspended
+                    && !self.suspended.borrow().holds(&b.name, domain)
                     && !config.delivery.for_binding(*m, domain).suspend_delivery;
                 if open {
                     *w
@@ -266,9 +266,7 @@ impl Bindings {
             .entry(group.name.clone())
             .or_default()
             .next(&weights)?;
-        let name = t.get(group.members[i].0).name.clone();
-        drop(config);
-        Some(self.id(&name))
+        Some(self.id(&t.get(group.members[i].0).name))
     }
 
     /// True when `match_domain` or `regex_binding2` can assign anything.

@@ -382,9 +382,6 @@ impl ShardQueue {
     /// these messages; one lost to a crash only means the move is made
     /// again after the restart.
     fn rebind_held(self: &Rc<Self>, dest: &Dest) {
-        if self.queue.borrow().ready_len(dest) == 0 {
-            return;
-        }
         let (moved, ready) = self.queue.borrow_mut().rebind(dest, REBIND_BATCH, || {
             self.bindings.rebind_target(dest.binding, &dest.domain)
         });

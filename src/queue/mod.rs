@@ -407,17 +407,19 @@ impl Queue {
         let Some(lane) = self.lanes.get_mut(&dest.binding) else {
             return (moved, Vec::new());
         };
-        let Some(ids) = lane.remove(&*dest.domain) else {
+        let Some(ids) = lane.get_mut(&*dest.domain) else {
             return (moved, Vec::new());
         };
-        let mut kept = VecDeque::new();
-        let mut open = true;
-        for id in ids {
+        // From the front, so that a pass costs what it moves, not the
+        // length of the lane; what it passes over goes back in order.
+        let mut skipped = Vec::new();
+        while moved.len() < max {
+            let Some(id) = ids.pop_front() else { break };
             let Some(e) = self.entries.get_mut(&id) else {
                 continue; // settled since (stale)
             };
-            if !open || moved.len() >= max || e.outstanding != 1 || e.binding != dest.binding {
-                kept.push_back(id);
+            if e.outstanding != 1 || e.binding != dest.binding {
+                skipped.push(id);
                 continue;
             }
             match to() {
@@ -427,13 +429,16 @@ impl Queue {
                     moved.push((id, b));
                 }
                 _ => {
-                    open = false;
-                    kept.push_back(id);
+                    skipped.push(id);
+                    break;
                 }
             }
         }
-        if !kept.is_empty() {
-            lane.insert(dest.domain.clone(), kept);
+        for id in skipped.into_iter().rev() {
+            ids.push_front(id);
+        }
+        if ids.is_empty() {
+            lane.remove(&*dest.domain);
         }
         let mut ready: Vec<Dest> = Vec::new();
         for (id, _) in &moved {

@@ -22,7 +22,7 @@ use super::record::{
 };
 use super::recovery::{recover_dir, Recovered};
 use super::space::Space;
-use super::staging::{prepend_copies, wait_batch, BookOp, CopyReq, Staged, Staging};
+use super::staging::{prepend_copies, wait_batch, Batch, BookOp, CopyReq, Staged, Staging};
 use super::{segment_file_name, SpoolError, SpoolOptions, MAX_SEGMENT_SIZE_BYTES};
 use crate::message::{Content, Envelope, MessageId};
 use crate::runtime::sched;
@@ -353,15 +353,12 @@ impl Spool {
         if records.is_empty() {
             return Ok(());
         }
-        let batch = {
-            let mut st = self.shared.staging.borrow_mut();
+        self.stage(|st| {
             for (rec, op) in records {
                 st.push(op, |buf| encode_record(&rec, 0, buf));
             }
-            st.batch.clone()
-        };
-        self.shared.kick();
-        wait_batch(batch).await
+        })
+        .await
     }
 
     /// True while new mail is refused because the disk is full; outcome
@@ -383,8 +380,7 @@ impl Spool {
         &self,
         moves: impl IntoIterator<Item = (MessageId, Option<&'a str>)>,
     ) -> impl std::future::Future<Output = Result<(), SpoolError>> + 'static {
-        let batch = (!self.shared.closed.get()).then(|| {
-            let mut st = self.shared.staging.borrow_mut();
+        let batch = self.stage_now(|st| {
             for (id, binding) in moves {
                 let rec = Record::Rebind {
                     id,
@@ -393,17 +389,8 @@ impl Spool {
                 let op = BookOp::Rebind(id, binding.map(Into::into));
                 st.push(op, |buf| encode_record(&rec, 0, buf));
             }
-            st.batch.clone()
         });
-        if batch.is_some() {
-            self.shared.kick();
-        }
-        async move {
-            match batch {
-                Some(b) => wait_batch(b).await,
-                None => Err(SpoolError::Closed),
-            }
-        }
+        async move { wait_batch(batch?).await }
     }
 
     /// Appends a DONE record (same durability).
@@ -446,6 +433,12 @@ impl Spool {
     }
 
     async fn stage(&self, push: impl FnOnce(&mut Staging)) -> Result<(), SpoolError> {
+        wait_batch(self.stage_now(push)?).await
+    }
+
+    /// Stages what `push` appends now, and kicks the committer; returns
+    /// the batch it lands in.
+    fn stage_now(&self, push: impl FnOnce(&mut Staging)) -> Result<Rc<Batch>, SpoolError> {
         if self.shared.closed.get() {
             return Err(SpoolError::Closed);
         }
@@ -455,22 +448,13 @@ impl Spool {
             st.batch.clone()
         };
         self.shared.kick();
-        wait_batch(batch).await
+        Ok(batch)
     }
 
     /// Queues copy-forward frames for the front of the next batch and
     /// waits until that batch is durable.
     pub(super) async fn stage_copies(&self, copies: Vec<CopyReq>) -> Result<(), SpoolError> {
-        if self.shared.closed.get() {
-            return Err(SpoolError::Closed);
-        }
-        let batch = {
-            let mut st = self.shared.staging.borrow_mut();
-            st.copies.extend(copies);
-            st.batch.clone()
-        };
-        self.shared.kick();
-        wait_batch(batch).await
+        self.stage(|st| st.copies.extend(copies)).await
     }
 }
 

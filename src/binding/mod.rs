@@ -7,7 +7,8 @@
 //! `set_binding_group`: the last assignment wins); else `default`. A group
 //! member is chosen by the group's owner shard (hash of the group's name),
 //! which hands out picks by weight in batches, so that weights hold over
-//! the whole server and a shard asks once per `PICK_BATCH` messages.
+//! the whole server and a shard asks once per batch (`PICK_BATCH`
+//! messages, doubling up to `PICK_BATCH_MAX` while its traffic is fast).
 //! Suspended members are skipped. A binding, or a binding × domain, can be
 //! suspended at run time; shard 0 owns that set, keeps it in a file beside
 //! the spool, and tells every shard.
@@ -43,10 +44,15 @@ use crate::runtime::mesh::{self, Inbox, Mesh};
 use crate::runtime::shutdown::Signal;
 use crate::runtime::{sched, Current};
 
-/// Picks a shard takes from a group's owner at once.
+/// Picks a shard takes from a group's owner at once, at first and when
+/// its traffic is slow.
 pub const PICK_BATCH: u32 = 64;
-/// A shard asks for the next batch when it holds fewer picks than this.
-const PICK_LOW: usize = 16;
+/// The largest batch: a busy shard's batch doubles up to this.
+const PICK_BATCH_MAX: u32 = 1024;
+/// A batch used up faster than this makes the next one twice as large;
+/// one that lasts longer than `PICK_SLOW` halves it.
+const PICK_FAST: Duration = Duration::from_millis(250);
+const PICK_SLOW: Duration = Duration::from_secs(2);
 /// How long shard 0 waits for every shard to take a suspension.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shard that owns the suspension set and its file.
@@ -98,6 +104,32 @@ struct Batch {
     picks: VecDeque<Arc<str>>,
     asking: bool,
     arrived: Signal,
+    /// The size of the next batch (0: `PICK_BATCH`).
+    size: u32,
+    /// When the last batch was asked for.
+    asked: Option<std::time::Instant>,
+}
+
+impl Batch {
+    /// Whether to ask for the next batch now (a quarter of the last one
+    /// is left), and how many: doubled when the last went fast, halved
+    /// when it went slowly.
+    fn next(&mut self) -> Option<u32> {
+        let size = self.size.max(PICK_BATCH);
+        if self.asking || self.picks.len() >= (size / 4) as usize {
+            return None;
+        }
+        let now = sched::now();
+        let lasted = self.asked.map(|t| now.saturating_duration_since(t));
+        self.size = match lasted {
+            Some(d) if d < PICK_FAST => (size * 2).min(PICK_BATCH_MAX),
+            Some(d) if d > PICK_SLOW => (size / 2).max(PICK_BATCH),
+            _ => size,
+        };
+        self.asked = Some(now);
+        self.asking = true;
+        Some(self.size)
+    }
 }
 
 /// A shard's side of the bindings.
@@ -395,10 +427,9 @@ impl Bindings {
                     }
                 }
                 let wait = b.arrived.clone();
-                if b.picks.len() < PICK_LOW && !b.asking {
-                    b.asking = true;
+                if let Some(want) = b.next() {
                     drop(batches);
-                    self.refill(group.into());
+                    self.refill(group.into(), want);
                 }
                 if found.is_some() {
                     return found;
@@ -411,7 +442,7 @@ impl Bindings {
         }
     }
 
-    fn refill(self: &Rc<Self>, group: Arc<str>) {
+    fn refill(self: &Rc<Self>, group: Arc<str>, want: u32) {
         let me = self.clone();
         sched::spawn(async move {
             let owner = me.mesh.owner(&*group);
@@ -420,13 +451,13 @@ impl Bindings {
             }
             let ask = BindingAsk::Picks {
                 group: group.clone(),
-                want: PICK_BATCH,
+                want,
             };
             // A shard that cannot reach the owner (it is stopping) picks
             // for itself rather than hold mail.
             let picks = match me.mesh.peer(owner).ask(ask).await {
                 Ok(BindingAnswer::Picks(p)) if !p.is_empty() => p,
-                _ => me.choose(&group, PICK_BATCH),
+                _ => me.choose(&group, want),
             };
             let mut batches = me.batches.borrow_mut();
             let b = batches.entry(group).or_default();
@@ -543,7 +574,7 @@ impl Bindings {
             let (ask, reply) = request.split();
             let answer = match ask {
                 BindingAsk::Picks { group, want } => {
-                    BindingAnswer::Picks(self.choose(&group, want.min(PICK_BATCH * 4)))
+                    BindingAnswer::Picks(self.choose(&group, want.min(PICK_BATCH_MAX)))
                 }
                 BindingAsk::Suspend { what, on } => {
                     BindingAnswer::Done(self.own_suspend(what, on).await)

@@ -87,3 +87,28 @@ fn policy_assigns_by_name_and_an_unknown_name_changes_nothing() {
         assert_eq!(env.binding, None, "default is no binding");
     });
 }
+
+#[test]
+fn a_batch_of_picks_grows_while_used_up_fast_and_shrinks_when_slow() {
+    crate::runtime::on_executor(|| async {
+        let mut b = Batch::default();
+        // The first ask is for the smallest batch.
+        assert_eq!(b.next(), Some(PICK_BATCH));
+        assert_eq!(b.next(), None, "one ask at a time");
+        b.asking = false;
+        b.picks = std::iter::repeat_n(Arc::from("v1"), PICK_BATCH as usize).collect();
+        assert_eq!(b.next(), None, "most of the batch is left");
+        // Used up at once: the next batches double, up to the largest.
+        let mut sizes = Vec::new();
+        for _ in 0..6 {
+            b.picks.clear();
+            b.asking = false;
+            sizes.push(b.next().expect("asks"));
+        }
+        assert_eq!(sizes, [128, 256, 512, 1024, 1024, 1024]);
+        // A batch that lasted long: the next is half as large.
+        b.asking = false;
+        b.asked = Some(sched::now() - PICK_SLOW - Duration::from_millis(1));
+        assert_eq!(b.next(), Some(512));
+    });
+}

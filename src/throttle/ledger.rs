@@ -13,8 +13,12 @@
 //! A shard asks for slots before it starts delivery tasks for a domain;
 //! what is free is granted at once (at most what it wants), otherwise the
 //! request waits here in arrival order. Every `SYNC_INTERVAL` a shard
-//! that holds slots returns those it no longer uses and says how many it
-//! holds; the answer is its target. While requests wait, each holder's
+//! that holds slots returns those it does not use and says how many it
+//! holds; the answer is its target. (While no other shard waits, it keeps
+//! a small cushion above its recent peak, so that tasks ending and
+//! starting again as mail trickles in do not ask anew; a target that
+//! comes down below the limit sends its next sync, which returns the
+//! cushion, at once.) While requests wait, each holder's
 //! target is its fair share (the limit over the shards holding or
 //! waiting, rounded up), and a holder over it ends delivery tasks after
 //! their current message, so a shard with work gets slots within about

@@ -230,6 +230,11 @@ struct Held {
     granted: u32,
     /// Delivery tasks running on them.
     used: u32,
+    /// The most tasks that ran at once lately (since the last sync, or
+    /// fading from earlier ones).
+    peak: u32,
+    /// When a task last ran on these slots (at a start or a sync).
+    busy: Instant,
     /// Tasks told to end after their current message.
     leaving: u32,
     /// The most the owner wants this shard to hold.
@@ -249,6 +254,12 @@ struct Stock {
     asking: bool,
     arrived: Signal,
 }
+
+/// The fewest slots a shard asks for when it needs more than it holds,
+/// and the cushion it keeps above its recent peak while alone.
+const SLOTS_AHEAD: u32 = 4;
+/// How long a shard keeps its cushion of a key no task runs on.
+const CUSHION_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The slot key of the whole server's connections: no recipient domain
 /// is empty.
@@ -297,6 +308,19 @@ impl Held {
         self.target.min(self.limit).saturating_sub(self.used)
     }
 
+    /// The slots to keep at a sync at `now`: those in use and, while no
+    /// other shard waits for this key (the owner's target is the limit)
+    /// and a task ran on it within `CUSHION_LINGER`, a cushion of
+    /// `SLOTS_AHEAD` above the recent peak, so that tasks ending and
+    /// starting again as mail trickles in, or a small burst, start
+    /// without asking the owner.
+    fn keep(&self, now: Instant) -> u32 {
+        if self.target < self.limit || now.saturating_duration_since(self.busy) > CUSHION_LINGER {
+            return self.used;
+        }
+        self.used.max((self.peak + SLOTS_AHEAD).min(self.limit))
+    }
+
     /// True when more tasks run than the limit and target allow, not
     /// counting those already leaving.
     fn over(&self) -> bool {
@@ -312,6 +336,8 @@ fn held<'a>(slots: &'a mut Map<Arc<str>, Held>, key: &str, limit: u32) -> &'a mu
             Held {
                 granted: 0,
                 used: 0,
+                peak: 0,
+                busy: sched::now(),
                 leaving: 0,
                 target: limit,
                 asking: false,
@@ -531,11 +557,23 @@ impl Throttles {
             now = now.min(can).min(free);
             if can > free && !h.asking {
                 h.asking = true;
-                shorts[i] = can - free;
+                // Asks ahead (half again what it holds, at least a few,
+                // within its target): as a destination's traffic grows,
+                // each ask covers several more tasks. What no task uses
+                // goes back at the next sync.
+                let short = can - free;
+                let ahead = (h.granted / 2).max(SLOTS_AHEAD);
+                let most = h.target.min(h.limit).saturating_sub(h.granted);
+                shorts[i] = short.max(ahead.min(most));
             }
         }
         for (key, limit) in keys.iter() {
-            held(&mut slots, key, *limit).used += now;
+            let h = held(&mut slots, key, *limit);
+            h.used += now;
+            h.peak = h.peak.max(h.used);
+            if now > 0 {
+                h.busy = sched::now();
+            }
         }
         drop(slots);
         if shared_full {
@@ -587,16 +625,31 @@ impl Throttles {
     }
 
     /// Every `SYNC_INTERVAL` while this shard holds slots: returns those
-    /// no task uses, renews the rest, and takes the owners' targets.
+    /// no task used since the last sync, renews the rest, and takes the
+    /// owners' targets.
     async fn sync_loop(self: Rc<Self>) {
+        // Set when a target came down while this shard kept a cushion:
+        // the next sync goes at once (never twice in a row) and returns
+        // it, so a waiting shard is not kept an extra interval.
+        let mut hurry = false;
         loop {
-            sched::sleep(SYNC_INTERVAL).await;
+            let hurried = std::mem::take(&mut hurry);
+            if !hurried {
+                sched::sleep(SYNC_INTERVAL).await;
+            }
             let mut by_owner: Map<usize, Vec<SyncItem>> = Map::default();
+            let now = sched::now();
             {
                 let mut slots = self.slots.borrow_mut();
                 for (domain, h) in slots.iter_mut() {
-                    let returned = h.granted.saturating_sub(h.used);
+                    if h.used > 0 {
+                        h.busy = now;
+                    }
+                    let returned = h.granted.saturating_sub(h.keep(now));
                     h.granted -= returned;
+                    // The peak fades by an eighth per interval, so the
+                    // cushion follows the destination's traffic down.
+                    h.peak = h.used.max(h.peak - h.peak.div_ceil(8));
                     if returned > 0 || h.granted > 0 {
                         by_owner
                             .entry(self.mesh.owner(&**domain))
@@ -625,8 +678,10 @@ impl Throttles {
                     let mut lowered = false;
                     for (domain, target) in targets {
                         if let Some(h) = slots.get_mut(&domain) {
+                            let cushioned = h.target >= h.limit && h.granted > h.used;
                             h.target = target;
                             lowered |= h.over();
+                            hurry |= !hurried && cushioned && target < h.limit;
                         }
                     }
                     drop(slots);

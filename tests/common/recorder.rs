@@ -27,12 +27,34 @@ pub enum Seen {
 /// before it, and the reply line (with CRLF).
 pub type Script = dyn Fn(u64) -> (Duration, String) + Send + Sync;
 
+/// The connections open, their peak, and every change of their number.
+#[derive(Default)]
+struct Gauge {
+    open: AtomicU32,
+    peak: AtomicU32,
+    levels: Mutex<Vec<(Instant, u32)>>,
+}
+
+impl Gauge {
+    fn up(&self) {
+        let mut levels = self.levels.lock().unwrap();
+        let now = self.open.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        levels.push((Instant::now(), now));
+    }
+
+    fn down(&self) {
+        let mut levels = self.levels.lock().unwrap();
+        let now = self.open.fetch_sub(1, SeqCst) - 1;
+        levels.push((Instant::now(), now));
+    }
+}
+
 /// A recording next hop on 127.0.0.1.
 pub struct Recorder {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<(Instant, Seen)>>>,
-    open: Arc<AtomicU32>,
-    peak: Arc<AtomicU32>,
+    gauge: Arc<Gauge>,
 }
 
 impl Recorder {
@@ -46,18 +68,16 @@ impl Recorder {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         let log: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
-        let open = Arc::new(AtomicU32::new(0));
-        let peak = Arc::new(AtomicU32::new(0));
+        let gauge = Arc::new(Gauge::default());
         let count = Arc::new(AtomicU64::new(0));
-        let (log2, open2, peak2) = (log.clone(), open.clone(), peak.clone());
+        let (log2, gauge2) = (log.clone(), gauge.clone());
         std::thread::spawn(move || {
             for stream in l.incoming().flatten() {
                 let ip = stream.peer_addr().map(|a| a.ip()).expect("peer");
-                let now = open2.fetch_add(1, SeqCst) + 1;
-                peak2.fetch_max(now, SeqCst);
+                gauge2.up();
                 log2.lock().unwrap().push((Instant::now(), Seen::Open(ip)));
                 let (log, open, script, count) =
-                    (log2.clone(), open2.clone(), script.clone(), count.clone());
+                    (log2.clone(), gauge2.clone(), script.clone(), count.clone());
                 std::thread::spawn(move || {
                     let mut w = stream.try_clone().expect("clone");
                     let mut r = BufReader::new(stream);
@@ -67,34 +87,35 @@ impl Recorder {
                     // that slot is never counted with this one.
                     let quit = session(&mut r, &mut w, ip, &log, &*script, &count, &open);
                     if !quit {
-                        open.fetch_sub(1, SeqCst);
+                        open.down();
                     }
                     drop((r, w));
                     log.lock().unwrap().push((Instant::now(), Seen::Close));
                 });
             }
         });
-        Recorder {
-            addr,
-            log,
-            open,
-            peak,
-        }
+        Recorder { addr, log, gauge }
     }
 
     /// The most connections open at once so far.
     pub fn peak(&self) -> u32 {
-        self.peak.load(SeqCst)
+        self.gauge.peak.load(SeqCst)
     }
 
     /// Starts counting the peak again from the connections open now.
     pub fn reset_peak(&self) {
-        self.peak.store(self.open.load(SeqCst), SeqCst);
+        let g = &self.gauge;
+        g.peak.store(g.open.load(SeqCst), SeqCst);
     }
 
     /// Connections open now.
     pub fn open_now(&self) -> u32 {
-        self.open.load(SeqCst)
+        self.gauge.open.load(SeqCst)
+    }
+
+    /// The number of connections open after each change, in order.
+    pub fn levels(&self) -> Vec<(Instant, u32)> {
+        self.gauge.levels.lock().unwrap().clone()
     }
 
     /// Everything seen so far, in order.
@@ -139,7 +160,7 @@ fn session(
     log: &Mutex<Vec<(Instant, Seen)>>,
     script: &Script,
     count: &AtomicU64,
-    open: &AtomicU32,
+    open: &Gauge,
 ) -> bool {
     if w.write_all(b"220 recorder ESMTP\r\n").is_err() {
         return false;
@@ -176,7 +197,7 @@ fn session(
             log.lock().unwrap().push((Instant::now(), seen));
             reply
         } else if up == "QUIT" {
-            open.fetch_sub(1, SeqCst);
+            open.down();
             let _ = w.write_all(b"221 bye\r\n");
             return true;
         } else if up.starts_with("MAIL") || up.starts_with("RCPT") || up == "RSET" || up == "NOOP" {

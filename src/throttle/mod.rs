@@ -625,8 +625,8 @@ impl Throttles {
     }
 
     /// Every `SYNC_INTERVAL` while this shard holds slots: returns those
-    /// no task used since the last sync, renews the rest, and takes the
-    /// owners' targets.
+    /// no task uses (all but the cushion `Held::keep` allows), renews the
+    /// rest, and takes the owners' targets.
     async fn sync_loop(self: Rc<Self>) {
         // Set when a target came down while this shard kept a cushion:
         // the next sync goes at once (never twice in a row) and returns

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod events;
 pub mod inbound;
 pub mod intake;
+pub mod logs;
 pub mod message;
 pub mod outbound;
 pub mod queue;

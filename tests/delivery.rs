@@ -223,15 +223,19 @@ fn transient_failures_defer_with_a_retry_time() {
             .try_iter()
             .any(|l| l.starts_with("RCPT"))));
         drop(c);
-        // Give the outcome time to reach the spool, then stop and look.
-        std::thread::sleep(Duration::from_millis(500));
-        sender.stop(Duration::from_secs(10));
+        // The deferral reaches the spool (the tools read it beside the
+        // running server), and is still there after a stop.
         let dir = sender.spool_dir(0);
-        let (_, out, _) = run_impulse(&["spool", "show", "--dir", &dir, &id]);
+        let show = || run_impulse(&["spool", "show", "--dir", &dir, &id]).1;
+        let deferred = |out: &str| out.contains("RETRY") && out.contains("attempts=1");
         assert!(
-            out.contains("RETRY") && out.contains("attempts=1"),
-            "drop_in_data={drop_in_data}\n{out}"
+            wait_until(Duration::from_secs(20), || deferred(&show())),
+            "drop_in_data={drop_in_data}\n{}",
+            show()
         );
+        sender.stop(Duration::from_secs(10));
+        let out = show();
+        assert!(deferred(&out), "drop_in_data={drop_in_data}\n{out}");
         assert_eq!(live(&dir), (1, 1), "still queued");
     }
 }
@@ -499,8 +503,18 @@ fn outbound_starttls_required_and_opportunistic_and_never_in_the_clear() {
         let (_, show, _) = run_impulse(&["spool", "show", "--dir", &tdir, &m.id.to_string()]);
         assert!(show.contains("with ESMTPS"), "received over TLS:\n{show}");
     }
-    // The plain receiver offers no STARTTLS: required TLS defers, never sends in the clear.
-    std::thread::sleep(Duration::from_millis(800));
+    // The plain receiver offers no STARTTLS: required TLS defers (the
+    // deferral is in the spool), never sends in the clear.
+    let sdir = sender.spool_dir(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            run_impulse(&["spool", "inspect", &sdir])
+                .1
+                .contains("retrying: 1,")
+        }),
+        "plain.test deferred\n{}",
+        sender.log_text()
+    );
     assert_eq!(live(&plain_receiver.spool_dir(0)).0, 0);
     assert_eq!(live(&sender.spool_dir(0)), (1, 1));
 }

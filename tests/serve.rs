@@ -115,9 +115,12 @@ fn per_ip_connection_limit() {
     let mut c = Client::connect_from([127, 0, 0, 3], s.addr());
     assert!(c.reply().starts_with("220"));
     assert!(a.cmd("QUIT").starts_with("221"));
-    std::thread::sleep(Duration::from_millis(200));
-    let mut d = Client::connect(s.addr());
-    assert!(d.reply().starts_with("220"));
+    assert!(
+        wait_until(Duration::from_secs(10), || Client::connect(s.addr())
+            .reply()
+            .starts_with("220")),
+        "the slot frees once a has left"
+    );
 }
 
 #[test]
@@ -173,7 +176,7 @@ fn sigterm_lets_a_transaction_finish() {
     assert!(c.cmd("EHLO x").starts_with("250"));
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     s.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_log("shutting down gracefully", Duration::from_secs(10));
     assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
     c.send("Subject: late\r\n\r\nstill accepted\r\n.\r\n");

@@ -11,15 +11,8 @@ use common::*;
 
 /// Live messages and pending recipients in a spool, via `impulse spool inspect`.
 fn live(dir: &str) -> (u64, u64) {
-    let (_, out, _) = run_impulse(&["spool", "inspect", dir]);
-    let num = |key: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    (num("live messages: "), num("pending recipients: "))
+    let i = inspect(dir);
+    (i.live, i.pending)
 }
 
 /// A client that has been greeted and has said EHLO.
@@ -507,11 +500,7 @@ fn outbound_starttls_required_and_opportunistic_and_never_in_the_clear() {
     // deferral is in the spool), never sends in the clear.
     let sdir = sender.spool_dir(0);
     assert!(
-        wait_until(Duration::from_secs(20), || {
-            run_impulse(&["spool", "inspect", &sdir])
-                .1
-                .contains("retrying: 1,")
-        }),
+        wait_until(Duration::from_secs(20), || inspect(&sdir).retrying == 1),
         "plain.test deferred\n{}",
         sender.log_text()
     );

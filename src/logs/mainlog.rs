@@ -173,14 +173,14 @@ pub fn reception(out: &mut String, r: &Reception<'_>) {
     out.push('\n');
 }
 
-/// The fields D, T and P share after the domain and size.
-fn attempt_fields(out: &mut String, a: &Attempt<'_>, stage: Option<Option<Stage>>) {
+/// The fields D, T and P share, with the stage number of T and P.
+fn attempt_fields(out: &mut String, a: &Attempt<'_>, stage: Option<u8>) {
     next(out, a.domain);
     let _ = write!(out, "@{}", a.size);
     next(out, a.source.group);
     next(out, a.source.binding);
-    if let Some(s) = stage {
-        let _ = write!(out, "@{}", stage_number(s));
+    if let Some(n) = stage {
+        let _ = write!(out, "@{n}");
     }
     let _ = write!(out, "@{}@{:.3}", a.retries, a.secs_in_queue.max(0.0));
     next(out, &ip(a.remote));
@@ -196,7 +196,7 @@ pub fn delivery(out: &mut String, a: &Attempt<'_>) {
 /// A T line (`permanent` false) or a P line (true), with its newline.
 pub fn failure(out: &mut String, a: &Attempt<'_>, f: &Failure<'_>, permanent: bool) {
     head(out, a.time, a.id, if permanent { 'P' } else { 'T' });
-    attempt_fields(out, a, Some(f.stage));
+    attempt_fields(out, a, Some(stage_number(f.stage)));
     next(out, f.response);
     out.push('\n');
 }

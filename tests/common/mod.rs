@@ -239,6 +239,39 @@ pub fn run_impulse(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Counts from `impulse spool inspect` of one shard's spool (`u64::MAX`
+/// for a count it did not print).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inspect {
+    pub live: u64,
+    pub never_attempted: u64,
+    pub retrying: u64,
+    pub pending: u64,
+}
+
+/// Runs `impulse spool inspect` on `dir` (safe beside a running server).
+pub fn inspect(dir: &str) -> Inspect {
+    let (_, out, _) = run_impulse(&["spool", "inspect", dir]);
+    // The first number after `key`, wherever it is on its line.
+    let num = |key: &str| {
+        out.split_once(key)
+            .map(|(_, rest)| rest.trim_start())
+            .and_then(|rest| {
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            })
+            .unwrap_or(u64::MAX)
+    };
+    Inspect {
+        live: num("live messages: "),
+        never_attempted: num("never attempted: "),
+        retrying: num("retrying: "),
+        pending: num("pending recipients: "),
+    }
+}
+
 pub fn basic_config(extra_global: &str, extra_listener: &str) -> String {
     format!(
         "[global]\nshards = 1\nspoolbase = \"{{dir}}/spool\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\nsuspend_delivery = true\n{extra_global}\n\

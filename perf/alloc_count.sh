@@ -78,6 +78,7 @@ one_run() { # messages size -> prints "allocs bytes big_allocs big_bytes realloc
 [global]
 shards = 1
 spoolbase = "$W/spool"
+log_dir = "$W/log"
 relay_hosts = ["127.0.0.0/8"]
 routes = ["127.0.0.1:$SINK_PORT"]
 max_outbound_connections = 50

@@ -501,6 +501,7 @@ class Campaign:
         g = [
             f"shards = {a.shards}",
             f'spoolbase = "{self.spoolbase}"',
+            f'log_dir = "{os.path.join(self.tmp, "log")}"',
             f'hostname = "{run_hostname(run)}"',
             "shutdown_timeout = 2",
             'relay_hosts = ["127.0.0.0/8"]',

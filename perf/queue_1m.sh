@@ -83,6 +83,7 @@ suspend_delivery = true"
 [global]
 shards = $SHARDS
 spoolbase = "$1"
+log_dir = "$1/log"
 hostname = "queue.test"
 $mode
 tls = "no"

@@ -17,6 +17,7 @@ conf() { cat > $W/i.toml <<C
 [global]
 shards = 1
 spoolbase = "$W/spool"
+log_dir = "$W/log"
 hostname = "q.test"
 $1
 tls = "no"

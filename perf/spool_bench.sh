@@ -35,6 +35,7 @@ start() {
 [global]
 shards = $1
 spoolbase = "$2"
+log_dir = "$2/log"
 hostname = "bench.test"
 # Receive-only measurement: queue, never deliver (no DNS, no outbound traffic).
 suspend_delivery = true

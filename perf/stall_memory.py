@@ -100,6 +100,7 @@ def main():
         f.write(f"""[global]
 shards = 1
 spoolbase = "{d}/spool"
+log_dir = "{d}/log"
 suspend_delivery = true
 listener_sessions = 1000000
 max_connections_per_ip = 0

@@ -119,6 +119,7 @@ def main():
         f.write(f"""[global]
 shards = 2
 spoolbase = "{work}/spool"
+log_dir = "{work}/log"
 relay_domains = ["example.net"]
 [listener.esmtp]
 listen = ["127.0.0.1:{port}"]

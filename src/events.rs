@@ -14,14 +14,15 @@
 //! `emit`, or block.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::bounce::BounceClass;
-use crate::message::MessageId;
+use crate::message::{MessageId, Recipient};
 use crate::reply::Reply;
 use crate::runtime::logger::RepeatLimiter;
+use crate::smtp::client::Stage;
 use crate::smtp::server::RejectPhase;
 
 /// Which side of the MTA a connection is on.
@@ -43,6 +44,160 @@ pub struct Source<'a> {
     pub group: &'a str,
 }
 
+/// A paniclog line's level (Momentum's names and numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// 0.
+    Debug,
+    /// 1.
+    Info,
+    /// 2.
+    Notice,
+    /// 3.
+    Warning,
+    /// 4.
+    Error,
+    /// 5.
+    Critical,
+}
+
+impl Level {
+    /// Momentum's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Notice => "NOTICE",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// The part of the MTA a paniclog line is about, with Momentum's names
+/// (`Debug_Flags` subsystems) where one fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subsystem {
+    /// Generic (Momentum's `ERROR`).
+    General,
+    /// The spool and its files (Momentum's `DB`).
+    Spool,
+    /// SMTP sessions, in and out.
+    Smtp,
+    /// DNS resolution.
+    Dns,
+    /// Connections and sockets.
+    Net,
+    /// Signals and the control of shards (reload, shutdown).
+    Sig,
+    /// The logs themselves (Momentum's `LOG1`).
+    Log,
+    /// TLS.
+    Ssl,
+    /// Start-up.
+    Start,
+}
+
+impl Subsystem {
+    /// Momentum's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subsystem::General => "ERROR",
+            Subsystem::Spool => "DB",
+            Subsystem::Smtp => "SMTP",
+            Subsystem::Dns => "DNS",
+            Subsystem::Net => "NET",
+            Subsystem::Sig => "SIG",
+            Subsystem::Log => "LOG1",
+            Subsystem::Ssl => "SSL",
+            Subsystem::Start => "START",
+        }
+    }
+}
+
+thread_local! {
+    /// The bus of the shard running on this thread, for code that reports
+    /// paniclog lines without holding the bus (the spool's internals).
+    static BUS: RefCell<Option<Rc<Events>>> = const { RefCell::new(None) };
+}
+
+/// Makes `bus` this thread's paniclog target until the shard ends.
+pub fn install(bus: Rc<Events>) {
+    BUS.with(|b| *b.borrow_mut() = Some(bus));
+}
+
+/// Removes this thread's bus (the shard is ending).
+pub fn uninstall() {
+    BUS.with(|b| b.borrow_mut().take());
+}
+
+/// A paniclog line from anywhere: through this shard's bus when one is
+/// installed, else (the main thread, a tool) to the process log only.
+pub fn paniclog(level: Level, subsystem: Subsystem, what: &str) {
+    let bus = BUS.with(|b| b.borrow().clone());
+    match bus {
+        Some(bus) => bus.report(level, subsystem, what),
+        None => log::log!(
+            if level >= Level::Error {
+                log::Level::Error
+            } else {
+                log::Level::Warn
+            },
+            "paniclog: [{}] {}: {what}",
+            level.name(),
+            subsystem.name()
+        ),
+    }
+}
+
+/// How a message came in (the mainlog R line's `protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// SMTP or ESMTP from a client.
+    Esmtp,
+    /// Made here: a DSN, or mail a policy generated.
+    Internal,
+}
+
+impl Protocol {
+    /// Momentum's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Esmtp => "esmtp",
+            Protocol::Internal => "internal",
+        }
+    }
+}
+
+/// One recipient's delivery attempt: what mainlog's D, T and P lines
+/// say about it besides the reply.
+#[derive(Clone, Copy, Debug)]
+pub struct Try<'a> {
+    /// The binding it is sent from.
+    pub source: Source<'a>,
+    /// The message.
+    pub id: MessageId,
+    /// The recipient.
+    pub recipient: &'a str,
+    /// The envelope sender (empty for `<>`, and when the message was not
+    /// read for this attempt).
+    pub sender: &'a str,
+    /// Octets of the message (what was sent, when it was).
+    pub octets: usize,
+    /// Earlier rounds of attempts that ended in a deferral.
+    pub retries: u32,
+    /// When the message was received (epoch ms).
+    pub received_at_ms: u64,
+    /// The remote host's name, when a connection was made.
+    pub host: Option<&'a str>,
+    /// Its address.
+    pub remote: Option<IpAddr>,
+    /// Where in the outbound session the attempt ended (none: no
+    /// connection was made).
+    pub stage: Option<Stage>,
+}
+
 /// One thing that happened on a shard. Borrowed: a subscriber that keeps
 /// an event copies what it needs.
 #[derive(Debug)]
@@ -56,35 +211,25 @@ pub enum Event<'a> {
         /// Envelope sender (empty for `<>`).
         sender: &'a str,
         /// Envelope recipients.
-        recipients: usize,
+        recipients: &'a [Recipient],
         /// Octets spooled (trace header included).
         octets: usize,
         /// The client.
         peer: Option<SocketAddr>,
+        /// How it came in.
+        protocol: Protocol,
     },
     /// A recipient was accepted by the next hop.
     Delivery {
-        /// The binding it is sent from.
-        source: Source<'a>,
-        /// The message.
-        id: MessageId,
-        /// The recipient.
-        recipient: &'a str,
-        /// The remote host, when a connection was made.
-        host: Option<&'a str>,
+        /// The attempt.
+        attempt: Try<'a>,
         /// The remote reply.
         reply: &'a Reply,
     },
     /// A recipient was deferred (4xx, connection trouble, DNS trouble).
     TransientFailure {
-        /// The binding it is sent from.
-        source: Source<'a>,
-        /// The message.
-        id: MessageId,
-        /// The recipient.
-        recipient: &'a str,
-        /// The remote host, when a connection was made.
-        host: Option<&'a str>,
+        /// The attempt.
+        attempt: Try<'a>,
         /// The reply (remote, or ours marked `[internal]`).
         reply: &'a Reply,
         /// Momentum's bounce class of the reply.
@@ -92,14 +237,8 @@ pub enum Event<'a> {
     },
     /// A recipient failed for good (5xx, expiry, retries used up).
     PermanentFailure {
-        /// The binding it is sent from.
-        source: Source<'a>,
-        /// The message.
-        id: MessageId,
-        /// The recipient.
-        recipient: &'a str,
-        /// The remote host, when a connection was made.
-        host: Option<&'a str>,
+        /// The attempt.
+        attempt: Try<'a>,
         /// The reply (remote, or ours marked `[internal]`).
         reply: &'a Reply,
         /// Momentum's bounce class of the reply.
@@ -115,6 +254,8 @@ pub enum Event<'a> {
         reply: &'a str,
         /// The client.
         peer: Option<SocketAddr>,
+        /// Our address it connected to.
+        local: Option<SocketAddr>,
     },
     /// A connection began.
     ConnectionOpened {
@@ -132,6 +273,10 @@ pub enum Event<'a> {
     },
     /// Something went wrong that an operator must look at (the paniclog).
     Panic {
+        /// How bad.
+        level: Level,
+        /// Which part of the MTA.
+        subsystem: Subsystem,
         /// What, in words.
         what: &'a str,
     },
@@ -216,7 +361,7 @@ impl Events {
                     .admit(&name, crate::runtime::sched::now())
                 {
                     log::error!(
-                        "paniclog: shard {}: event consumer {name} is behind: {lost} event(s) lost so far{}",
+                        "paniclog: shard {}: [ERROR] LOG1: event consumer {name} is behind: {lost} event(s) lost so far{}",
                         self.shard,
                         if suppressed > 0 {
                             format!(" ({suppressed} report(s) suppressed)")
@@ -229,10 +374,29 @@ impl Events {
         }
     }
 
-    /// Logs a panic-level error and emits it.
-    pub fn panic(&self, what: &str) {
-        log::error!("paniclog: shard {}: {what}", self.shard);
-        self.emit(Event::Panic { what });
+    /// An error in `subsystem` for the paniclog (and the process log).
+    pub fn panic(&self, subsystem: Subsystem, what: &str) {
+        self.report(Level::Error, subsystem, what);
+    }
+
+    /// A paniclog line at `level`, also written to the process log.
+    pub fn report(&self, level: Level, subsystem: Subsystem, what: &str) {
+        log::log!(
+            if level >= Level::Error {
+                log::Level::Error
+            } else {
+                log::Level::Warn
+            },
+            "paniclog: shard {}: [{}] {}: {what}",
+            self.shard,
+            level.name(),
+            subsystem.name()
+        );
+        self.emit(Event::Panic {
+            level,
+            subsystem,
+            what,
+        });
     }
 
     /// Events each subscriber could not take, by name.
@@ -277,6 +441,12 @@ pub struct CounterSnapshot {
     pub backoff_changes: u64,
     /// Events some consumer could not take.
     pub events_lost: u64,
+    /// Receptions that waited for the logs to catch up (back-pressure).
+    pub log_waits: u64,
+    /// Receptions refused because the logs stayed behind.
+    pub log_refusals: u64,
+    /// Failed opens and writes of log files.
+    pub log_write_errors: u64,
 }
 
 impl CounterSnapshot {
@@ -298,6 +468,9 @@ impl CounterSnapshot {
         self.panics += o.panics;
         self.backoff_changes += o.backoff_changes;
         self.events_lost += o.events_lost;
+        self.log_waits += o.log_waits;
+        self.log_refusals += o.log_refusals;
+        self.log_write_errors += o.log_write_errors;
     }
 
     /// One line, `name=value` pairs, for the log.
@@ -312,7 +485,7 @@ impl CounterSnapshot {
             "received={} received_recipients={} received_octets={} delivered={} \
              transient_failures={} permanent_failures={} rejected={}{}{} inbound_connections={} \
              inbound_open={} outbound_connections={} outbound_open={} panics={} backoff_changes={} \
-             events_lost={}",
+             events_lost={} log_waits={} log_refusals={} log_write_errors={}",
             self.received,
             self.received_recipients,
             self.received_octets,
@@ -329,6 +502,9 @@ impl CounterSnapshot {
             self.panics,
             self.backoff_changes,
             self.events_lost,
+            self.log_waits,
+            self.log_refusals,
+            self.log_write_errors,
         )
     }
 }
@@ -360,7 +536,7 @@ impl Subscriber for Counters {
                 recipients, octets, ..
             } => {
                 c.received += 1;
-                c.received_recipients += *recipients as u64;
+                c.received_recipients += recipients.len() as u64;
                 c.received_octets += *octets as u64;
             }
             Event::Delivery { .. } => c.delivered += 1,
@@ -423,26 +599,34 @@ mod tests {
         let counters = Rc::new(Counters::default());
         bus.subscribe(counters.clone());
         bus.subscribe(Rc::new(Small { room: Cell::new(3) }));
+        let rcpts = [Recipient::new("b@y"), Recipient::new("c@y")];
         bus.emit(Event::Reception {
             source: SOURCE,
             id: id(),
             sender: "a@x",
-            recipients: 2,
+            recipients: &rcpts,
             octets: 100,
             peer: None,
+            protocol: Protocol::Esmtp,
         });
-        bus.emit(Event::Delivery {
+        let attempt = |recipient| Try {
             source: SOURCE,
             id: id(),
-            recipient: "b@y",
+            recipient,
+            sender: "a@x",
+            octets: 100,
+            retries: 0,
+            received_at_ms: 1,
             host: Some("mx.y"),
+            remote: None,
+            stage: None,
+        };
+        bus.emit(Event::Delivery {
+            attempt: attempt("b@y"),
             reply: &Reply::new(250, "2.0.0", "ok"),
         });
         bus.emit(Event::PermanentFailure {
-            source: SOURCE,
-            id: id(),
-            recipient: "c@y",
-            host: None,
+            attempt: attempt("c@y"),
             reply: &Reply::new(550, "5.1.1", "no such user"),
             class: BounceClass::InvalidRecipient,
         });
@@ -451,8 +635,9 @@ mod tests {
             code: 550,
             reply: "5.7.1 relaying denied",
             peer: None,
+            local: None,
         });
-        bus.panic("test");
+        bus.panic(Subsystem::General, "test");
         let s = counters.snapshot(&bus);
         assert_eq!(
             (s.received, s.received_recipients, s.received_octets),

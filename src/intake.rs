@@ -19,12 +19,12 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::runtime::sched;
 
 use crate::binding::{Bindings, MessageFields};
-use crate::events::{Event, Events, Source};
+use crate::events::{Event, Events, Protocol, Source, Subsystem};
 use crate::message::{Content, Envelope, MessageId};
 use crate::queue::driver::ShardQueue;
 use crate::reply::Reply;
@@ -55,6 +55,9 @@ pub trait Hook {
     /// client sent it.
     fn inspect(&self, envelope: &Envelope, head: &mut Vec<u8>, body: &[u8]) -> Result<(), Reply>;
 }
+
+/// How long a reception waits for logs that are behind before its 451.
+const LOG_ROOM_WAIT: Duration = Duration::from_secs(60);
 
 /// A shard's intake stage.
 pub struct Intake {
@@ -99,6 +102,15 @@ impl Intake {
         mut env: Envelope,
         body: Vec<u8>,
     ) -> Result<MessageId, Reply> {
+        // Back-pressure: while the disk under the logs is behind, new mail
+        // waits for it (its lines must not be dropped, nor pile up).
+        if !self.queue.logs().room(&self.events, LOG_ROOM_WAIT).await {
+            return Err(Reply::new(
+                451,
+                (4, 3, 0),
+                "Requested action aborted: the logs cannot keep up, try again later",
+            ));
+        }
         let now = sched::wall();
         env.received_at_ms = now
             .duration_since(UNIX_EPOCH)
@@ -137,11 +149,14 @@ impl Intake {
                     },
                     id,
                     sender: &env.mail_from,
-                    recipients: env.recipients.len(),
+                    recipients: &env.recipients,
                     octets: content.len(),
                     peer: arrival.peer,
+                    protocol: Protocol::Esmtp,
                 });
                 self.queue.accept(id, env, content);
+                // Its R lines are written before the 250 (see `logs`).
+                self.queue.logs().written().await;
                 Ok(id)
             }
             Err(e) => Err(self.spool_failure(&e)),
@@ -150,7 +165,8 @@ impl Intake {
 
     fn spool_failure(&self, e: &SpoolError) -> Reply {
         let (code, enhanced) = e.smtp_reply_code();
-        self.events.panic(&format!("spool append failed: {e}"));
+        self.events
+            .panic(Subsystem::Spool, &format!("spool append failed: {e}"));
         Reply::new(
             code,
             enhanced,

@@ -23,7 +23,7 @@ fn sigusr1_logs_the_sum_of_every_shards_counters() {
     let up = TokenSink::start(true);
     let down = TokenSink::start(false);
     let config = format!(
-        "[global]\nshards = 2\nspoolbase = \"{{dir}}/spool\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\n\
+        "[global]\nshards = 2\nspoolbase = \"{{dir}}/spool\"\nlog_dir = \"{{dir}}/log\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\n\
          retry_interval = 3600\n\
          [domain.\"up.test\"]\nroutes = [\"127.0.0.1:{}\"]\n\
          [domain.\"down.test\"]\nroutes = [\"127.0.0.1:{}\"]\n\

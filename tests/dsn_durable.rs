@@ -104,6 +104,7 @@ fn a_failure_is_recorded_only_after_its_dsn_is_durable() {
             0,
             current,
             events,
+            impulse::logs::Logs::off(0),
             spool.clone(),
             pools,
             Throttles::standalone(),

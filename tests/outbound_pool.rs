@@ -130,7 +130,15 @@ fn a_released_connection_carries_the_next_job_and_is_quit_when_idle() {
             .await
             .expect("a slot");
         assert_eq!(slot.host(), "127.0.0.1");
-        let results = slot.send(&env, &body, &rcpts).await;
+        let (results, stages) = slot.send(&env, &body, &rcpts).await;
+        // Where each ended (mainlog's stage): after the content, and at RCPT.
+        assert_eq!(
+            stages,
+            [
+                impulse::smtp::client::Stage::DataDone,
+                impulse::smtp::client::Stage::Rcpt
+            ]
+        );
         assert_eq!(
             results,
             vec![

@@ -59,7 +59,7 @@ fn two_shards_cannot_share_a_spool_directory() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = format!(
-        "[global]\nshards = 2\nspoolbase = \"{0}/spool\"\nhostname = \"mx.test\"\n\
+        "[global]\nshards = 2\nspoolbase = \"{0}/spool\"\nlog_dir = \"{0}/log\"\nhostname = \"mx.test\"\n\
          [shard.1]\nspool_dir = \"{0}/spool/shard-0\"\n\
          [listener.esmtp]\nlisten = [\"127.0.0.1:{port}\"]\n",
         dir.path().display()
@@ -79,7 +79,7 @@ fn a_directory_owned_by_another_shard_is_refused() {
     let port = free_port();
     let write = |shards: usize, extra: &str| {
         let config = format!(
-            "[global]\nshards = {shards}\nspoolbase = \"{0}/spool\"\nhostname = \"mx.test\"\nsuspend_delivery = true\n{extra}\n\
+            "[global]\nshards = {shards}\nspoolbase = \"{0}/spool\"\nlog_dir = \"{0}/log\"\nhostname = \"mx.test\"\nsuspend_delivery = true\n{extra}\n\
              [listener.esmtp]\nlisten = [\"127.0.0.1:{port}\"]\n",
             dir.path().display()
         );

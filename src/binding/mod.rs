@@ -37,7 +37,7 @@ pub use suspend::{Suspended, Suspension};
 
 use crate::config::rule::Fields;
 use crate::config::{Assign, Config};
-use crate::events::Events;
+use crate::events::{Events, Subsystem};
 use crate::message::{BindingId, Envelope};
 use crate::runtime::hash::Map;
 use crate::runtime::mesh::{self, Inbox, Mesh};
@@ -359,7 +359,7 @@ impl Bindings {
         if config.bindings.slot(name).is_none() {
             let e =
                 format!("set_binding: there is no binding {name:?}: the assignment is unchanged");
-            self.events.panic(&e);
+            self.events.panic(Subsystem::General, &e);
             return Err(e);
         }
         env.binding = (name != crate::config::binding::DEFAULT_BINDING).then(|| name.to_string());
@@ -378,7 +378,7 @@ impl Bindings {
             let e = format!(
                 "set_binding_group: there is no binding group {group:?}: the assignment is unchanged"
             );
-            self.events.panic(&e);
+            self.events.panic(Subsystem::General, &e);
             return Err(e);
         }
         if let Some(name) = self.pick(group).await {
@@ -547,11 +547,14 @@ impl Bindings {
             .await;
             if !told {
                 // It is in the file: the shard takes it at its next start.
-                self.events.panic(&format!(
-                    "binding: shard {n} did not take \"{what}\" ({}) within {}s",
-                    if on { "suspended" } else { "resumed" },
-                    APPLY_TIMEOUT.as_secs()
-                ));
+                self.events.panic(
+                    Subsystem::Sig,
+                    &format!(
+                        "binding: shard {n} did not take \"{what}\" ({}) within {}s",
+                        if on { "suspended" } else { "resumed" },
+                        APPLY_TIMEOUT.as_secs()
+                    ),
+                );
             }
         }
         Ok(true)

@@ -215,6 +215,98 @@ pub struct DnsSettings {
     pub max_ttl_secs: u32,
 }
 
+/// One log file: where, and the permissions it is created with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPath {
+    /// Absolute, or relative to the working directory at start-up.
+    pub path: PathBuf,
+    /// Mode of a new file.
+    pub mode: u32,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Momentum 2.2's `@`-separated layouts.
+    Momentum,
+    /// One JSON object per line, the same fields named.
+    Json,
+}
+
+/// ec_logger's and bounce_logger's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSettings {
+    /// R, D, T, P and M lines; `None` = off.
+    pub mainlog: Option<LogPath>,
+    /// Errors.
+    pub paniclog: Option<LogPath>,
+    /// Refusals.
+    pub rejectlog: Option<LogPath>,
+    /// Authentication.
+    pub acctlog: Option<LogPath>,
+    /// B lines.
+    pub bouncelog: Option<LogPath>,
+    /// Between M lines; zero = none.
+    pub heartbeat: Duration,
+    /// `log_receptions`.
+    pub receptions: bool,
+    /// `log_deliveries`.
+    pub deliveries: bool,
+    /// `log_transient_failures`.
+    pub transient_failures: bool,
+    /// `log_permanent_failures`.
+    pub permanent_failures: bool,
+    /// `log_rejections`.
+    pub rejections: bool,
+    /// `log_errors`.
+    pub errors: bool,
+    /// `log_inband_bounces`.
+    pub inband_bounces: bool,
+    /// `log_outofband_bounces`.
+    pub outofband_bounces: bool,
+    /// `log_format`.
+    pub format: LogFormat,
+    /// `log_buffer_size`.
+    pub buffer_size: u64,
+}
+
+impl LogSettings {
+    fn resolve(g: &[&Values]) -> LogSettings {
+        let dir = match lookup("log_dir", g) {
+            Some(Value::Path(p)) => p,
+            _ => PathBuf::from("log"),
+        };
+        let file = |name: &str| match lookup(name, g) {
+            Some(Value::Path(p)) if !p.as_os_str().is_empty() => Some(LogPath {
+                path: dir.join(p),
+                mode: int(&format!("{name}_mode"), g) as u32,
+            }),
+            _ => None,
+        };
+        LogSettings {
+            mainlog: file("mainlog"),
+            paniclog: file("paniclog"),
+            rejectlog: file("rejectlog"),
+            acctlog: file("acctlog"),
+            bouncelog: file("bouncelog"),
+            heartbeat: secs("heartbeat", g),
+            receptions: flag("log_receptions", g),
+            deliveries: flag("log_deliveries", g),
+            transient_failures: flag("log_transient_failures", g),
+            permanent_failures: flag("log_permanent_failures", g),
+            rejections: flag("log_rejections", g),
+            errors: flag("log_errors", g),
+            inband_bounces: flag("log_inband_bounces", g),
+            outofband_bounces: flag("log_outofband_bounces", g),
+            format: match lookup("log_format", g) {
+                Some(Value::Text(t)) if t == "json" => LogFormat::Json,
+                _ => LogFormat::Momentum,
+            },
+            buffer_size: int("log_buffer_size", g),
+        }
+    }
+}
+
 /// The compiled, immutable configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -244,6 +336,8 @@ pub struct Config {
     pub max_resident_size: Option<u64>,
     /// DNS resolution settings.
     pub dns: DnsSettings,
+    /// The Momentum-format logs.
+    pub logs: LogSettings,
     /// Listeners in file order.
     pub listeners: Vec<Listener>,
     /// `[shard.N]` overrides.
@@ -762,6 +856,7 @@ impl Config {
                 _ => None,
             },
             dns,
+            logs: LogSettings::resolve(&g),
             listeners,
             shard_overrides,
             delivery: {

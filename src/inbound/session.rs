@@ -98,6 +98,7 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
             code: 421,
             reply: &text,
             peer,
+            local,
         });
         let msg = format!("421 4.7.0 {text}\r\n");
         let _ = conn.write_all(msg.as_bytes()).await;
@@ -127,7 +128,15 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
     loop {
         match sess.process() {
             Step::NeedInput => {
-                if !flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await {
+                if !flush(
+                    &state,
+                    (peer, local),
+                    &mut conn,
+                    &mut sess,
+                    inbound.idle_time,
+                )
+                .await
+                {
                     break;
                 }
                 if state.force.is_fired() || (state.closing.is_fired() && !sess.in_transaction()) {
@@ -166,7 +175,15 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 authenticate(&state, listener, peer, &mut sess, user, password).await;
             }
             Step::StartTls => {
-                if !flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await {
+                if !flush(
+                    &state,
+                    (peer, local),
+                    &mut conn,
+                    &mut sess,
+                    inbound.idle_time,
+                )
+                .await
+                {
                     break;
                 }
                 let Some(tls) = &listener.tls else { break };
@@ -194,7 +211,14 @@ pub async fn run(state: Rc<ShardInbound>, stream: TcpStream, listener_name: Stri
                 sess.message_stored(result.map(|id| id.to_string()));
             }
             Step::Close => {
-                flush(&state, peer, &mut conn, &mut sess, inbound.idle_time).await;
+                flush(
+                    &state,
+                    (peer, local),
+                    &mut conn,
+                    &mut sess,
+                    inbound.idle_time,
+                )
+                .await;
                 break;
             }
         }
@@ -301,7 +325,7 @@ fn spool_full_reply() -> Reply {
 /// Writes pending replies; false when the client is gone or stalled.
 async fn flush(
     state: &ShardInbound,
-    peer: Option<SocketAddr>,
+    (peer, local): (Option<SocketAddr>, Option<SocketAddr>),
     conn: &mut Conn,
     sess: &mut ServerSession,
     limit: Duration,
@@ -312,6 +336,7 @@ async fn flush(
             code: reply.code,
             reply: reply.lines.first().map_or("", |l| l.as_str()),
             peer,
+            local,
         });
     }
     if !sess.has_output() {

@@ -20,26 +20,9 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::bounce::BounceClass;
-pub use crate::events::Source;
+pub use crate::config::LogFormat;
+pub use crate::events::{Protocol, Source};
 use crate::smtp::client::Stage;
-
-/// How a message came in (the R line's `protocol`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// SMTP or ESMTP from a client.
-    Esmtp,
-    /// Made here: a DSN, or mail a policy generated.
-    Internal,
-}
-
-impl Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Esmtp => "esmtp",
-            Protocol::Internal => "internal",
-        }
-    }
-}
 
 /// A message received, one line per recipient.
 #[derive(Clone, Debug)]
@@ -129,23 +112,100 @@ pub fn field(out: &mut String, text: &str) {
     }
 }
 
+/// Appends `text` as a JSON string, quotes included.
+pub fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                let mut b = [0u16; 2];
+                for unit in c.encode_utf16(&mut b) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// One line being built, as Momentum's `@`-separated fields or as a JSON
+/// object naming each field.
+pub struct Line<'o> {
+    out: &'o mut String,
+    format: LogFormat,
+    first: bool,
+}
+
+impl<'o> Line<'o> {
+    /// Starts a line in `out`.
+    pub fn new(out: &'o mut String, format: LogFormat) -> Self {
+        if format == LogFormat::Json {
+            out.push('{');
+        }
+        Line {
+            out,
+            format,
+            first: true,
+        }
+    }
+
+    fn sep(&mut self, name: &str) {
+        match self.format {
+            LogFormat::Momentum if !self.first => self.out.push('@'),
+            LogFormat::Momentum => {}
+            LogFormat::Json => {
+                if !self.first {
+                    self.out.push(',');
+                }
+                json_string(self.out, name);
+                self.out.push(':');
+            }
+        }
+        self.first = false;
+    }
+
+    /// A text field.
+    pub fn text(&mut self, name: &str, value: &str) -> &mut Self {
+        self.sep(name);
+        match self.format {
+            LogFormat::Momentum => field(self.out, value),
+            LogFormat::Json => json_string(self.out, value),
+        }
+        self
+    }
+
+    /// A number (written bare in both forms).
+    pub fn num(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.sep(name);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
+    /// Ends the line (with its newline).
+    pub fn end(&mut self) {
+        if self.format == LogFormat::Json {
+            self.out.push('}');
+        }
+        self.out.push('\n');
+    }
+}
+
 /// The local part and domain of an address (split at its last `@`; the
 /// null sender is two empty fields).
-fn split(address: &str) -> (&str, &str) {
+pub fn split(address: &str) -> (&str, &str) {
     address.rsplit_once('@').unwrap_or((address, ""))
 }
 
-/// Appends `@` and one field.
-fn next(out: &mut String, text: &str) {
-    out.push('@');
-    field(out, text);
-}
-
-fn head(out: &mut String, time: u64, id: &str, kind: char) {
-    let _ = write!(out, "{time}@");
-    field(out, id);
-    out.push('@');
-    out.push(kind);
+fn head<'o>(out: &'o mut String, format: LogFormat, time: u64, id: &str, kind: &str) -> Line<'o> {
+    let mut l = Line::new(out, format);
+    l.num("time", time).text("msgid", id).text("type", kind);
+    l
 }
 
 fn ip(remote: Option<IpAddr>) -> String {
@@ -153,78 +213,94 @@ fn ip(remote: Option<IpAddr>) -> String {
 }
 
 /// An R line (with its newline).
-pub fn reception(out: &mut String, r: &Reception<'_>) {
-    head(out, r.time, r.id, 'R');
+pub fn reception(out: &mut String, format: LogFormat, r: &Reception<'_>) {
     let (rl, rd) = split(r.recipient);
     let (sl, sd) = split(r.sender);
-    for f in [
-        rl,
-        rd,
-        sl,
-        sd,
-        &ip(r.peer),
-        &r.size.to_string(),
-        r.protocol.name(),
-    ] {
-        next(out, f);
-    }
-    next(out, r.source.group);
-    next(out, r.source.binding);
-    out.push('\n');
+    head(out, format, r.time, r.id, "R")
+        .text("rcpt_local", rl)
+        .text("rcpt_domain", rd)
+        .text("sender_local", sl)
+        .text("sender_domain", sd)
+        .text("peer_ip", &ip(r.peer))
+        .num("size", r.size)
+        .text("protocol", r.protocol.name())
+        .text("binding_group", r.source.group)
+        .text("binding", r.source.binding)
+        .end();
 }
 
 /// The fields D, T and P share, with the stage number of T and P.
-fn attempt_fields(out: &mut String, a: &Attempt<'_>, stage: Option<u8>) {
-    next(out, a.domain);
-    let _ = write!(out, "@{}", a.size);
-    next(out, a.source.group);
-    next(out, a.source.binding);
+fn attempt_fields(l: &mut Line<'_>, a: &Attempt<'_>, stage: Option<u8>) {
+    l.text("domain", a.domain)
+        .num(
+            if stage.is_some() {
+                "bytes_sent"
+            } else {
+                "size"
+            },
+            a.size,
+        )
+        .text("binding_group", a.source.group)
+        .text("binding", a.source.binding);
     if let Some(n) = stage {
-        let _ = write!(out, "@{n}");
+        l.num("stage", n);
     }
-    let _ = write!(out, "@{}@{:.3}", a.retries, a.secs_in_queue.max(0.0));
-    next(out, &ip(a.remote));
+    l.num("retries", a.retries)
+        .num(
+            "secs_in_queue",
+            format_args!("{:.3}", a.secs_in_queue.max(0.0)),
+        )
+        .text("remote_ip", &ip(a.remote));
 }
 
 /// A D line (with its newline).
-pub fn delivery(out: &mut String, a: &Attempt<'_>) {
-    head(out, a.time, a.id, 'D');
-    attempt_fields(out, a, None);
-    out.push('\n');
+pub fn delivery(out: &mut String, format: LogFormat, a: &Attempt<'_>) {
+    let mut l = head(out, format, a.time, a.id, "D");
+    attempt_fields(&mut l, a, None);
+    l.end();
 }
 
 /// A T line (`permanent` false) or a P line (true), with its newline.
-pub fn failure(out: &mut String, a: &Attempt<'_>, f: &Failure<'_>, permanent: bool) {
-    head(out, a.time, a.id, if permanent { 'P' } else { 'T' });
-    attempt_fields(out, a, Some(stage_number(f.stage)));
-    next(out, f.response);
-    out.push('\n');
+pub fn failure(
+    out: &mut String,
+    format: LogFormat,
+    a: &Attempt<'_>,
+    f: &Failure<'_>,
+    permanent: bool,
+) {
+    let mut l = head(out, format, a.time, a.id, if permanent { "P" } else { "T" });
+    attempt_fields(&mut l, a, Some(stage_number(f.stage)));
+    l.text("response", f.response).end();
 }
 
 /// A bouncelog B line for `recipient` (with its newline).
 pub fn bounce(
     out: &mut String,
+    format: LogFormat,
     a: &Attempt<'_>,
     f: &Failure<'_>,
-    recipient: &str,
-    sender: &str,
+    (recipient, sender): (&str, &str),
     class: BounceClass,
 ) {
-    head(out, a.time, a.id, 'B');
     let (rl, rd) = split(recipient);
     let (sl, sd) = split(sender);
-    for x in [rl, rd, sl, sd, a.source.group, a.source.binding] {
-        next(out, x);
-    }
-    let _ = write!(out, "@{}@{}", stage_number(f.stage), class.code());
-    next(out, &ip(a.remote));
-    next(out, f.response);
-    out.push('\n');
+    head(out, format, a.time, a.id, "B")
+        .text("rcpt_local", rl)
+        .text("rcpt_domain", rd)
+        .text("sender_local", sl)
+        .text("sender_domain", sd)
+        .text("binding_group", a.source.group)
+        .text("binding", a.source.binding)
+        .num("stage", stage_number(f.stage))
+        .num("class_code", class.code())
+        .text("remote_ip", &ip(a.remote))
+        .text("raw_response", f.response)
+        .end();
 }
 
 /// The heartbeat line of mainlog and bouncelog.
-pub fn heartbeat(out: &mut String, time: u64) {
-    let _ = writeln!(out, "{time}@@M");
+pub fn heartbeat(out: &mut String, format: LogFormat, time: u64) {
+    head(out, format, time, "", "M").end();
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Outbound {
     /// The address connected to.
     pub addr: SocketAddr,
     timeouts: Timeouts,
+    /// The stage the session last waited in (where a failure happened).
+    waited: Stage,
 }
 
 #[derive(Clone, Copy)]
@@ -112,6 +114,7 @@ impl Outbound {
             host: host.to_string(),
             addr,
             timeouts,
+            waited: Stage::Banner,
         };
         let failure = match out.step(Some(&tls)).await {
             Event::Ready => return Ok(out),
@@ -150,6 +153,12 @@ impl Outbound {
                 Reply::internal(451, (4, 4, 2), "connection closed by remote host"),
             )),
         }
+    }
+
+    /// The stage the session last waited for a reply in: where a broken
+    /// transaction ended.
+    pub fn stage(&self) -> Stage {
+        self.waited
     }
 
     /// Waits until the next transaction can be sent (e.g. after an RSET
@@ -194,7 +203,8 @@ impl Outbound {
             }
             match self.session.poll() {
                 ClientStep::NeedInput => {
-                    let limit = self.timeouts.for_stage(self.session.stage());
+                    self.waited = self.session.stage();
+                    let limit = self.timeouts.for_stage(self.waited);
                     match with_timeout(limit, self.conn.read(&mut self.buf)).await {
                         Some(Ok(0)) | Some(Err(_)) => self.session.connection_closed(),
                         Some(Ok(n)) => self.session.feed(&self.buf[..n]),

@@ -20,7 +20,7 @@ use crate::config::Delivery;
 use crate::events::{Direction, Event, Events};
 use crate::message::{Content, Envelope, QueuedRcpt, RcptResult, Recipient};
 use crate::reply::Reply;
-use crate::smtp::client::{Outcome as ClientOutcome, Transaction};
+use crate::smtp::client::{Outcome as ClientOutcome, Stage, Transaction};
 
 /// Reports an outbound connection opened, and closed when dropped; counts
 /// the shard's open outbound connections meanwhile.
@@ -61,7 +61,7 @@ pub struct Slot {
     /// Jobs sent over this connection (`max_deliveries_per_connection`).
     sent: u32,
     /// The reply every further recipient gets once the connection broke.
-    broken: Option<Rc<Reply>>,
+    broken: Option<(Rc<Reply>, Stage)>,
     /// Declared last: the closed event follows the socket's close.
     _opened: Opened,
 }
@@ -93,6 +93,11 @@ impl Slot {
         &self.session.host
     }
 
+    /// The remote server's address.
+    pub fn remote(&self) -> std::net::IpAddr {
+        self.session.addr.ip()
+    }
+
     /// True once the connection broke: it can carry nothing more.
     pub fn is_broken(&self) -> bool {
         self.broken.is_some()
@@ -109,21 +114,26 @@ impl Slot {
     /// result per recipient (by envelope index); a recipient the server
     /// never answered for is left out, and counts as deferred. Once the
     /// connection breaks, the remaining batches are deferred with its reply.
+    /// With each result, the session stage it ended in (Momentum's stage
+    /// field: RCPT, MAIL or the reply after the content; where the
+    /// connection broke).
     pub async fn send(
         &mut self,
         envelope: &Envelope,
         body: &Content,
         recipients: &[QueuedRcpt],
-    ) -> Vec<(u32, RcptResult)> {
+    ) -> (Vec<(u32, RcptResult)>, Vec<Stage>) {
         self.sent += 1;
         let mut results = Vec::with_capacity(recipients.len());
+        let mut stages = Vec::with_capacity(recipients.len());
         for batch in recipients.chunks(self.settings.max_recipients_per_batch.max(1)) {
-            if let Some(r) = &self.broken {
+            if let Some((r, stage)) = &self.broken {
                 results.extend(
                     batch
                         .iter()
                         .map(|q| (q.index, RcptResult::Deferred(Rc::clone(r)))),
                 );
+                stages.extend(batch.iter().map(|_| *stage));
                 continue;
             }
             let rcpts: Vec<Recipient> = batch
@@ -142,7 +152,14 @@ impl Slot {
                 .await
             {
                 Ok(result) => {
+                    let mail_refused = result.mail_reply.as_ref().is_some_and(|r| r.code >= 400);
                     for (q, rr) in batch.iter().zip(result.recipients) {
+                        stages.push(match &rr.rcpt_reply {
+                            _ if mail_refused => Stage::Mail,
+                            Some(r) if r.code >= 400 => Stage::Rcpt,
+                            None => Stage::Rcpt,
+                            Some(_) => Stage::DataDone,
+                        });
                         let r = match rr.outcome {
                             ClientOutcome::Delivered(r) => RcptResult::Delivered(Rc::new(r)),
                             ClientOutcome::Transient(r) => RcptResult::Deferred(Rc::new(r)),
@@ -151,25 +168,30 @@ impl Slot {
                         results.push((q.index, r));
                     }
                     if !self.session.ready().await {
-                        self.broken = Some(Rc::new(Reply::internal(
-                            451,
-                            (4, 4, 2),
-                            "connection closed by remote host",
-                        )));
+                        self.broken = Some((
+                            Rc::new(Reply::internal(
+                                451,
+                                (4, 4, 2),
+                                "connection closed by remote host",
+                            )),
+                            self.session.stage(),
+                        ));
                     }
                 }
                 Err((_, r)) => {
                     let r = Rc::new(r);
+                    let stage = self.session.stage();
                     results.extend(
                         batch
                             .iter()
                             .map(|q| (q.index, RcptResult::Deferred(r.clone()))),
                     );
-                    self.broken = Some(r);
+                    stages.extend(batch.iter().map(|_| stage));
+                    self.broken = Some((r, stage));
                 }
             }
         }
-        results
+        (results, stages)
     }
 
     /// QUIT and close.

@@ -23,7 +23,8 @@ use std::time::Duration;
 use super::{Dest, Entry, Queue, QueuedRcpt};
 use crate::binding::Bindings;
 use crate::config::Config;
-use crate::events::Events;
+use crate::events::{Events, Level, Subsystem};
+use crate::logs::Logs;
 use crate::message::{BindingId, Content, Envelope, MessageId};
 use crate::outbound::Pools;
 use crate::runtime::hash::Map;
@@ -54,6 +55,7 @@ pub struct ShardQueue {
     shard: usize,
     config: Rc<Current<Config>>,
     events: Rc<Events>,
+    logs: Rc<Logs>,
     spool: Rc<Spool>,
     pools: Rc<Pools>,
     throttles: Rc<Throttles>,
@@ -80,6 +82,11 @@ pub struct ShardQueue {
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ShardQueue {
+    /// The shard's logs (the intake waits on them too).
+    pub fn logs(&self) -> &Rc<Logs> {
+        &self.logs
+    }
+
     /// Builds the driver with the messages recovered from the spool (their
     /// `binding` fields index `recovered_bindings`, from 1); it sends
     /// through `pools`, within the leases of `throttles`.
@@ -88,6 +95,7 @@ impl ShardQueue {
         shard: usize,
         config: Rc<Current<Config>>,
         events: Rc<Events>,
+        logs: Rc<Logs>,
         spool: Rc<Spool>,
         pools: Rc<Pools>,
         throttles: Rc<Throttles>,
@@ -99,6 +107,7 @@ impl ShardQueue {
             shard,
             config,
             events,
+            logs,
             spool,
             pools,
             throttles,
@@ -421,7 +430,7 @@ impl ShardQueue {
         let (events, n) = (self.events.clone(), moved.len());
         sched::spawn(async move {
             if let Err(e) = durable.await {
-                events.panic(&format!(
+                events.panic(Subsystem::Spool, &format!(
                     "binding {from}: the move of {n} messages was not recorded ({e}); after a restart they move again"
                 ));
             }
@@ -437,11 +446,15 @@ impl ShardQueue {
             .borrow_mut()
             .admit(&(dest.clone(), "held"), sched::now());
         if admitted.is_some() {
-            self.events.panic(&format!(
-                "{}: mail from binding {} waits: {why}",
-                dest.domain,
-                self.bindings.name(dest.binding)
-            ));
+            self.events.report(
+                Level::Warning,
+                Subsystem::General,
+                &format!(
+                    "{}: mail from binding {} waits: {why}",
+                    dest.domain,
+                    self.bindings.name(dest.binding)
+                ),
+            );
         }
     }
 }

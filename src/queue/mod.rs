@@ -155,6 +155,10 @@ pub enum Next {
 pub struct Settlement {
     /// Message id.
     pub id: MessageId,
+    /// Rounds of attempts that had ended in a deferral before this one.
+    pub retries: u32,
+    /// When the message was received (epoch ms).
+    pub received_at_ms: u64,
     /// Recipients settled now (OUTCOME records; failures may need a DSN).
     pub finals: Vec<Final>,
     /// Then DONE, RETRY or nothing.
@@ -475,11 +479,14 @@ impl Queue {
         let Some(e) = self.entries.get_mut(&job.id) else {
             return Settlement {
                 id: job.id,
+                retries: 0,
+                received_at_ms: 0,
                 finals,
                 next: Next::Waiting,
             };
         };
         e.outstanding = e.outstanding.saturating_sub(1);
+        let (retries, received_at_ms) = (e.attempts, e.received_at_ms);
         for (index, result) in results {
             let Some(pos) = e.pending().iter().position(|r| r.index == *index) else {
                 continue;
@@ -510,6 +517,8 @@ impl Queue {
         if e.outstanding > 0 {
             return Settlement {
                 id: job.id,
+                retries,
+                received_at_ms,
                 finals,
                 next: Next::Waiting,
             };
@@ -518,6 +527,8 @@ impl Queue {
             self.entries.remove(&job.id);
             return Settlement {
                 id: job.id,
+                retries,
+                received_at_ms,
                 finals,
                 next: Next::Done,
             };
@@ -531,6 +542,8 @@ impl Queue {
                 self.delayed.push(Reverse((at, job.id)));
                 Settlement {
                     id: job.id,
+                    retries,
+                    received_at_ms,
                     finals,
                     next: Next::Retry { at, attempts },
                 }
@@ -552,6 +565,8 @@ impl Queue {
                 self.entries.remove(&job.id);
                 Settlement {
                     id: job.id,
+                    retries,
+                    received_at_ms,
                     finals,
                     next: Next::Done,
                 }

@@ -17,8 +17,9 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::binding::{BindingInbox, BindingMesh, Suspended};
-use crate::config::{reload, Config};
+use crate::config::{reload, Config, LogFormat, LogPath};
 use crate::events::CounterSnapshot;
+use crate::events::{Level, Subsystem};
 use crate::inbound::{AuthInbox, AuthMesh};
 use crate::runtime::mesh;
 use crate::runtime::{allowed_cpus, explain_glommio, raise_limits, tune_allocator};
@@ -65,6 +66,8 @@ pub enum ShardRequest {
     /// Every shard's counters added up, gathered by this shard through the
     /// mesh.
     GatherCounters,
+    /// Close the log files and open their paths again (log rotation).
+    ReopenLogs,
     /// Stop accepting, drain, close the spool and end the shard.
     Shutdown,
 }
@@ -123,6 +126,14 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     // may write to these directories. Taken before anything binds.
     let _locks = lock_spools(&config, count)?;
     let config = Arc::new(config);
+    let _ = MAIN_PANICLOG.set(
+        config
+            .logs
+            .paniclog
+            .clone()
+            .filter(|_| config.logs.errors)
+            .map(|p| (p, config.logs.format)),
+    );
     // Installed before any shard starts, so an early SIGTERM waits for the
     // signal thread instead of killing the process.
     let signals = install_signals()?;
@@ -208,12 +219,41 @@ pub fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
     }
 }
 
+/// The paniclog the main thread writes to (set once at start).
+static MAIN_PANICLOG: std::sync::OnceLock<Option<(LogPath, LogFormat)>> =
+    std::sync::OnceLock::new();
+
+/// A paniclog line of the main thread (signals, the control of shards):
+/// to the process log and, when configured, the paniclog file.
+fn paniclog(what: &str) {
+    log::error!("paniclog: [ERROR] SIG: {what}");
+    if let Some(Some((path, format))) = MAIN_PANICLOG.get() {
+        crate::logs::append_blocking(path, *format, Level::Error, Subsystem::Sig, what);
+    }
+}
+
+/// Asks every shard to close and reopen its log files (SIGHUP, after the
+/// reload: rename the files first, as logrotate does).
+pub fn reopen_logs(addresses: &[Address]) {
+    let mut missed = Vec::new();
+    for (shard, a) in addresses.iter().enumerate() {
+        if let Err(e) = a.ask_blocking(ShardRequest::ReopenLogs, ASK_TIMEOUT) {
+            missed.push(format!("shard {shard} ({e})"));
+        }
+    }
+    if missed.is_empty() {
+        log::info!("logs reopened");
+    } else {
+        paniclog(&format!("reopen logs: not taken by {}", missed.join(", ")));
+    }
+}
+
 /// Asks every shard to shut down; a shard that already ended is fine.
 fn shutdown_all(addresses: &[Address]) {
     for (shard, a) in addresses.iter().enumerate() {
         match a.tell_blocking(ShardRequest::Shutdown, ASK_TIMEOUT) {
             Ok(()) | Err(mesh::AskError::Closed) => {}
-            Err(e) => log::error!("paniclog: shard {shard}: shutdown request not taken: {e}"),
+            Err(e) => paniclog(&format!("shard {shard}: shutdown request not taken: {e}")),
         }
     }
 }
@@ -254,7 +294,10 @@ fn signal_thread(
             let mut running = running;
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => reload(&addresses, &mut running, path.as_deref()),
+                    SIGHUP => {
+                        reload(&addresses, &mut running, path.as_deref());
+                        reopen_logs(&addresses);
+                    }
                     SIGUSR1 => log_counters(&addresses),
                     _ => {
                         log::info!("signal {sig}: shutting down gracefully");
@@ -286,8 +329,8 @@ fn log_counters(addresses: &[Address]) {
             shards - missing.len(),
             total.render()
         ),
-        Ok(other) => log::error!("paniclog: counters: unexpected answer {other:?}"),
-        Err(e) => log::error!("paniclog: counters: shard 0 did not answer: {e}"),
+        Ok(other) => paniclog(&format!("counters: unexpected answer {other:?}")),
+        Err(e) => paniclog(&format!("counters: shard 0 did not answer: {e}")),
     }
 }
 
@@ -311,10 +354,10 @@ fn reload(addresses: &[Address], running: &mut Arc<Config>, path: Option<&std::p
             let (level, line) = plan.describe(&name);
             log::log!(level, "{line}");
             if !missed.is_empty() {
-                log::error!(
-                    "paniclog: reload: not taken by {}; those shards keep their previous configuration",
+                paniclog(&format!(
+                    "reload: not taken by {}; those shards keep their previous configuration",
                     missed.join(", ")
-                );
+                ));
             }
         }
         Err(errors) => {

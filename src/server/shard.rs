@@ -16,9 +16,10 @@ use super::{Inbox, Mesh, Services, ShardAnswer, ShardRequest, Startup};
 use crate::binding::Bindings;
 use crate::config::Config;
 use crate::conn::ShardTls;
-use crate::events::{CounterSnapshot, Counters, Events};
+use crate::events::{CounterSnapshot, Counters, Events, Subsystem};
 use crate::inbound::ShardInbound;
 use crate::intake::Intake;
+use crate::logs::Logs;
 use crate::outbound::dns::{Resolver, ResolverConfig};
 use crate::outbound::Pools;
 use crate::queue::driver::ShardQueue;
@@ -29,6 +30,8 @@ use crate::throttle::Throttles;
 
 /// Spool maintenance interval while the disk is full.
 const LOW_SPACE_MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the logs get to write their last lines at shutdown.
+const LOG_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sessions get to write their 421 and close after the deadline.
 const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How often a draining shard looks whether its sessions and connections
@@ -58,6 +61,17 @@ pub async fn run(
         batch_max_delay: config.spool.batch_max_delay,
         reserve_bytes: config.spool.reserve_bytes,
     };
+    // The bus and the logs come first: recovery's paniclog lines go there.
+    let events = Rc::new(Events::new(shard));
+    let counters = Rc::new(Counters::default());
+    events.subscribe(counters.clone());
+    let logs = Logs::new(shard, &config.logs);
+    if let Err(error) = logs.start(events.clone()) {
+        let _ = tx.send(Startup::Failed { shard, error });
+        return;
+    }
+    events.subscribe(logs.clone());
+    crate::events::install(events.clone());
     let (spool, mut recovered) = match Spool::open(&dir, shard as u16, opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -70,9 +84,6 @@ pub async fn run(
     };
     // Reads /etc/resolv.conf once, before the shard serves anything.
     let resolver = Rc::new(Resolver::new(ResolverConfig::load(&config.dns)));
-    let events = Rc::new(Events::new(shard));
-    let counters = Rc::new(Counters::default());
-    events.subscribe(counters.clone());
     let pools = Pools::new(shard, tls.clone(), events.clone(), resolver);
     // The books of the throttle counters this shard owns, and its side of
     // every other shard's.
@@ -94,6 +105,7 @@ pub async fn run(
         shard,
         current.clone(),
         events.clone(),
+        logs.clone(),
         spool.clone(),
         pools,
         throttles.clone(),
@@ -156,6 +168,7 @@ pub async fn run(
         tls: &tls,
         events: &events,
         counters: &counters,
+        logs: &logs,
         mesh: &mesh,
     };
     serve_inbox(&inbox, here).await;
@@ -171,8 +184,10 @@ pub async fn run(
     // It stops at the signal once its current pass is through.
     compactor.await;
     if let Err(e) = spool.close().await {
-        events.panic(&format!("closing the spool: {e}"));
+        events.panic(Subsystem::Spool, &format!("closing the spool: {e}"));
     }
+    logs.close(LOG_CLOSE_TIMEOUT).await;
+    crate::events::uninstall();
     let kinds: String = crate::throttle::CROSS_KINDS
         .iter()
         .zip(throttles.cross_shard_by_kind())
@@ -195,7 +210,19 @@ struct Here<'a> {
     tls: &'a ShardTls,
     events: &'a Events,
     counters: &'a Counters,
+    logs: &'a Logs,
     mesh: &'a Mesh,
+}
+
+impl Here<'_> {
+    fn counters(&self) -> CounterSnapshot {
+        let mut c = self.counters.snapshot(self.events);
+        let l = self.logs.stats();
+        c.log_waits = l.waits;
+        c.log_refusals = l.refusals;
+        c.log_write_errors = l.write_errors;
+        c
+    }
 }
 
 /// How long a gathering shard waits for the others' counters.
@@ -212,7 +239,7 @@ async fn serve_inbox(inbox: &Inbox, here: Here<'_>) {
                 reply.send(ShardAnswer::Done);
             }
             ShardRequest::Counters => {
-                reply.send(ShardAnswer::Counters(here.counters.snapshot(here.events)));
+                reply.send(ShardAnswer::Counters(here.counters()));
             }
             ShardRequest::GatherCounters => {
                 // Its own task: this shard is one of those asked, so this
@@ -232,6 +259,10 @@ async fn serve_inbox(inbox: &Inbox, here: Here<'_>) {
                     reply.send(ShardAnswer::Gathered { total, missing });
                 })
                 .detach();
+            }
+            ShardRequest::ReopenLogs => {
+                here.logs.reopen();
+                reply.send(ShardAnswer::Done);
             }
             ShardRequest::Shutdown => {
                 reply.send(ShardAnswer::Done);
@@ -310,7 +341,11 @@ async fn compact_loop(
                 r.copied_bytes
             ),
             Ok(_) => {}
-            Err(e) => log::error!("paniclog: shard {shard}: spool compaction: {e}"),
+            Err(e) => crate::events::paniclog(
+                crate::events::Level::Error,
+                Subsystem::Spool,
+                &format!("shard {shard}: spool compaction: {e}"),
+            ),
         }
         last = Instant::now();
     }

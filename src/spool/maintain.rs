@@ -137,7 +137,11 @@ impl Spool {
             }
             let _ = file.close().await;
             if let Err(e) = result {
-                log::error!("paniclog: spool copy-forward stopped: {e}");
+                crate::events::paniclog(
+                    crate::events::Level::Error,
+                    crate::events::Subsystem::Spool,
+                    &format!("spool copy-forward stopped: {e}"),
+                );
                 return Err(e);
             }
         }
@@ -177,7 +181,11 @@ impl Spool {
             deleted.push(seg);
         }
         if let Err(e) = &result {
-            log::error!("paniclog: spool compaction stopped: {e}");
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!("spool compaction stopped: {e}"),
+            );
         }
         result.map(|()| deleted)
     }

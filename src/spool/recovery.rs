@@ -98,9 +98,13 @@ impl RecoveryState {
             return (i + 1) as u16;
         }
         if self.bindings.len() >= usize::from(u16::MAX) {
-            log::error!(
-                "paniclog: spool names more than {} bindings: {name} is read as default",
-                u16::MAX
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!(
+                    "spool names more than {} bindings: {name} is read as default",
+                    u16::MAX
+                ),
             );
             return 0;
         }
@@ -177,11 +181,15 @@ pub(crate) fn recover_dir(
             // Someone copied or mounted another shard's spool here: its
             // messages belong to that shard. Keep the file for a human.
             rec.stats.foreign_segments += 1;
-            log::error!(
-                "paniclog: spool segment {} belongs to shard {}, not {}: skipped, file kept",
-                path.display(),
-                h.shard,
-                shard.unwrap_or_default()
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!(
+                    "spool segment {} belongs to shard {}, not {}: skipped, file kept",
+                    path.display(),
+                    h.shard,
+                    shard.unwrap_or_default()
+                ),
             );
             continue;
         }
@@ -190,9 +198,10 @@ pub(crate) fn recover_dir(
             st.max_epoch_ms = st.max_epoch_ms.max(h.created_ms);
         } else {
             rec.stats.bad_headers += 1;
-            log::error!(
-                "paniclog: spool segment {} has a bad header",
-                path.display()
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!("spool segment {} has a bad header", path.display()),
             );
         }
         apply_scan(*n, buf, &scan, &mut rec.stats, &mut st, &mut msgs, path);
@@ -247,11 +256,15 @@ fn set_aside(
         .quarantine_now(dir, path)
         .map_err(|e| SpoolError::from_io("quarantining segment", &e))?;
     stats.quarantined += 1;
-    log::error!(
-        "paniclog: spool file {} has no valid segment header and no valid record, \
+    crate::events::paniclog(
+        crate::events::Level::Error,
+        crate::events::Subsystem::Spool,
+        &format!(
+            "spool file {} has no valid segment header and no valid record, \
          and is not a half-created segment: moved to {}",
-        path.display(),
-        moved.display()
+            path.display(),
+            moved.display()
+        ),
     );
     Ok(())
 }
@@ -267,11 +280,15 @@ fn apply_scan(
 ) {
     for (start, end) in &scan.corrupt {
         stats.corrupt_records += 1;
-        log::error!(
-            "paniclog: spool corrupt record skipped at {}:{} ({} bytes)",
-            path.display(),
-            start,
-            end - start
+        crate::events::paniclog(
+            crate::events::Level::Error,
+            crate::events::Subsystem::Spool,
+            &format!(
+                "spool corrupt record skipped at {}:{} ({} bytes)",
+                path.display(),
+                start,
+                end - start
+            ),
         );
     }
     for f in &scan.frames {
@@ -334,10 +351,14 @@ fn apply_scan(
 
 fn undecodable(stats: &mut RecoveryStats, path: &Path, off: u64, e: &dyn std::fmt::Display) {
     stats.corrupt_records += 1;
-    log::error!(
-        "paniclog: spool record at {}:{} checks out but does not decode: {e}",
-        path.display(),
-        off
+    crate::events::paniclog(
+        crate::events::Level::Error,
+        crate::events::Subsystem::Spool,
+        &format!(
+            "spool record at {}:{} checks out but does not decode: {e}",
+            path.display(),
+            off
+        ),
     );
 }
 

@@ -74,10 +74,14 @@ impl Space {
         let room = want_bytes.max(MIN_ROOM_BYTES);
         if !space.take().await || space.disk.free_bytes(dir).is_some_and(|free| free < room) {
             space.low.set(true);
-            log::error!(
-                "paniclog: spool {}: the file system is full (wanted a {want_bytes}-byte \
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!(
+                    "spool {}: the file system is full (wanted a {want_bytes}-byte \
                  reserve and {room} bytes free): refusing new mail until space is available",
-                dir.display()
+                    dir.display()
+                ),
             );
         }
         Ok(space)
@@ -101,16 +105,24 @@ impl Space {
         }
         match file.truncate(0).await {
             Ok(()) => {
-                log::error!(
-                    "paniclog: spool disk full: released the {}-byte reserve for outcome records; \
+                crate::events::paniclog(
+                    crate::events::Level::Error,
+                    crate::events::Subsystem::Spool,
+                    &format!(
+                        "spool disk full: released the {}-byte reserve for outcome records; \
                      refusing new mail until space is back",
-                    self.held_bytes.get()
+                        self.held_bytes.get()
+                    ),
                 );
                 self.held_bytes.set(0);
                 true
             }
             Err(e) => {
-                log::error!("paniclog: spool cannot release its reserve: {e}");
+                crate::events::paniclog(
+                    crate::events::Level::Error,
+                    crate::events::Subsystem::Spool,
+                    &format!("spool cannot release its reserve: {e}"),
+                );
                 false
             }
         }

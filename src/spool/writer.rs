@@ -160,10 +160,14 @@ impl Spool {
                 return Err(e);
             }
             if !committer.shared.space.give_up().await || committer.roll(seg_no).await.is_err() {
-                log::error!(
-                    "paniclog: spool {}: disk full at start-up: serving without an active \
+                crate::events::paniclog(
+                    crate::events::Level::Error,
+                    crate::events::Subsystem::Spool,
+                    &format!(
+                        "spool {}: disk full at start-up: serving without an active \
                      segment until space is available",
-                    dir.display()
+                        dir.display()
+                    ),
                 );
             }
         }
@@ -504,7 +508,11 @@ impl Committer {
                 && !self.shared.closed.get()
             {
                 if let Err(e) = self.roll(self.seg_no + 1).await {
-                    log::error!("paniclog: spool cannot start a new segment: {e}");
+                    crate::events::paniclog(
+                        crate::events::Level::Error,
+                        crate::events::Subsystem::Spool,
+                        &format!("spool cannot start a new segment: {e}"),
+                    );
                 }
             }
             self.linger().await;
@@ -625,10 +633,14 @@ impl Committer {
     async fn write_sync(&mut self, parts: &[&[u8]]) -> Result<(), SpoolError> {
         let result = self.try_write_sync(parts).await;
         if let Err(e) = &result {
-            log::error!(
-                "paniclog: spool commit failed in {} at offset {}: {e}; batch not acknowledged",
-                segment_file_name(self.seg_no),
-                self.durable
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!(
+                    "spool commit failed in {} at offset {}: {e}; batch not acknowledged",
+                    segment_file_name(self.seg_no),
+                    self.durable
+                ),
             );
             self.undo().await;
         }
@@ -703,10 +715,14 @@ impl Committer {
             Err(e) => Err(e),
         };
         if let Err(e) = synced {
-            log::error!(
-                "paniclog: spool cannot truncate {} back to {}: {e}; abandoning segment",
-                segment_file_name(self.seg_no),
-                self.durable
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!(
+                    "spool cannot truncate {} back to {}: {e}; abandoning segment",
+                    segment_file_name(self.seg_no),
+                    self.durable
+                ),
             );
             if let Some(f) = self.file.take() {
                 let _ = f.close().await;
@@ -744,7 +760,11 @@ impl Committer {
         self.tail = 0;
         let r = self.try_write_sync(&[&header.encode()]).await;
         if let Err(e) = r {
-            log::error!("paniclog: spool cannot start segment {n}: {e}");
+            crate::events::paniclog(
+                crate::events::Level::Error,
+                crate::events::Subsystem::Spool,
+                &format!("spool cannot start segment {n}: {e}"),
+            );
             if let Some(f) = self.file.take() {
                 let _ = f.close().await;
             }

@@ -175,11 +175,14 @@ pub async fn serve(inbox: ThrottleInbox, throttles: Rc<Throttles>) {
                 } else {
                     l.domain.to_string()
                 };
-                log::error!(
-                    "paniclog: throttle: shard {} was silent for {}s: its {} connection slot(s) of {whose} are taken back",
+                crate::events::paniclog(
+                    crate::events::Level::Warning,
+                    crate::events::Subsystem::Net,
+                    &format!("throttle: shard {} was silent for {}s: its {} connection slot(s) of {whose} are taken back",
                     l.shard,
                     LEASE_TTL.as_secs(),
                     l.slots,
+                ),
                 );
             }
         }

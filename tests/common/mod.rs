@@ -274,7 +274,7 @@ pub fn inspect(dir: &str) -> Inspect {
 
 pub fn basic_config(extra_global: &str, extra_listener: &str) -> String {
     format!(
-        "[global]\nshards = 1\nspoolbase = \"{{dir}}/spool\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\nsuspend_delivery = true\n{extra_global}\n\
+        "[global]\nshards = 1\nspoolbase = \"{{dir}}/spool\"\nlog_dir = \"{{dir}}/log\"\nhostname = \"mx.test\"\nshutdown_timeout = 2\nsuspend_delivery = true\n{extra_global}\n\
          [listener.esmtp]\nlisten = [\"127.0.0.1:{{port}}\"]\n{extra_listener}\n"
     )
 }

@@ -333,6 +333,7 @@ fn start(
         0,
         current,
         events.clone(),
+        impulse::logs::Logs::off(0),
         spool.clone(),
         pools,
         Throttles::standalone(),

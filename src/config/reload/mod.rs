@@ -245,6 +245,7 @@ pub fn keep_restart_only(new: &mut Config, running: &Config) {
     new.spool = running.spool.clone();
     new.spool.compact_interval = live_interval;
     new.dns = running.dns.clone();
+    new.logs = running.logs.clone();
     new.listeners
         .retain(|l| running.listeners.iter().any(|o| o.name == l.name));
     for o in &running.listeners {

@@ -1,5 +1,7 @@
 use super::*;
 
+const M: LogFormat = LogFormat::Momentum;
+
 fn source() -> Source<'static> {
     Source {
         group: "group-a",
@@ -29,7 +31,7 @@ fn line(f: impl FnOnce(&mut String)) -> String {
 #[test]
 fn a_delivery_line_is_the_manuals_example_byte_for_byte() {
     assert_eq!(
-        line(|o| delivery(o, &attempt("10.0.0.1"))),
+        line(|o| delivery(o, M, &attempt("10.0.0.1"))),
         "1064871280@20/00-25593-945A87F3@D@postalengine.com@266@group-a@binding-a@0@0.393@10.0.0.1\n"
     );
 }
@@ -47,7 +49,7 @@ fn every_line_type_is_pinned() {
         source: source(),
     };
     assert_eq!(
-        line(|o| reception(o, &r)),
+        line(|o| reception(o, M, &r)),
         "1700000000@0000018BCFE568-00-00000001@R@bob@example.net@news@shop.example@192.0.2.7@4321@esmtp@group-a@binding-a\n"
     );
     // The null sender is two empty fields; internal mail has no peer.
@@ -58,7 +60,7 @@ fn every_line_type_is_pinned() {
         ..r
     };
     assert_eq!(
-        line(|o| reception(o, &dsn)),
+        line(|o| reception(o, M, &dsn)),
         "1700000000@0000018BCFE568-00-00000001@R@bob@example.net@@@@4321@internal@group-a@binding-a\n"
     );
     let mut a = attempt("2001:db8::25");
@@ -69,7 +71,7 @@ fn every_line_type_is_pinned() {
         response: "421 4.7.0 Try again later",
     };
     assert_eq!(
-        line(|o| failure(o, &a, &busy, false)),
+        line(|o| failure(o, M, &a, &busy, false)),
         "1064871280@20/00-25593-945A87F3@T@postalengine.com@266@group-a@binding-a@4@3@18.535@2001:db8::25@421 4.7.0 Try again later\n"
     );
     let unknown = Failure {
@@ -77,7 +79,7 @@ fn every_line_type_is_pinned() {
         response: "550 5.1.1 no such user",
     };
     assert_eq!(
-        line(|o| failure(o, &a, &unknown, true)),
+        line(|o| failure(o, M, &a, &unknown, true)),
         "1064871280@20/00-25593-945A87F3@P@postalengine.com@266@group-a@binding-a@9@3@18.535@2001:db8::25@550 5.1.1 no such user\n"
     );
     // No connection: stage 0, no remote address.
@@ -87,15 +89,15 @@ fn every_line_type_is_pinned() {
         response: "554 5.4.4 [internal] no MX or A for postalengine.com",
     };
     assert_eq!(
-        line(|o| failure(o, &a, &dns, true)),
+        line(|o| failure(o, M, &a, &dns, true)),
         "1064871280@20/00-25593-945A87F3@P@postalengine.com@266@group-a@binding-a@0@3@18.535@@554 5.4.4 [internal] no MX or A for postalengine.com\n"
     );
     a.remote = Some("10.0.0.1".parse().unwrap());
     assert_eq!(
-        line(|o| bounce(o, &a, &unknown, "bob@postalengine.com", "news@shop.example", BounceClass::InvalidRecipient)),
+        line(|o| bounce(o, M, &a, &unknown, ("bob@postalengine.com", "news@shop.example"), BounceClass::InvalidRecipient)),
         "1064871280@20/00-25593-945A87F3@B@bob@postalengine.com@news@shop.example@group-a@binding-a@9@10@10.0.0.1@550 5.1.1 no such user\n"
     );
-    assert_eq!(line(|o| heartbeat(o, 1064871280)), "1064871280@@M\n");
+    assert_eq!(line(|o| heartbeat(o, M, 1064871280)), "1064871280@@M\n");
 }
 
 #[test]
@@ -114,7 +116,7 @@ fn hostile_addresses_and_replies_cannot_forge_a_line_or_shift_a_field() {
         protocol: Protocol::Esmtp,
         source: source(),
     };
-    let text = line(|o| reception(o, &r));
+    let text = line(|o| reception(o, M, &r));
     assert_eq!(text.matches('\n').count(), 1, "{text:?}");
     assert!(text.ends_with('\n') && !text.contains('\r'));
     assert_eq!(text.trim_end().split('@').count(), 12, "{text:?}");
@@ -122,7 +124,7 @@ fn hostile_addresses_and_replies_cannot_forge_a_line_or_shift_a_field() {
         stage: Some(Stage::DataDone),
         response: "550 5.7.1 100% sure\r\n1@x@D@y\u{7f}\u{85}",
     };
-    let text = line(|o| failure(o, &attempt("10.0.0.1"), &f, true));
+    let text = line(|o| failure(o, M, &attempt("10.0.0.1"), &f, true));
     assert_eq!(text.matches('\n').count(), 1, "{text:?}");
     assert_eq!(text.trim_end().split('@').count(), 12, "{text:?}");
     assert!(

@@ -10,6 +10,7 @@
 use super::ShardQueue;
 use crate::bounce::{self, Action, DsnSettings, InlineOriginal, RecipientReport};
 use crate::config::Delivery;
+use crate::events::Subsystem;
 use crate::message::{Content, Envelope, MessageId, Recipient};
 use crate::queue::{is_expiry, Final};
 use crate::reply::status::EnhancedStatus;
@@ -56,8 +57,10 @@ impl ShardQueue {
         let (env, content) = match self.fetch(id).await {
             Ok(x) => x,
             Err(e) => {
-                self.events
-                    .panic(&format!("no DSN for {id}: cannot read it: {e}"));
+                self.events.panic(
+                    Subsystem::Spool,
+                    &format!("no DSN for {id}: cannot read it: {e}"),
+                );
                 return None;
             }
         };
@@ -167,9 +170,10 @@ impl ShardQueue {
             // logged, and the next one is due at the next interval.
             match self.store_dsn(&dsn).await {
                 Ok(()) => self.accept_dsn(dsn),
-                Err(e) => self
-                    .events
-                    .panic(&format!("storing delay DSN {}: {e}", dsn.id)),
+                Err(e) => self.events.panic(
+                    Subsystem::Spool,
+                    &format!("storing delay DSN {}: {e}", dsn.id),
+                ),
             }
         }
     }

@@ -16,10 +16,11 @@ use std::time::Duration;
 use super::ShardQueue;
 use crate::bounce::classify_reply;
 use crate::config::Delivery;
-use crate::events::{Event, Source};
+use crate::events::{Event, Source, Subsystem, Try};
 use crate::message::MessageId;
 use crate::queue::{Dest, Job, Next, RcptResult, Settlement};
 use crate::runtime::sched;
+use crate::smtp::client::Stage;
 use crate::spool::{Outcome, Record, SpoolError};
 
 /// First wait before writing an outcome again after a spool failure.
@@ -33,6 +34,22 @@ const SETTLE_CONCURRENCY: usize = 256;
 /// of each recipient, so a million-message domain is settled in pieces.
 const SETTLE_PIECE: usize = 16 * 1024;
 
+/// How an attempt went besides its results: for the logs and the DSN.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Sent<'a> {
+    /// The remote host's name, when a connection was made.
+    pub host: Option<&'a str>,
+    /// Its address.
+    pub remote: Option<std::net::IpAddr>,
+    /// Octets of the message sent (zero when it was not read).
+    pub octets: usize,
+    /// Its envelope sender (empty when it was not read).
+    pub sender: &'a str,
+    /// The session stage each result ended in, in results order (empty:
+    /// no connection).
+    pub stages: &'a [Stage],
+}
+
 impl ShardQueue {
     /// Settles a job in the queue, spools a DSN for failures, then
     /// records the settlement. The DSN goes first: a crash in between
@@ -41,14 +58,18 @@ impl ShardQueue {
         &self,
         job: &Job,
         results: &[(u32, RcptResult)],
-        remote: Option<&str>,
+        sent: Sent<'_>,
         d: &Delivery,
     ) {
+        let remote = sent.host;
         let s = self
             .queue
             .borrow_mut()
             .settle(job, results, &d.retry, sched::wall_ms());
-        self.report(job, results, &s, remote);
+        self.report(job, results, &s, sent);
+        // The lines for these results are out before the spool records
+        // them settled: a crash in between repeats a line, never loses one.
+        self.logs.written().await;
         let failures: Vec<&crate::queue::Final> =
             s.finals.iter().filter(|f| !f.delivered).collect();
         // Neither may be forgotten: each is retried until it is durable,
@@ -75,29 +96,36 @@ impl ShardQueue {
     /// Emits one event per recipient result: delivered or failed for good
     /// as the settlement says (a deferral past its expiry is a failure),
     /// deferred otherwise.
-    fn report(&self, job: &Job, results: &[(u32, RcptResult)], s: &Settlement, host: Option<&str>) {
+    fn report(&self, job: &Job, results: &[(u32, RcptResult)], s: &Settlement, sent: Sent<'_>) {
         let (binding, group) = self.bindings.source(job.binding);
         self.check_backoff(job, &binding, results);
         let source = Source {
             binding: &binding,
             group: &group,
         };
+        let attempt = |index: u32, recipient| Try {
+            source,
+            id: s.id,
+            recipient,
+            sender: sent.sender,
+            octets: sent.octets,
+            retries: s.retries,
+            received_at_ms: s.received_at_ms,
+            host: sent.host,
+            remote: sent.remote,
+            stage: results
+                .iter()
+                .position(|(i, _)| *i == index)
+                .and_then(|at| sent.stages.get(at).copied()),
+        };
         for f in &s.finals {
             let (recipient, reply) = (&*f.rcpt.address, &*f.reply);
+            let attempt = attempt(f.rcpt.index, recipient);
             self.events.emit(if f.delivered {
-                Event::Delivery {
-                    source,
-                    id: s.id,
-                    recipient,
-                    host,
-                    reply,
-                }
+                Event::Delivery { attempt, reply }
             } else {
                 Event::PermanentFailure {
-                    source,
-                    id: s.id,
-                    recipient,
-                    host,
+                    attempt,
                     reply,
                     class: classify_reply(reply),
                 }
@@ -114,10 +142,7 @@ impl ShardQueue {
                 continue;
             };
             self.events.emit(Event::TransientFailure {
-                source,
-                id: s.id,
-                recipient: &q.address,
-                host,
+                attempt: attempt(*index, &q.address),
                 reply,
                 class: classify_reply(reply),
             });
@@ -175,9 +200,12 @@ impl ShardQueue {
                     return;
                 }
                 Err(SpoolError::Closed) => {
-                    self.events.panic(&format!(
-                        "{id}: {what}: spool closed; the attempt is repeated after restart"
-                    ));
+                    self.events.panic(
+                        Subsystem::Spool,
+                        &format!(
+                            "{id}: {what}: spool closed; the attempt is repeated after restart"
+                        ),
+                    );
                     return;
                 }
                 Err(e) => {
@@ -185,7 +213,7 @@ impl ShardQueue {
                     // 1st, 2nd, 4th, 8th ... failure: the log shows it is
                     // stuck without a line per retry.
                     if failures.is_power_of_two() {
-                        self.events.panic(&format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
+                        self.events.panic(Subsystem::Spool, &format!("{id}: {what} failed ({failures} time(s) so far): {e}; retrying, delivery of this message waits"));
                     }
                     sched::sleep(delay).await;
                     delay = (delay * 2).min(RECORD_RETRY_MAX);
@@ -297,7 +325,7 @@ impl ShardQueue {
                         .iter()
                         .map(|q| (q.index, result.clone()))
                         .collect();
-                    me.finish(job, &results, None, &d).await;
+                    me.finish(job, &results, Sent::default(), &d).await;
                 }
             }));
         }

@@ -19,8 +19,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::settle::Sent;
 use super::ShardQueue;
 use crate::config::{Delivery, Throttle, ThrottleScope};
+use crate::events::Subsystem;
 use crate::outbound::{Binding, PoolKey, Slot, Unroutable};
 use crate::queue::{Dest, Job, RcptResult};
 use crate::reply::Reply;
@@ -195,8 +197,10 @@ impl ShardQueue {
         let (env, body) = match self.fetch(job.id).await {
             Ok(x) => x,
             Err(e) => {
-                self.events
-                    .panic(&format!("reading {} from the spool: {e}", job.id));
+                self.events.panic(
+                    Subsystem::Spool,
+                    &format!("reading {} from the spool: {e}", job.id),
+                );
                 let r = Rc::new(Reply::internal(
                     451,
                     (4, 3, 0),
@@ -207,11 +211,18 @@ impl ShardQueue {
                     .iter()
                     .map(|q| (q.index, RcptResult::Deferred(r.clone())))
                     .collect::<Vec<_>>();
-                self.finish(&job, &results, None, d).await;
+                self.finish(&job, &results, Sent::default(), d).await;
                 return;
             }
         };
-        let results = slot.send(&env, &body, &job.recipients).await;
-        self.finish(&job, &results, Some(slot.host()), d).await;
+        let (results, stages) = slot.send(&env, &body, &job.recipients).await;
+        let sent = Sent {
+            host: Some(slot.host()),
+            remote: Some(slot.remote()),
+            octets: body.len(),
+            sender: &env.mail_from,
+            stages: &stages,
+        };
+        self.finish(&job, &results, sent, d).await;
     }
 }
